@@ -1,0 +1,218 @@
+"""The run's configuration: one YAML file, validated once, with errors that name file, line and field."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from profiler.errors import ConfigError
+
+Protocol = Literal["v2-rest"]
+"""Wire protocols the codecs speak (more arrive with the codecs issue)."""
+
+MAX_RATE_RPS = 1_000_000.0
+"""Above this a rate is taken for a typo, not a plan."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TargetConfig(_Strict):
+    """Where the served model is and how to talk to it."""
+
+    url: str
+    protocol: Protocol = "v2-rest"
+    model: str
+    version: str | None = None
+    input_name: str = "input-0"
+    datatype: Literal["FP32", "FP64", "INT32", "INT64"] = "FP32"
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    ready_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) <= len("http://"):
+            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        return value.rstrip("/")
+
+
+class DatasetConfig(_Strict):
+    """The hold-out file and which of its fields hold the inputs, the label and the sample id."""
+
+    path: Path
+    format: Literal["jsonl", "csv"] | None = None
+    inputs: str | list[str] = "inputs"
+    label: str = "label"
+    id: str | None = None
+
+    @property
+    def resolved_format(self) -> str:
+        """The format given, or the one the file's extension implies."""
+        if self.format:
+            return self.format
+        return "csv" if self.path.suffix.lower() == ".csv" else "jsonl"
+
+
+class StageConfig(_Strict):
+    """One step of the load: a rate held for a duration."""
+
+    rate_rps: Annotated[float, Field(gt=0, le=MAX_RATE_RPS)]
+    duration_s: Annotated[float, Field(gt=0, le=86_400)]
+
+
+class LoadConfig(_Strict):
+    """The schedule of rates and how requests arrive."""
+
+    stages: Annotated[list[StageConfig], Field(min_length=1)]
+    arrival: Literal["constant", "poisson"] = "constant"
+    seed: int = 0
+    warmup_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
+    max_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 512
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 1
+    accuracy_pass: bool = True
+    """Send every hold-out sample once (closed loop) before the load, so accuracy covers the whole set."""
+
+
+class ObjectiveConfig(_Strict):
+    """The latency objective a stage must meet to count as sustained."""
+
+    percentile: Annotated[float, Field(gt=0, lt=100)] = 99.0
+    latency_ms: Annotated[float, Field(gt=0)] = 200.0
+    max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+
+
+class GateConfig(_Strict):
+    """A bound on one metric of the report; see profiler.verdict for the metric names."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    required: bool = True
+
+    @model_validator(mode="after")
+    def _has_bound(self) -> GateConfig:
+        if self.min is None and self.max is None:
+            raise ValueError("a gate needs 'min' or 'max'")
+        return self
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from profiler.verdict import METRICS
+
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
+        return value
+
+
+class ResourcesConfig(_Strict):
+    """Which process is the model, and how often to sample it."""
+
+    pid: Annotated[int, Field(gt=0)] | None = None
+    cmdline: str | None = None
+    interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    settle_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+
+
+class ReportConfig(_Strict):
+    """Where the JSON report goes."""
+
+    path: Path = Path("report.json")
+
+
+class ServerConfig(_Strict):
+    """The sidecar's own HTTP server (serve mode)."""
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9090
+
+
+class Config(_Strict):
+    """A whole profile: target, hold-out set, load, objective, gates, resources, report."""
+
+    target: TargetConfig
+    dataset: DatasetConfig
+    load: LoadConfig
+    objective: ObjectiveConfig = ObjectiveConfig()
+    gates: list[GateConfig] = []
+    resources: ResourcesConfig = ResourcesConfig()
+    report: ReportConfig = ReportConfig()
+    server: ServerConfig = ServerConfig()
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a YAML profile; relative paths in it are taken from the file's folder."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config: {exc.strerror or exc}") from None
+    return parse_config(text, file)
+
+
+def parse_config(text: str, file: Path) -> Config:
+    """Validate YAML text; `file` names the source in errors and anchors relative paths."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: the config must be a YAML mapping of sections (target, dataset, load, ...)")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        loc = tuple(error["loc"])
+        field = ".".join(str(part) for part in loc) or "(top)"
+        line = _line_of(node, loc)
+        where = f"{file}:{line}" if line else str(file)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "missing":
+            message = "required field is missing"
+        elif error["type"] == "extra_forbidden":
+            message = "unknown field"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{where}: {field}: {message}{more}") from None
+    return _anchor_paths(config, file.parent)
+
+
+def _anchor_paths(config: Config, base: Path) -> Config:
+    def anchor(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    dataset = config.dataset.model_copy(update={"path": anchor(config.dataset.path)})
+    report = config.report.model_copy(update={"path": anchor(config.report.path)})
+    return config.model_copy(update={"dataset": dataset, "report": report})
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the deepest YAML node along `loc` that exists."""
+    line = None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == str(part):
+                    child = value
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        node = child
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line

@@ -1,0 +1,106 @@
+"""The demo: start the bundled example model, write a profile for it, and profile it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from profiler.errors import TargetError
+from profiler.examples.holdout import write_holdout
+
+DEMO_PROFILE = """\
+# Written by `profiler demo`: a profile of the bundled example model.
+target:
+  url: {url}
+  protocol: v2-rest
+  model: digits
+  timeout_s: 5
+  ready_timeout_s: 60
+dataset:
+  path: holdout.jsonl
+  inputs: pixels
+  label: label
+  id: id
+load:
+  warmup_s: 1
+  arrival: constant
+  stages:
+    - {{rate_rps: 25, duration_s: 3}}
+    - {{rate_rps: 50, duration_s: 3}}
+    - {{rate_rps: 100, duration_s: 3}}
+    - {{rate_rps: 200, duration_s: 3}}
+objective:
+  percentile: 99
+  latency_ms: 100
+gates:
+  - {{metric: f1_macro, min: 0.9}}
+  - {{metric: latency_p99_ms, max: 100}}
+  - {{metric: error_rate, max: 0.01}}
+resources:
+  pid: {pid}
+  interval_s: 0.5
+  settle_s: 1
+report:
+  path: report.json
+server:
+  port: {port}
+"""
+
+
+def start_example_server(extra_args: list[str], timeout_s: float = 120.0) -> tuple[subprocess.Popen[str], str]:
+    """Start the example model on a free port; returns the process and its base URL."""
+    command = [sys.executable, "-m", "profiler.examples.server", "--port", "0", *extra_args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if not line or not line[0].startswith("READY "):
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        detail = err.strip().splitlines()[-1] if err.strip() else "no output"
+        raise TargetError(f"the example server did not start within {timeout_s:g} s: {detail}")
+    return proc, line[0].split()[1]
+
+
+def stop_process(proc: subprocess.Popen[str]) -> None:
+    """Terminate, then kill if it lingers."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_demo(directory: Path, variant: str = "good", serve_port: int | None = None,
+             server_args: list[str] | None = None) -> int:
+    """Profile the example model once (or serve the run with serve_port); returns the exit code."""
+    from profiler import aio
+    from profiler.cli import run_once
+    from profiler.config import load_config
+
+    directory.mkdir(parents=True, exist_ok=True)
+    count = write_holdout(directory / "holdout.jsonl")
+    print(f"demo: wrote {count} hold-out samples to {directory / 'holdout.jsonl'}")
+    proc, url = start_example_server(["--variant", variant, *(server_args or [])])
+    print(f"demo: example model ({variant}) serving on {url} as pid {proc.pid}")
+    try:
+        profile = directory / "profile.yaml"
+        profile.write_text(DEMO_PROFILE.format(url=url, pid=proc.pid, port=serve_port or 9090), encoding="utf-8")
+        print(f"demo: profile written to {profile}; profiling (about 20 s) ...\n", flush=True)
+        config = load_config(profile)
+        if serve_port is None:
+            code = run_once(config)
+            print(f"\nSidecar mode: `profiler demo --serve`, then `curl http://127.0.0.1:{9090}/report`"
+                  f" (or /report?format=text, /metrics).")
+            return code
+        from profiler.server import serve
+
+        return aio.run(serve(config))
+    finally:
+        stop_process(proc)

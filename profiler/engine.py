@@ -1,0 +1,148 @@
+"""The load engine: the only loop that sleeps. Sends on a timetable, never waiting for responses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from profiler.errors import DecodeError, TransportError
+from profiler.latency import StageRecorder
+from profiler.results import DECODE, OK, Consumer, Result
+from profiler.schedule import NS_PER_S, Stage
+from profiler.transports import Transport
+
+Decoder = Callable[[bytes, int], list[Any]]
+
+
+class Engine:
+    """Open-loop dispatcher for one target.
+
+    Each request is sent at its intended time whether or not earlier ones have answered.
+    Latency is taken from the intended time, so a stalled model cannot hide its queue.
+    At most `max_in_flight` requests are outstanding; a request that waits for a slot longer
+    than `timeout_s` past its intended time is counted as unsent instead of being sent late.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        path: str,
+        bodies: Sequence[bytes],
+        decode: Decoder,
+        *,
+        batch: int = 1,
+        sample_count: int,
+        max_in_flight: int = 512,
+        timeout_s: float = 10.0,
+        consumers: Iterable[Consumer] = (),
+        clock: Callable[[], int] = time.monotonic_ns,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ) -> None:
+        if not bodies:
+            raise ValueError("the engine needs at least one request body")
+        self._transport = transport
+        self._path = path
+        self._bodies = bodies
+        self._decode = decode
+        self._batch = batch
+        self._sample_count = sample_count
+        self._max_in_flight = max_in_flight
+        self._stale_ns = int(timeout_s * NS_PER_S)
+        self._consumers = list(consumers)
+        self._clock = clock
+        self._cpu_clock = cpu_clock
+        self._in_flight = 0
+        self._slot_free = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._cursor = 0
+        self.sent_total = 0
+
+    def stop(self) -> None:
+        """Stop sending; requests already in flight are still awaited and recorded."""
+        self._stopping = True
+        self._slot_free.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() was called."""
+        return self._stopping
+
+    async def run_stage(self, stage: Stage, offsets_ns: Iterable[int], recorder: StageRecorder) -> None:
+        """Send the stage's timetable, then wait for its requests to finish (bounded by the timeout)."""
+        sinks: list[Consumer] = [recorder, *self._consumers]
+        start_ns = self._clock()
+        cpu_start = self._cpu_clock()
+        recorder.started_ns = start_ns
+        scheduled = 0
+        unsent = 0
+        for offset in offsets_ns:
+            if self._stopping:
+                break
+            scheduled += 1
+            intended = start_ns + offset
+            wait_ns = intended - self._clock()
+            if wait_ns > 0:
+                await asyncio.sleep(wait_ns / NS_PER_S)
+            while self._in_flight >= self._max_in_flight and not self._stopping:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+            if self._stopping:
+                break
+            if self._clock() - intended > self._stale_ns:
+                unsent += 1
+                continue
+            self._launch(stage.index, intended, sinks)
+        recorder.ended_ns = self._clock()
+        await self.drain()
+        recorder.scheduled = scheduled
+        recorder.unsent = unsent
+        recorder.cpu_s = self._cpu_clock() - cpu_start
+
+    def _launch(self, stage_index: int, intended_ns: int, sinks: list[Consumer]) -> None:
+        index = self._cursor
+        self._cursor = (index + 1) % len(self._bodies)
+        self._in_flight += 1
+        self.sent_total += 1
+        task = asyncio.ensure_future(self._one(stage_index, index, intended_ns, sinks))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, stage_index: int, index: int, intended_ns: int, sinks: list[Consumer]) -> None:
+        sent_ns = self._clock()
+        predictions = None
+        error = None
+        status = 0
+        try:
+            payload = await self._transport.send(self._path, self._bodies[index])
+            done_ns = self._clock()
+            try:
+                predictions = self._decode(payload, self._batch)
+                outcome = OK
+            except DecodeError as exc:
+                outcome, error = DECODE, str(exc)
+        except TransportError as exc:
+            done_ns = self._clock()
+            outcome, error, status = exc.kind, str(exc), exc.status
+        finally:
+            self._in_flight -= 1
+            self._slot_free.set()
+        first_sample = (index * self._batch) % self._sample_count
+        result = Result(stage_index, first_sample, self._batch, intended_ns, sent_ns, done_ns, outcome,
+                        predictions, error, status)
+        for sink in sinks:
+            sink.add(result)
+
+    async def drain(self) -> None:
+        """Wait for every request in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def build_bodies(samples: Sequence[Any], batch: int, encode: Callable[[Sequence[Any]], bytes]) -> list[bytes]:
+    """Pre-encode every request once: request j carries samples j*batch .. j*batch+batch-1, wrapping."""
+    n = len(samples)
+    count = -(-n // batch)
+    return [encode([samples[(j * batch + k) % n] for k in range(batch)]) for j in range(count)]

@@ -1,0 +1,32 @@
+"""The project's own exception kinds: each carries what a user needs to fix the cause."""
+
+from __future__ import annotations
+
+
+class ProfilerError(Exception):
+    """An error the user can cause and fix; the CLI prints it as one line, no traceback."""
+
+
+class ConfigError(ProfilerError):
+    """The configuration is missing, malformed or invalid (names the file, line and field)."""
+
+
+class DatasetError(ProfilerError):
+    """The hold-out file cannot be read or a line in it is invalid (names the file and line)."""
+
+
+class TargetError(ProfilerError):
+    """The served model cannot be reached or never became ready (names the URL)."""
+
+
+class TransportError(Exception):
+    """One request failed; `kind` classifies it for the report (timeout, connection, http_status)."""
+
+    def __init__(self, kind: str, detail: str, status: int = 0) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.status = status
+
+
+class DecodeError(Exception):
+    """A response body was not of the shape the codec expects."""

@@ -1,0 +1,19 @@
+"""Writes the example model's labelled hold-out set (the digits test split) as JSONL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from profiler.examples.server import split
+
+
+def write_holdout(path: Path) -> int:
+    """One line per held-out digit: {"id", "pixels": [64 numbers], "label"}; returns the count."""
+    _, x_test, _, y_test = split()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for i, (pixels, label) in enumerate(zip(x_test, y_test, strict=True)):
+            row = {"id": f"digits-{i}", "pixels": [int(v) for v in pixels], "label": int(label)}
+            handle.write(json.dumps(row, separators=(",", ":")) + "\n")
+    return len(y_test)

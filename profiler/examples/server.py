@@ -1,0 +1,179 @@
+"""The bundled example model: a scikit-learn digits classifier served over Open Inference Protocol V2 REST.
+
+It trains at start on scikit-learn's bundled digits data (no download) and serves
+/v2/health/{live,ready}, /v2/models/{name}, /v2/models/{name}/ready and POST /v2/models/{name}/infer.
+Flags make it misbehave on purpose, so the profiler has something to catch: a weaker model,
+added latency, a capacity limit, periodic stalls, a memory leak.
+
+Run: python -m profiler.examples.server --port 8000  (port 0 picks a free port; the first line
+printed is "READY http://127.0.0.1:PORT").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.tree import DecisionTreeClassifier
+
+from profiler import aio
+
+MODEL_NAME = "digits"
+FEATURES = 64
+SPLIT_SEED = 0
+TEST_SIZE = 0.2
+
+
+def split() -> tuple[Any, Any, Any, Any]:
+    """The fixed train/hold-out split of the digits data (the hold-out is what the profiler replays)."""
+    digits = load_digits()
+    parts: tuple[Any, Any, Any, Any] = train_test_split(digits.data, digits.target, test_size=TEST_SIZE, random_state=SPLIT_SEED,
+                            stratify=digits.target)
+    return parts
+
+
+def train(variant: str) -> Any:
+    """'good': logistic regression (~97% accurate); 'weak': a depth-4 tree (~60%)."""
+    x_train, _, y_train, _ = split()
+    if variant == "weak":
+        model: Any = DecisionTreeClassifier(max_depth=4, random_state=0)
+    else:
+        model = LogisticRegression(max_iter=3000)
+    model.fit(x_train / 16.0, y_train)
+    return model
+
+
+@dataclass
+class Behaviour:
+    """Deliberate misbehaviour: latency, a serial capacity limit, stalls and a leak."""
+
+    delay_ms: float = 0.0
+    service_ms: float = 0.0
+    stall_every_s: float = 0.0
+    stall_s: float = 0.0
+    leak_kb_per_request: float = 0.0
+    leaked: list[bytearray] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    started: float = field(default_factory=time.monotonic)
+
+
+def make_app(model: Any, behaviour: Behaviour, name: str = MODEL_NAME) -> web.Application:
+    """The aiohttp application serving `model` under `name`."""
+    metadata = {
+        "name": name, "versions": ["1"], "platform": "scikit-learn",
+        "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, FEATURES]}],
+        "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}],
+    }
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.json_response({"live": True})
+
+    async def model_metadata(request: web.Request) -> web.Response:
+        if request.match_info["name"] != name:
+            return web.json_response({"error": f"unknown model {request.match_info['name']}"}, status=404)
+        return web.json_response(metadata)
+
+    async def model_ready(request: web.Request) -> web.Response:
+        status = 200 if request.match_info["name"] == name else 404
+        return web.json_response({"name": request.match_info["name"], "ready": status == 200}, status=status)
+
+    async def infer(request: web.Request) -> web.Response:
+        if request.match_info["name"] != name:
+            return web.json_response({"error": f"unknown model {request.match_info['name']}"}, status=404)
+        try:
+            document = json.loads(await request.read())
+            tensor = document["inputs"][0]
+            rows = np.asarray(tensor["data"], dtype=np.float32).reshape(-1, FEATURES)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        await misbehave(behaviour)
+        labels = model.predict(rows / 16.0)
+        return web.json_response({
+            "model_name": name, "model_version": "1", "id": document.get("id", ""),
+            "outputs": [{"name": "label", "datatype": "INT64", "shape": [len(labels)],
+                         "data": [int(v) for v in labels]}],
+        })
+
+    app = web.Application()
+    app.router.add_get("/v2/health/live", ok)
+    app.router.add_get("/v2/health/ready", ok)
+    app.router.add_get("/v2/models/{name}", model_metadata)
+    app.router.add_get("/v2/models/{name}/ready", model_ready)
+    app.router.add_post("/v2/models/{name}/infer", infer)
+    app.router.add_get("/v2/models/{name}/versions/{version}/ready", model_ready)
+    app.router.add_post("/v2/models/{name}/versions/{version}/infer", infer)
+    return app
+
+
+async def misbehave(behaviour: Behaviour) -> None:
+    """Apply the configured stall, capacity limit, delay and leak to one request."""
+    if behaviour.leak_kb_per_request:
+        chunk = bytearray(int(behaviour.leak_kb_per_request * 1024))
+        chunk[::4096] = b"\x01" * len(chunk[::4096])  # touch every page so it is resident
+        behaviour.leaked.append(chunk)
+    if behaviour.stall_every_s and behaviour.stall_s:
+        phase = (time.monotonic() - behaviour.started) % behaviour.stall_every_s
+        if phase < behaviour.stall_s:
+            await asyncio.sleep(behaviour.stall_s - phase)
+    if behaviour.service_ms:
+        async with behaviour.lock:
+            await asyncio.sleep(behaviour.service_ms / 1000)
+    if behaviour.delay_ms:
+        await asyncio.sleep(behaviour.delay_ms / 1000)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="profiler-example-server", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--name", default=MODEL_NAME)
+    parser.add_argument("--variant", choices=["good", "weak"], default="good")
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="added latency, requests overlap")
+    parser.add_argument("--service-ms", type=float, default=0.0,
+                        help="serial service time: capacity is 1000/service-ms requests per second")
+    parser.add_argument("--stall-every-s", type=float, default=0.0)
+    parser.add_argument("--stall-s", type=float, default=0.0)
+    parser.add_argument("--leak-kb-per-request", type=float, default=0.0)
+    return parser.parse_args(argv)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    model = train(args.variant)
+    behaviour = Behaviour(args.delay_ms, args.service_ms, args.stall_every_s, args.stall_s,
+                          args.leak_kb_per_request)
+    runner = web.AppRunner(make_app(model, behaviour, args.name), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
+    port = runner.addresses[0][1]
+    print(f"READY http://{args.host}:{port}", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: train, serve until interrupted."""
+    args = parse_args(argv)
+    try:
+        aio.run(serve(args))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        print(f"example server: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        sys.exit(3)
+
+
+if __name__ == "__main__":
+    main()

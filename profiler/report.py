@@ -1,0 +1,86 @@
+"""The report as a JSON file and as a readable text table."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def write_json(report: dict[str, Any], path: Path) -> Path:
+    """Write atomically (temp file + rename), so a reader never sees half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2, allow_nan=False, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _num(value: float | None, fmt: str = "{:.4f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for row in rows:
+        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    return out
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """Stages, accuracy, memory and the verdict, as a fixed-width table for a terminal."""
+    run = report["run"]
+    target = report["target"]
+    lines = [
+        f"profiler {report['profiler_version']}  run {run['id']}  ({run['status']}, {run['duration_s']:.1f} s)",
+        f"target   {target['url']}  protocol {target['protocol']}  model {target['model']}",
+        f"hold-out {report['dataset']['path']}  ({report['dataset']['samples']} samples, "
+        f"sha256 {str(report['dataset']['sha256'])[:12]})",
+        "",
+    ]
+    header = ["stage", "offered/s", "achieved/s", "sent", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+              "max ms", "lag p99", "objective"]
+    rows = []
+    for s in report["stages"]:
+        lat = s["latency_ms"]
+        objective = "warm-up" if s["warmup"] else ("ok" if s["objective"]["sustained"] else "MISSED")
+        rows.append([s["name"], f"{s['offered_rps']:g}", _num(s["achieved_rps"], "{:.1f}"), str(s["sent"]),
+                     str(s["errors"] + s["unsent"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]),
+                     _ms(lat["p999"]), _ms(lat["max"]), _ms(s["schedule_lag_ms"]["p99"]), objective])
+    lines += _table(header, rows)
+    capacity = report["capacity"]
+    objective = report["objective"]
+    lines.append(f"highest rate within p{objective['percentile']:g} <= {objective['latency_ms']:g} ms: "
+                 f"{_num(capacity['max_sustained_rps'], '{:g} rps')}")
+    acc = report["accuracy"]
+    if acc:
+        lines += ["", f"accuracy {_num(acc.get('accuracy'))}  precision(macro) {_num(acc.get('precision_macro'))}  "
+                      f"recall(macro) {_num(acc.get('recall_macro'))}  F1(macro) {_num(acc.get('f1_macro'))}  "
+                      f"coverage {_num(acc.get('coverage'), '{:.1%}')}  "
+                      f"inconsistent {acc['consistency']['inconsistent']}/{acc['consistency']['compared']}"]
+    res = report["resources"]
+    lines += ["", f"memory   ({res['source']}) start {_mib(res['rss_start_bytes'])}  peak {_mib(res['rss_peak_bytes'])}"
+                  f"  end {_mib(res['rss_end_bytes'])}  growth {_num(res['rss_growth_pct'], '{:+.1f}%')}"]
+    for problem in res["problems"]:
+        lines.append(f"         not measured: {problem}")
+    verdict = report["verdict"]
+    lines += ["", f"verdict  {verdict['status'].upper()}: {verdict['reason']}"]
+    checks = verdict["checks"]
+    if checks:
+        rows = [[c["metric"], c["status"].upper(), _num(c["value"], "{:.6g}"), c["bound"]] for c in checks]
+        lines += _table(["check", "status", "value", "bound"], rows)
+    return "\n".join(lines) + "\n"

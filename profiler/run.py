@@ -1,0 +1,262 @@
+"""One profiling run, wired end to end: dataset -> codec -> engine -> recorders -> report -> verdict.
+
+This is wiring and I/O: it owns the asyncio tasks (load, resource sampler) and the live state
+that the server and the metrics collector read while the run is under way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from profiler import __version__
+from profiler.accuracy import PredictionLog, accuracy_metrics
+from profiler.capacity import judge_stage, max_sustained_rps
+from profiler.codecs import Codec, make_codec
+from profiler.config import Config
+from profiler.dataset import Dataset, load_dataset
+from profiler.engine import Engine, build_bodies
+from profiler.errors import DecodeError, TargetError, TransportError
+from profiler.latency import StageRecorder
+from profiler.resources.sampler import ProcessSampler
+from profiler.resources.series import BoundedSeries, ResourcePoint, summarise
+from profiler.schedule import Stage, arrival_offsets_ns, plan_stages
+from profiler.transports import Transport
+from profiler.transports.http import HttpTransport
+from profiler.verdict import flatten_metrics, judge
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass
+class RunState:
+    """What a run has measured so far; read by /report and /metrics while it runs."""
+
+    run_id: str
+    config: Config
+    phase: str = "starting"
+    started_at: str = ""
+    stages: list[Stage] = field(default_factory=list)
+    recorders: list[StageRecorder] = field(default_factory=list)
+    current_stage: str | None = None
+    predictions: PredictionLog | None = None
+    dataset: Dataset | None = None
+    series: BoundedSeries = field(default_factory=BoundedSeries)
+    sampler: ProcessSampler | None = None
+    accuracy_errors: int = 0
+    report: dict[str, Any] | None = None
+    requests_done: int = 0
+
+    def add(self, result: Any) -> None:
+        """Count every finished request (the resource series plots memory against requests)."""
+        self.requests_done += 1
+
+    def progress(self) -> dict[str, Any]:
+        """A small document for /report while the run is under way."""
+        return {
+            "run_id": self.run_id,
+            "phase": self.phase,
+            "started_at": self.started_at,
+            "current_stage": self.current_stage,
+            "stages_done": sum(1 for r in self.recorders if r.ended_ns),
+            "stages_total": len(self.stages),
+            "requests_done": self.requests_done,
+            "stages": [r.summary() for r in self.recorders],
+        }
+
+
+def new_state(config: Config) -> RunState:
+    """A fresh state with a sortable, unique run id."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return RunState(run_id=f"{stamp}-{uuid.uuid4().hex[:6]}", config=config)
+
+
+def make_transport(config: Config, codec: Codec) -> Transport:
+    """The transport for the configured protocol."""
+    return HttpTransport(
+        config.target.url,
+        timeout_s=config.target.timeout_s,
+        max_connections=config.target.max_connections,
+        content_type=codec.content_type,
+    )
+
+
+async def wait_ready(transport: Transport, codec: Codec, url: str, timeout_s: float) -> None:
+    """Poll the codec's readiness endpoints until all answer 200, or raise TargetError."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, int] = {}
+    while True:
+        last = {path: await transport.probe(path) for path in codec.ready_paths}
+        if all(status == 200 for status in last.values()):
+            return
+        if time.monotonic() >= deadline:
+            seen = ", ".join(f"{url}{p} -> {s or 'no answer'}" for p, s in last.items())
+            raise TargetError(f"target never became ready within {timeout_s:g} s ({seen})")
+        await asyncio.sleep(0.2)
+
+
+async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """Run the whole profile and return the report (also kept on `state.report`)."""
+    config = state.config
+    state.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    state.phase = "loading dataset"
+    dataset = load_dataset(
+        config.dataset.path, inputs=config.dataset.inputs, label=config.dataset.label,
+        id_field=config.dataset.id, fmt=config.dataset.resolved_format,
+    )
+    state.dataset = dataset
+    codec = make_codec(config.target.protocol, model=config.target.model, version=config.target.version,
+                       input_name=config.target.input_name, datatype=config.target.datatype)
+    bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
+    transport = make_transport(config, codec)
+    state.predictions = PredictionLog(len(dataset.samples))
+    state.sampler = ProcessSampler(pid=config.resources.pid, cmdline=config.resources.cmdline)
+    state.stages = plan_stages([(s.rate_rps, s.duration_s) for s in config.load.stages], config.load.warmup_s)
+    sampling = asyncio.create_task(_sample_resources(state, t0))
+    status = "completed"
+    try:
+        state.phase = "waiting for target"
+        await wait_ready(transport, codec, config.target.url, config.target.ready_timeout_s)
+        state.phase = "before"
+        await asyncio.sleep(config.resources.settle_s)
+        engine = Engine(
+            transport, codec.infer_path, bodies, codec.decode, batch=config.load.batch_size,
+            sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
+            timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
+        )
+        watcher = asyncio.create_task(_watch_stop(stop, engine)) if stop is not None else None
+        if config.load.accuracy_pass:
+            state.phase = "accuracy"
+            await _accuracy_pass(state, transport, codec, dataset, config.load.batch_size,
+                                 min(16, config.load.max_in_flight))
+        state.phase = "load"
+        for stage in state.stages:
+            if engine.stopping:
+                status = "aborted"
+                break
+            recorder = StageRecorder(stage)
+            state.recorders.append(recorder)
+            state.current_stage = stage.name
+            await engine.run_stage(stage, arrival_offsets_ns(stage, config.load.arrival, config.load.seed), recorder)
+        if engine.stopping:
+            status = "aborted"
+        state.current_stage = None
+        if watcher is not None:
+            watcher.cancel()
+        state.phase = "after"
+        if status == "completed":
+            await asyncio.sleep(config.resources.settle_s)
+    finally:
+        sampling.cancel()
+        await transport.close()
+    report = build_report(state, status, time.monotonic() - t0)
+    state.report = report
+    state.phase = "done"
+    return report
+
+
+async def _watch_stop(stop: asyncio.Event, engine: Engine) -> None:
+    await stop.wait()
+    engine.stop()
+
+
+async def _accuracy_pass(state: RunState, transport: Transport, codec: Codec, dataset: Dataset, batch: int,
+                         concurrency: int) -> None:
+    """Every sample once, closed loop: the reference predictions that accuracy is computed from."""
+    from profiler.results import OK, Result
+
+    assert state.predictions is not None
+    n = len(dataset.samples)
+    starts = list(range(0, n, batch))
+    queue = iter(starts)
+
+    async def worker() -> None:
+        for first in queue:
+            chunk = dataset.samples[first:first + batch]
+            try:
+                body = await transport.send(codec.infer_path, codec.encode(chunk))
+                predictions = codec.decode(body, len(chunk))
+            except (TransportError, DecodeError):
+                state.accuracy_errors += 1
+                continue
+            assert state.predictions is not None
+            state.predictions.add(Result(-1, first, len(chunk), 0, 0, 0, OK, predictions))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _sample_resources(state: RunState, t0: float) -> None:
+    sampler = state.sampler
+    if sampler is None or (sampler.pid is None and sampler.cmdline is None):
+        return
+    interval = state.config.resources.interval_s
+    while True:
+        reading = await asyncio.to_thread(sampler.read)
+        if reading is not None:
+            phase = "load" if state.phase in ("accuracy", "load") else state.phase
+            state.series.add(ResourcePoint(time.monotonic() - t0, reading.rss_bytes, reading.cpu_s,
+                                           reading.processes, phase, state.requests_done))
+        await asyncio.sleep(interval)
+
+
+def build_report(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
+    """The versioned JSON document: stages, capacity, accuracy, resources, metrics and verdict."""
+    config = state.config
+    objective = config.objective
+    stages = []
+    for recorder in state.recorders:
+        summary = recorder.summary()
+        if not recorder.stage.warmup:
+            summary["objective"] = judge_stage(summary, objective.percentile, objective.latency_ms,
+                                               objective.max_error_rate)
+        stages.append(summary)
+    measured = [s for s in stages if not s["warmup"]]
+    sustained = max_sustained_rps(stages)
+    dataset = state.dataset
+    labels = [s.label for s in dataset.samples] if dataset else []
+    accuracy: dict[str, Any] = {}
+    if state.predictions is not None and dataset is not None:
+        accuracy = accuracy_metrics(labels, state.predictions.reference)
+        accuracy["errors"] = state.accuracy_errors
+        accuracy["consistency"] = {"compared": state.predictions.compared,
+                                   "inconsistent": state.predictions.inconsistent}
+    sampler = state.sampler
+    if sampler is not None and (sampler.pid is not None or sampler.cmdline is not None):
+        resources = summarise(state.series, sampler.source, list(sampler.problems))
+    else:
+        resources = summarise(state.series, "none", ["no process to watch is configured (resources.pid or "
+                                                     "resources.cmdline)"])
+    report: dict[str, Any] = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "profiler_version": __version__,
+        "run": {"id": state.run_id, "status": status, "started_at": state.started_at,
+                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "duration_s": round(duration_s, 3)},
+        "target": {"url": config.target.url, "protocol": config.target.protocol, "model": config.target.model,
+                   "version": config.target.version},
+        "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
+                    "sha256": dataset.sha256 if dataset else None,
+                    "samples": len(dataset.samples) if dataset else 0},
+        "load": {"arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
+                 "max_in_flight": config.load.max_in_flight, "warmup_s": config.load.warmup_s},
+        "objective": objective.model_dump(),
+        "stages": stages,
+        "capacity": {"max_sustained_rps": sustained if sustained is not None else (0.0 if measured else None),
+                     "stages_sustained": sum(1 for s in measured if s["objective"]["sustained"]),
+                     "stages_measured": len(measured)},
+        "accuracy": accuracy,
+        "resources": resources,
+    }
+    report["metrics"] = flatten_metrics(report)
+    gates = [(g.metric, g.min, g.max, g.required) for g in config.gates]
+    verdict = judge(report, gates)
+    if status != "completed" and verdict.status == "pass":
+        report["verdict"] = {"status": "inconclusive", "reason": f"the run was {status} before it finished",
+                             "checks": verdict.as_dict()["checks"]}
+    else:
+        report["verdict"] = verdict.as_dict()
+    return report

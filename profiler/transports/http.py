@@ -1,0 +1,67 @@
+"""HTTP/1.1 transport on aiohttp with a bounded keep-alive connection pool."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from profiler.errors import TransportError
+
+
+class HttpTransport:
+    """POSTs pre-encoded bodies to one base URL; classifies failures as timeout, connection or status."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float,
+        max_connections: int = 64,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._headers = {"Content-Type": content_type, **(headers or {})}
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers=self._headers, skip_auto_headers=("User-Agent",)
+            )
+        return self._session
+
+    async def send(self, path: str, body: bytes) -> bytes:
+        """POST and return the body of a 2xx response."""
+        try:
+            async with self._client().post(self.base_url + path, data=body) as response:
+                payload = await response.read()
+                if response.status >= 300:
+                    snippet = payload[:200].decode("utf-8", errors="replace")
+                    raise TransportError("http_status", f"HTTP {response.status}: {snippet}", response.status)
+                return payload
+        except TransportError:
+            raise
+        except TimeoutError:
+            raise TransportError("timeout", f"no answer within {self._timeout.total} s") from None
+        except aiohttp.ClientError as exc:
+            raise TransportError("connection", f"{type(exc).__name__}: {exc}") from None
+        except OSError as exc:
+            raise TransportError("connection", f"{type(exc).__name__}: {exc}") from None
+
+    async def probe(self, path: str) -> int:
+        """GET and return the status, 0 if the connection failed or timed out."""
+        try:
+            async with self._client().get(self.base_url + path) as response:
+                await response.read()
+                return response.status
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            return 0
+
+    async def close(self) -> None:
+        """Close the pool."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
