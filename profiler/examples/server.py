@@ -37,8 +37,9 @@ TEST_SIZE = 0.2
 def split() -> tuple[Any, Any, Any, Any]:
     """The fixed train/hold-out split of the digits data (the hold-out is what the profiler replays)."""
     digits = load_digits()
-    parts: tuple[Any, Any, Any, Any] = train_test_split(digits.data, digits.target, test_size=TEST_SIZE, random_state=SPLIT_SEED,
-                            stratify=digits.target)
+    parts: tuple[Any, Any, Any, Any] = train_test_split(
+        digits.data, digits.target, test_size=TEST_SIZE, random_state=SPLIT_SEED, stratify=digits.target
+    )
     return parts
 
 
