@@ -1,0 +1,35 @@
+"""Shared fixtures: the bundled example model server as a real subprocess on 127.0.0.1."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from profiler.demo import start_example_server, stop_process
+
+ExampleServer = tuple[subprocess.Popen[str], str]
+
+
+@pytest.fixture
+def start_server() -> Iterator[Callable[..., ExampleServer]]:
+    """Start example servers with extra flags; every one is stopped after the test."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(*flags: str) -> ExampleServer:
+        proc, url = start_example_server(list(flags))
+        started.append(proc)
+        return proc, url
+
+    yield start
+    for proc in started:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def example_server() -> Iterator[ExampleServer]:
+    """One well-behaved example model for the whole session (read-only use)."""
+    proc, url = start_example_server([])
+    yield proc, url
+    stop_process(proc)
