@@ -61,16 +61,67 @@ class DatasetConfig(_Strict):
 
 
 class StageConfig(_Strict):
-    """One step of the load: a rate held for a duration."""
+    """One step of the load: a rate held for a duration or for a number of requests."""
 
     rate_rps: Annotated[float, Field(gt=0, le=MAX_RATE_RPS)]
-    duration_s: Annotated[float, Field(gt=0, le=86_400)]
+    duration_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
+    requests: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _held(self) -> StageConfig:
+        if (self.duration_s is None) == (self.requests is None):
+            raise ValueError("a stage needs 'duration_s' or 'requests' (exactly one)")
+        return self
+
+
+class RampConfig(_Strict):
+    """Rising stages: start, times `factor` or plus `step_rps`, up to `max_rps`, each held alike."""
+
+    start_rps: Annotated[float, Field(gt=0, le=MAX_RATE_RPS)]
+    max_rps: Annotated[float, Field(gt=0, le=MAX_RATE_RPS)]
+    factor: Annotated[float, Field(gt=1, le=100)] | None = None
+    step_rps: Annotated[float, Field(gt=0, le=MAX_RATE_RPS)] | None = None
+    duration_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
+    requests: Annotated[int, Field(ge=1, le=1_000_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> RampConfig:
+        from profiler.schedule import ramp_rates
+
+        if (self.duration_s is None) == (self.requests is None):
+            raise ValueError("a ramp needs 'duration_s' or 'requests' per stage (exactly one)")
+        ramp_rates(self.start_rps, self.max_rps, self.factor, self.step_rps)
+        return self
+
+
+class SearchConfig(_Strict):
+    """Capacity search: raise the rate until the objective breaks, then bisect to `precision`."""
+
+    start_rps: Annotated[float, Field(gt=0, le=MAX_RATE_RPS)] = 10.0
+    max_rps: Annotated[float, Field(gt=0, le=MAX_RATE_RPS)] = 100_000.0
+    factor: Annotated[float, Field(gt=1, le=100)] = 2.0
+    precision: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    window_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    windows: Annotated[int, Field(ge=3, le=100)] = 3
+    max_windows: Annotated[int, Field(ge=3, le=1000)] = 8
+    stability: Annotated[float, Field(gt=0, lt=1)] = 0.10
+    max_stages: Annotated[int, Field(ge=2, le=1000)] = 30
+
+    @model_validator(mode="after")
+    def _valid(self) -> SearchConfig:
+        if self.max_rps < self.start_rps:
+            raise ValueError(f"max_rps {self.max_rps:g} is below start_rps {self.start_rps:g}")
+        if self.max_windows < self.windows:
+            raise ValueError(f"max_windows {self.max_windows} is below windows {self.windows}")
+        return self
 
 
 class LoadConfig(_Strict):
-    """The schedule of rates and how requests arrive."""
+    """The schedule of rates and how requests arrive: `stages`, a `ramp`, or a capacity `search`."""
 
-    stages: Annotated[list[StageConfig], Field(min_length=1)]
+    stages: Annotated[list[StageConfig], Field(min_length=1)] | None = None
+    ramp: RampConfig | None = None
+    search: SearchConfig | None = None
     arrival: Literal["constant", "poisson"] = "constant"
     seed: int = 0
     warmup_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
@@ -78,6 +129,46 @@ class LoadConfig(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=4096)] = 1
     accuracy_pass: bool = True
     """Send every hold-out sample once (closed loop) before the load, so accuracy covers the whole set."""
+    on_error: Literal["continue", "stop"] = "continue"
+    """After a stage whose error rate broke the objective's budget: go on with the next stage, or stop."""
+    workers: Annotated[int, Field(ge=1)] | None = None
+    """Generator processes; None picks from the cores and the highest rate (1 = in the sidecar's own loop)."""
+    client: Literal["http1", "aiohttp"] = "http1"
+    """HTTP client: the lean keep-alive HTTP/1.1 client, or aiohttp's."""
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> LoadConfig:
+        given = [name for name in ("stages", "ramp", "search") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'stages', 'ramp' or 'search'"
+                             + (f" (got {' and '.join(given)})" if given else ""))
+        return self
+
+    @field_validator("workers")
+    @classmethod
+    def _within_cores(cls, value: int | None) -> int | None:
+        cores = os.cpu_count() or 1
+        if value is not None and value > cores:
+            raise ValueError(f"{value} workers is more than the {cores} CPU cores of this machine")
+        return value
+
+    def planned_stages(self) -> list[Any]:
+        """The schedule.Stage list for `stages` or `ramp` (a search plans its stages as it goes)."""
+        from profiler.schedule import plan, ramp_rates
+
+        if self.stages is not None:
+            return plan([(s.rate_rps, s.duration_s, s.requests) for s in self.stages], self.warmup_s)
+        if self.ramp is not None:
+            r = self.ramp
+            rates = ramp_rates(r.start_rps, r.max_rps, r.factor, r.step_rps)
+            return plan([(rate, r.duration_s, r.requests) for rate in rates], self.warmup_s)
+        return []
+
+    def highest_rate_rps(self) -> float:
+        """The highest rate the schedule can offer."""
+        if self.search is not None:
+            return self.search.max_rps
+        return max(float(s.rate_rps) for s in self.planned_stages())
 
 
 class ObjectiveConfig(_Strict):

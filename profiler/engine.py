@@ -9,7 +9,7 @@ from typing import Any
 
 from profiler.errors import DecodeError, TransportError
 from profiler.latency import StageRecorder
-from profiler.results import DECODE, OK, Consumer, Result
+from profiler.results import DECODE, OK, TIMEOUT, Consumer, Result
 from profiler.schedule import NS_PER_S, Stage
 from profiler.transports import Transport
 
@@ -21,8 +21,10 @@ class Engine:
 
     Each request is sent at its intended time whether or not earlier ones have answered.
     Latency is taken from the intended time, so a stalled model cannot hide its queue.
-    At most `max_in_flight` requests are outstanding; a request that waits for a slot longer
-    than `timeout_s` past its intended time is counted as unsent instead of being sent late.
+    At most `max_in_flight` requests are outstanding; a request that cannot get a slot within
+    `timeout_s` of its intended time is counted as unsent instead of being sent (later ones are
+    sent late, and their latency shows it). Requests still open `timeout_s` + 1 s after the
+    stage's last send are cancelled and counted as timeouts, so a stage always ends.
     """
 
     def __init__(
@@ -70,36 +72,73 @@ class Engine:
         """Whether stop() was called."""
         return self._stopping
 
-    async def run_stage(self, stage: Stage, offsets_ns: Iterable[int], recorder: StageRecorder) -> None:
-        """Send the stage's timetable, then wait for its requests to finish (bounded by the timeout)."""
+    async def run_stage(self, stage: Stage, offsets_ns: Iterable[int], recorder: StageRecorder,
+                        until: Callable[[], bool] | None = None) -> None:
+        """Send the stage's timetable, then wait for its requests to finish (bounded by the timeout).
+
+        Accounting: every offset taken from the timetable is `scheduled` and then either sent
+        (ending as a result: completed or an error) or `unsent`; after stop() or `until()` no
+        further offset is taken. The lag histogram gets how late the dispatcher woke for each
+        send, measured from when it could have sent (a wait for an in-flight slot is the model's
+        doing and shows as `late` and in the latency, not as generator lag).
+        """
         sinks: list[Consumer] = [recorder, *self._consumers]
-        start_ns = self._clock()
+        clock = self._clock
+        start_ns = clock()
         cpu_start = self._cpu_clock()
         recorder.started_ns = start_ns
-        scheduled = 0
-        unsent = 0
+        scheduled = unsent = late = 0
+        free_ns = 0  # when the dispatcher last came out of a wait for a slot
+        stale_ns = self._stale_ns
+        stage_index = stage.index
+        record_lag = recorder.record_lag
+        sleep = self._sleep
         for offset in offsets_ns:
-            if self._stopping:
+            if self._stopping or (until is not None and until()):
                 break
-            scheduled += 1
             intended = start_ns + offset
-            wait_ns = intended - self._clock()
-            if wait_ns > 0:
-                await asyncio.sleep(wait_ns / NS_PER_S)
-            while self._in_flight >= self._max_in_flight and not self._stopping:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-            if self._stopping:
-                break
-            if self._clock() - intended > self._stale_ns:
+            now = clock()
+            if intended > now:
+                await sleep(intended - now)
+                if self._stopping:
+                    break
+                now = clock()
+            scheduled += 1
+            if now - intended > stale_ns:
                 unsent += 1
                 continue
-            self._launch(stage.index, intended, sinks)
-        recorder.ended_ns = self._clock()
-        await self.drain()
+            if self._in_flight >= self._max_in_flight:
+                if not await self._wait_slot(intended + stale_ns):
+                    unsent += 1
+                    continue
+                free_ns = clock()
+                late += 1
+            else:
+                record_lag(now - (intended if intended > free_ns else free_ns))
+            self._launch(stage_index, intended, sinks)
+        recorder.ended_ns = clock()
         recorder.scheduled = scheduled
+        recorder.late = late
         recorder.unsent = unsent
+        await self.drain()
         recorder.cpu_s = self._cpu_clock() - cpu_start
+
+    async def _sleep(self, wait_ns: int) -> None:
+        await asyncio.sleep(wait_ns / NS_PER_S)
+
+    async def _wait_slot(self, deadline_ns: int) -> bool:
+        """Wait for an in-flight slot until `deadline_ns`; False if none came (or the engine stops)."""
+        while self._in_flight >= self._max_in_flight and not self._stopping:
+            left_ns = deadline_ns - self._clock()
+            if left_ns <= 0:
+                return False
+            self._slot_free.clear()
+            try:
+                async with asyncio.timeout(left_ns / NS_PER_S):
+                    await self._slot_free.wait()
+            except TimeoutError:
+                return False
+        return not self._stopping
 
     def _launch(self, stage_index: int, intended_ns: int, sinks: list[Consumer]) -> None:
         index = self._cursor
@@ -126,9 +165,14 @@ class Engine:
         except TransportError as exc:
             done_ns = self._clock()
             outcome, error, status = exc.kind, str(exc), exc.status
+        except asyncio.CancelledError:
+            # Only drain() cancels, once the timeout has passed: the request counts as timed out.
+            done_ns = self._clock()
+            outcome, error = TIMEOUT, "still unanswered when the stage's drain timed out"
         finally:
             self._in_flight -= 1
-            self._slot_free.set()
+            if not self._slot_free.is_set():
+                self._slot_free.set()
         first_sample = (index * self._batch) % self._sample_count
         result = Result(stage_index, first_sample, self._batch, intended_ns, sent_ns, done_ns, outcome,
                         predictions, error, status)
@@ -136,7 +180,12 @@ class Engine:
             sink.add(result)
 
     async def drain(self) -> None:
-        """Wait for every request in flight."""
+        """Wait for every request in flight; past the timeout (plus a grace second) cancel the rest as timeouts."""
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(list(self._tasks), timeout=self._stale_ns / NS_PER_S + 1.0)
+        for task in pending:
+            task.cancel()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 

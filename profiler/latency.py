@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,12 @@ HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 MAX_ERROR_EXAMPLES = 5
+MAX_WINDOWS = 10_000
+"""Measurement windows kept per stage (each a few numbers), so a long stage stays bounded."""
+GENERATOR_CPU_LIMIT = 0.85
+"""A generator process busier than this share of one core was probably the limit, not the model."""
+GENERATOR_LAG_LIMIT_MS = 10.0
+"""Schedule lag p99 above this means the generator could not keep its own timetable."""
 
 
 def new_histogram() -> HdrHistogram:
@@ -44,7 +51,12 @@ def _pkey(percentile: float) -> str:
 
 @dataclass
 class StageRecorder:
-    """Accumulates one stage's results: counts by outcome, three histograms, first error examples."""
+    """Accumulates one stage's results: counts by outcome, three histograms, windows, first error examples.
+
+    `scheduled` requests were due; each was sent or counted `unsent` (it could not get an in-flight
+    slot within the timeout of its intended time). `late` ones were sent, but only after waiting
+    for a slot. The lag histogram holds how late the generator itself woke up for each send.
+    """
 
     stage: Stage
     started_ns: int = 0
@@ -56,19 +68,66 @@ class StageRecorder:
     error_examples: list[str] = field(default_factory=list)
     scheduled: int = 0
     unsent: int = 0
+    late: int = 0
     last_done_ns: int = 0
     cpu_s: float = 0.0
+    processes: int = 1
+    window_ns: int = 0
+    window_percentile: float = 99.0
+    windows: list[tuple[float, float | None, int]] = field(default_factory=list)
+    """Closed windows: (completed per second, latency at window_percentile in ms, errors)."""
+    _window_hist: HdrHistogram | None = None
+    _window_index: int = 0
+    _window_done: int = 0
+    _window_errors: int = 0
 
     def add(self, result: Result) -> None:
         """Count the result; only successful requests enter the latency histograms."""
         self.outcomes[result.outcome] += 1
-        record_ns(self.lag, max(result.lag_ns, 0))
-        self.last_done_ns = max(self.last_done_ns, result.done_ns)
-        if result.outcome == OK:
-            record_ns(self.latency, result.latency_ns)
-            record_ns(self.service, result.service_ns)
+        if result.done_ns > self.last_done_ns:
+            self.last_done_ns = result.done_ns
+        ok = result.outcome == OK
+        if ok:
+            record_ns(self.latency, result.done_ns - result.intended_ns)
+            record_ns(self.service, result.done_ns - result.sent_ns)
         elif len(self.error_examples) < MAX_ERROR_EXAMPLES and result.error:
             self.error_examples.append(f"{result.outcome}: {result.error}"[:300])
+        if self.window_ns:
+            self._window_add(result, ok)
+
+    def record_lag(self, lag_ns: int) -> None:
+        """How late the generator woke up for one send (its own lateness, not the model's)."""
+        record_ns(self.lag, lag_ns if lag_ns > 0 else 0)
+
+    def _window_add(self, result: Result, ok: bool) -> None:
+        index = (result.done_ns - self.started_ns) // self.window_ns
+        if index > self._window_index:
+            self._close_windows(index)
+        if self._window_hist is None:
+            self._window_hist = new_histogram()
+        if ok:
+            self._window_done += 1
+            record_ns(self._window_hist, result.done_ns - result.intended_ns)
+        else:
+            self._window_errors += 1
+
+    def _close_windows(self, upto: int) -> None:
+        while self._window_index < upto:
+            hist = self._window_hist
+            p = (float(hist.get_value_at_percentile(self.window_percentile)) / 1000
+                 if hist is not None and hist.get_total_count() else None)
+            if len(self.windows) < MAX_WINDOWS:
+                self.windows.append((self._window_done / (self.window_ns / 1e9), p, self._window_errors))
+            if hist is not None:
+                hist.reset()
+            self._window_done = 0
+            self._window_errors = 0
+            self._window_index += 1
+
+    def close_windows_until(self, now_ns: int) -> None:
+        """Close every window that ended before `now_ns` (windows with no answer count as empty)."""
+        if self.window_ns:
+            self._close_windows((now_ns - self.started_ns) // self.window_ns)
 
     @property
     def completed(self) -> int:
@@ -79,6 +138,19 @@ class StageRecorder:
     def errors(self) -> int:
         """Requests sent that failed, by any cause."""
         return sum(n for outcome, n in self.outcomes.items() if outcome != OK)
+
+    def generator_check(self) -> dict[str, Any]:
+        """Whether the generator, not the model, was the limit: its CPU share per process and its lag."""
+        wall_s = (self.ended_ns - self.started_ns) / 1e9
+        share = self.cpu_s / self.processes / wall_s if wall_s > 0 else None
+        lag_p99 = _lag(self.lag, 99.0)
+        reasons = []
+        if share is not None and share > GENERATOR_CPU_LIMIT:
+            reasons.append(f"generator CPU {share:.0%} of a core per process > {GENERATOR_CPU_LIMIT:.0%}")
+        if lag_p99 is not None and lag_p99 > GENERATOR_LAG_LIMIT_MS:
+            reasons.append(f"schedule lag p99 {lag_p99:.1f} ms > {GENERATOR_LAG_LIMIT_MS:g} ms")
+        return {"limited": bool(reasons), "cpu_share": None if share is None else round(share, 3),
+                "reasons": reasons}
 
     def summary(self) -> dict[str, Any]:
         """The stage's figures as plain data for the report."""
@@ -93,6 +165,7 @@ class StageRecorder:
             "scheduled": self.scheduled,
             "sent": sent,
             "unsent": self.unsent,
+            "late": self.late,
             "completed": self.completed,
             "errors": self.errors,
             "errors_by_kind": {k: n for k, n in sorted(self.outcomes.items()) if k != OK},
@@ -103,11 +176,62 @@ class StageRecorder:
             "schedule_lag_ms": {"p50": _lag(self.lag, 50.0), "p99": _lag(self.lag, 99.0)},
             "generator_cpu_s": round(self.cpu_s, 4),
             "generator_cpu_us_per_request": round(self.cpu_s / sent * 1e6, 1) if sent else None,
+            "generator": self.generator_check(),
+            "processes": self.processes,
+            "windows": [{"rps": round(r, 3), "latency_ms": p, "errors": e} for r, p, e in self.windows],
             "error_examples": list(self.error_examples),
+            "histograms": self.encoded(),
         }
+
+    def encoded(self) -> dict[str, str]:
+        """The three histograms, HDR-encoded (compressed, base64): merge them exactly with `merge`."""
+        return {name: getattr(self, name).encode().decode("ascii") for name in ("latency", "service", "lag")}
+
+    def to_wire(self) -> dict[str, Any]:
+        """Everything needed to merge this stage into another recorder exactly (plain, JSON-able data)."""
+        return {"histograms": self.encoded(), "outcomes": dict(self.outcomes), "scheduled": self.scheduled,
+                "unsent": self.unsent, "late": self.late, "started_ns": self.started_ns,
+                "ended_ns": self.ended_ns, "last_done_ns": self.last_done_ns, "cpu_s": self.cpu_s,
+                "processes": self.processes, "error_examples": list(self.error_examples),
+                "windows": [list(w) for w in self.windows]}
+
+    def merge(self, wire: dict[str, Any], *, first: bool = False) -> None:
+        """Add another recorder's `to_wire` figures: counts summed, histograms added bucket by bucket.
+
+        Windows are added position by position (the processes ran the same stage side by side);
+        a window's latency percentile becomes the worst of the parts (an upper bound).
+        """
+        for name, text in wire["histograms"].items():
+            if text:
+                getattr(self, name).decode_and_add(text.encode("ascii"))
+        self.outcomes.update(wire["outcomes"])
+        self.scheduled += int(wire["scheduled"])
+        self.unsent += int(wire["unsent"])
+        self.late += int(wire.get("late", 0))
+        self.cpu_s += float(wire["cpu_s"])
+        self.processes = int(wire["processes"]) if first else self.processes + int(wire["processes"])
+        starts = [v for v in (self.started_ns, int(wire["started_ns"])) if v]
+        self.started_ns = min(starts) if starts else 0
+        self.ended_ns = max(self.ended_ns, int(wire["ended_ns"]))
+        self.last_done_ns = max(self.last_done_ns, int(wire["last_done_ns"]))
+        room = MAX_ERROR_EXAMPLES - len(self.error_examples)
+        self.error_examples.extend(wire["error_examples"][:max(room, 0)])
+        merged = []
+        theirs = [tuple(w) for w in wire.get("windows", [])]
+        for i in range(max(len(self.windows), len(theirs))):
+            a = self.windows[i] if i < len(self.windows) else (0.0, None, 0)
+            b = theirs[i] if i < len(theirs) else (0.0, None, 0)
+            lats = [v for v in (a[1], b[1]) if v is not None]
+            merged.append((float(a[0]) + float(b[0]), max(lats) if lats else None, int(a[2]) + int(b[2])))
+        self.windows = merged
 
 
 def _lag(histogram: HdrHistogram, percentile: float) -> float | None:
     if histogram.get_total_count() == 0:
         return None
     return float(histogram.get_value_at_percentile(percentile)) / 1000
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """A number for the report, or None for a missing or non-finite one (JSON has no NaN)."""
+    return None if value is None or not math.isfinite(value) else value

@@ -24,7 +24,7 @@ from profiler.errors import DecodeError, TargetError, TransportError
 from profiler.latency import StageRecorder
 from profiler.resources.sampler import ProcessSampler
 from profiler.resources.series import BoundedSeries, ResourcePoint, summarise
-from profiler.schedule import Stage, arrival_offsets_ns, plan_stages
+from profiler.schedule import Stage, arrival_offsets_ns
 from profiler.transports import Transport
 from profiler.transports.http import HttpTransport
 from profiler.verdict import flatten_metrics, judge
@@ -76,7 +76,12 @@ def new_state(config: Config) -> RunState:
 
 
 def make_transport(config: Config, codec: Codec) -> Transport:
-    """The transport for the configured protocol."""
+    """The transport for the configured protocol (and HTTP client: load.client)."""
+    if config.load.client == "http1" and config.target.url.startswith("http://"):
+        from profiler.transports.http1 import Http1Transport
+
+        return Http1Transport(config.target.url, timeout_s=config.target.timeout_s,
+                              max_connections=config.target.max_connections, content_type=codec.content_type)
     return HttpTransport(
         config.target.url,
         timeout_s=config.target.timeout_s,
@@ -116,7 +121,7 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
     transport = make_transport(config, codec)
     state.predictions = PredictionLog(len(dataset.samples))
     state.sampler = ProcessSampler(pid=config.resources.pid, cmdline=config.resources.cmdline)
-    state.stages = plan_stages([(s.rate_rps, s.duration_s) for s in config.load.stages], config.load.warmup_s)
+    state.stages = config.load.planned_stages()
     sampling = asyncio.create_task(_sample_resources(state, t0))
     status = "completed"
     try:
@@ -143,6 +148,9 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
             state.recorders.append(recorder)
             state.current_stage = stage.name
             await engine.run_stage(stage, arrival_offsets_ns(stage, config.load.arrival, config.load.seed), recorder)
+            if stop_on_errors(config, recorder):
+                status = "stopped"
+                break
         if engine.stopping:
             status = "aborted"
         state.current_stage = None
@@ -158,6 +166,14 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
     state.report = report
     state.phase = "done"
     return report
+
+
+def stop_on_errors(config: Config, recorder: StageRecorder) -> bool:
+    """Whether the run stops after this stage: load.on_error is stop and its errors broke the budget."""
+    if config.load.on_error != "stop" or recorder.stage.warmup:
+        return False
+    rate = recorder.summary()["error_rate"]
+    return rate is None or rate > config.objective.max_error_rate
 
 
 async def _watch_stop(stop: asyncio.Event, engine: Engine) -> None:

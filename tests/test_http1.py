@@ -1,0 +1,166 @@
+"""The lean HTTP/1.1 client against real servers on 127.0.0.1: bodies, keep-alive, and each error class."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from profiler.errors import TransportError
+from profiler.transports.http import HttpTransport
+from profiler.transports.http1 import Http1Transport
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@pytest.fixture
+async def app_url() -> AsyncIterator[tuple[str, dict[str, int]]]:
+    seen = {"connections": 0}
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.Response(body=b"echo:" + body, content_type="application/json")
+
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b"alpha-", b"beta-", b"x" * 5000):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(status=int(request.match_info["code"]), text="nope")
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(1)
+        return web.Response(text="late")
+
+    async def empty(_: web.Request) -> web.Response:
+        return web.Response(status=204)
+
+    def on_connect(*_: object) -> None:
+        seen["connections"] += 1
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    app.router.add_get("/echo", echo)
+    app.router.add_post("/chunked", chunked)
+    app.router.add_post("/status/{code}", status)
+    app.router.add_post("/slow", slow)
+    app.router.add_post("/empty", empty)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    server = site._server
+    assert server is not None
+    original = server._protocol_factory  # type: ignore[attr-defined]
+
+    def counting() -> asyncio.Protocol:
+        seen["connections"] += 1
+        return original()
+
+    server._protocol_factory = counting  # type: ignore[attr-defined]
+    yield f"http://127.0.0.1:{port}", seen
+    await runner.cleanup()
+
+
+async def raw_server(handler: Handler) -> tuple[asyncio.Server, str]:
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"http://127.0.0.1:{port}"
+
+
+async def test_bodies_and_keep_alive(app_url):
+    url, seen = app_url
+    client = Http1Transport(url, timeout_s=5, max_connections=4)
+    results = await asyncio.gather(*(client.send("/echo", b'{"n":%d}' % i) for i in range(40)))
+    assert results == [b'echo:{"n":%d}' % i for i in range(40)]
+    for _ in range(20):
+        assert await client.send("/echo", b"again") == b"echo:again"
+    assert seen["connections"] <= 4  # 60 requests over at most max_connections kept-alive connections
+    assert await client.send("/chunked", b"") == b"alpha-beta-" + b"x" * 5000
+    assert await client.send("/empty", b"") == b""
+    assert await client.probe("/echo") == 200
+    assert await client.probe("/missing") == 404
+    await client.close()
+
+
+@pytest.mark.parametrize("transport", [Http1Transport, HttpTransport])
+async def test_error_classes(app_url, transport):
+    url, _ = app_url
+    client = transport(url, timeout_s=0.3, max_connections=2)
+    with pytest.raises(TransportError) as info:
+        await client.send("/status/503", b"x")
+    assert (info.value.kind, info.value.status) == ("http_status", 503)
+    assert "nope" in str(info.value)
+    with pytest.raises(TransportError) as info:
+        await client.send("/slow", b"x")
+    assert info.value.kind == "timeout"
+    assert await client.send("/echo", b"after") == b"echo:after"  # the pool recovers after a timeout
+    await client.close()
+
+
+async def test_connection_refused():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = Http1Transport(f"http://127.0.0.1:{port}", timeout_s=1)
+    with pytest.raises(TransportError) as info:
+        await client.send("/x", b"x")
+    assert info.value.kind == "connection"
+    assert await client.probe("/x") == 0
+    await client.close()
+
+
+async def test_server_that_closes_mid_response_and_one_that_talks_nonsense():
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
+        await writer.drain()
+        writer.close()
+
+    async def nonsense(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # until the client hangs up
+        writer.close()
+
+    for handler, text in ((cut, "closed the connection"), (nonsense, "not an HTTP")):
+        server, url = await raw_server(handler)
+        client = Http1Transport(url, timeout_s=2)
+        with pytest.raises(TransportError) as info:
+            await client.send("/x", b"{}")
+        assert info.value.kind == "connection"
+        assert text in str(info.value)
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_body_until_close_and_interim_100():
+    async def http10(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.0 200 OK\r\nX-A: b\r\n\r\nthe whole body")
+        await writer.drain()
+        writer.close()
+
+    server, url = await raw_server(http10)
+    client = Http1Transport(url, timeout_s=2)
+    assert await client.send("/x", b"{}") == b"the whole body"
+    assert await client.send("/x", b"{}") == b"the whole body"  # a fresh connection after the close
+    await client.close()
+    server.close()
+    await server.wait_closed()
+
+
+def test_rejects_https():
+    with pytest.raises(ValueError, match="plain http"):
+        Http1Transport("https://127.0.0.1:1", timeout_s=1)

@@ -1,0 +1,75 @@
+"""The load: section of the config: stages, ramp, search, and clear errors naming the field."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from profiler.config import parse_config
+from profiler.errors import ConfigError
+
+HEAD = """\
+target: {url: "http://127.0.0.1:1", model: m}
+dataset: {path: data.jsonl}
+load:
+"""
+
+
+def load(section: str):
+    return parse_config(HEAD + section, Path("p.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("section", "rates", "counts"),
+    [
+        ("  stages: [{rate_rps: 10, duration_s: 1}, {rate_rps: 20, duration_s: 2}]\n", [10, 20], [10, 40]),
+        ("  stages: [{rate_rps: 10, requests: 7}]\n", [10], [7]),
+        ("  ramp: {start_rps: 10, max_rps: 40, factor: 2, duration_s: 1}\n", [10, 20, 40], [10, 20, 40]),
+        ("  ramp: {start_rps: 10, max_rps: 30, step_rps: 10, requests: 5}\n", [10, 20, 30], [5, 5, 5]),
+        ("  search: {start_rps: 10, max_rps: 1000}\n", [], []),
+    ],
+)
+def test_schedules(section, rates, counts):
+    stages = load(section).load.planned_stages()
+    assert [s.rate_rps for s in stages] == rates
+    assert [s.expected_requests for s in stages] == counts
+
+
+def test_warmup_goes_first():
+    config = load("  warmup_s: 2\n  ramp: {start_rps: 5, max_rps: 10, factor: 2, duration_s: 1}\n")
+    stages = config.load.planned_stages()
+    assert [(s.name, s.rate_rps) for s in stages] == [("warmup", 5), ("stage-1", 5), ("stage-2", 10)]
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("  stages: []\n", "p.yaml:4: load.stages: List should have at least 1 item"),
+        ("  stages: [{rate_rps: 0, duration_s: 1}]\n", "load.stages.0.rate_rps: Input should be greater than 0"),
+        ("  stages: [{rate_rps: -3, duration_s: 1}]\n", "load.stages.0.rate_rps"),
+        ("  stages: [{rate_rps: 1e9, duration_s: 1}]\n", "less than or equal to 1000000"),
+        ("  stages: [{rate_rps: 10, duration_s: 0}]\n", "load.stages.0.duration_s: Input should be greater than 0"),
+        ("  stages: [{rate_rps: 10}]\n", "load.stages.0: a stage needs 'duration_s' or 'requests'"),
+        ("  stages: [{rate_rps: 10, duration_s: 1, requests: 3}]\n", "exactly one"),
+        ("  arrival: constant\n", "load: give exactly one of 'stages', 'ramp' or 'search'"),
+        ("  stages: [{rate_rps: 10, duration_s: 1}]\n  ramp: {start_rps: 1, max_rps: 2, factor: 2, duration_s: 1}\n",
+         "(got stages and ramp)"),
+        ("  ramp: {start_rps: 10, max_rps: 5, factor: 2, duration_s: 1}\n", "load.ramp: a ramp's max (5 rps) is below"),
+        ("  ramp: {start_rps: 10, max_rps: 50, duration_s: 1}\n", "by a factor or by a step"),
+        ("  ramp: {start_rps: 10, max_rps: 50, factor: 1, duration_s: 1}\n", "load.ramp.factor"),
+        ("  ramp: {start_rps: 10, max_rps: 50, factor: 2}\n", "'duration_s' or 'requests' per stage"),
+        ("  search: {start_rps: 100, max_rps: 10}\n", "max_rps 10 is below start_rps 100"),
+        ("  search: {windows: 2}\n", "load.search.windows"),
+        ("  stages: [{rate_rps: 10, duration_s: 1}]\n  on_error: explode\n", "load.on_error"),
+        (f"  stages: [{{rate_rps: 10, duration_s: 1}}]\n  workers: {(os.cpu_count() or 1) + 1}\n",
+         "more than the"),
+        ("  stages: [{rate_rps: 10, duration_s: 1}]\n  workers: 0\n", "load.workers"),
+    ],
+)
+def test_bad_load_sections_name_the_field(section, message):
+    with pytest.raises(ConfigError) as info:
+        load(section)
+    assert message in str(info.value)
+    assert str(info.value).startswith("p.yaml:")
