@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 SATURATION_RATIO = 0.95
@@ -36,3 +37,122 @@ def max_sustained_rps(stages: list[dict[str, Any]]) -> float | None:
     """The highest offered rate among measured stages that were sustained (None if none were)."""
     rates = [s["offered_rps"] for s in stages if not s["warmup"] and s.get("objective", {}).get("sustained")]
     return max(rates) if rates else None
+
+
+Window = tuple[float, float | None, int]
+"""One measurement window: (completed per second, latency at the objective's percentile in ms, errors)."""
+
+
+def windows_stable(windows: list[Window], count: int = 3, tolerance: float = 0.10,
+                   latency_limit_ms: float | None = None) -> bool:
+    """perf_analyzer's rule: the last `count` windows' throughput and latency each within `tolerance` of their mean.
+
+    Latency that stays under half the objective in all of them counts as stable: it cannot flip
+    the verdict, and at low rates a window's p99 is the max of a handful of samples.
+    """
+    if count < 1 or not 0 < tolerance < 1 or len(windows) < count:
+        return False
+    last = windows[-count:]
+    rates = [w[0] for w in last]
+    if not _within(rates, tolerance):
+        return False
+    latencies = [w[1] for w in last]
+    if any(v is None for v in latencies):
+        return False
+    values = [float(v) for v in latencies if v is not None]
+    if latency_limit_ms is not None and max(values) <= latency_limit_ms / 2:
+        return True
+    return _within(values, tolerance)
+
+
+def _within(values: list[float], tolerance: float) -> bool:
+    mean = sum(values) / len(values)
+    if not math.isfinite(mean) or mean <= 0:
+        return False
+    return all(abs(v - mean) <= tolerance * mean for v in values)
+
+
+def windows_broken(windows: list[Window], count: int, latency_limit_ms: float) -> bool:
+    """The last `count` windows all missed the objective (no answer, or latency over it): the verdict is settled."""
+    if len(windows) < count or count < 1:
+        return False
+    return all(w[1] is None or w[1] > latency_limit_ms for w in windows[-count:])
+
+
+def judge_window_stage(stage: dict[str, Any], percentile: float, latency_ms: float, max_error_rate: float,
+                       count: int = 3, tolerance: float = 0.10) -> dict[str, Any]:
+    """A capacity-search stage: judge_stage's rules on the stage, plus it must be stable to count as sustained.
+
+    The throughput test uses the mean of the last `count` windows (the stage's steady state).
+    """
+    verdict = judge_stage(stage, percentile, latency_ms, max_error_rate)
+    windows: list[Window] = [(w["rps"], w["latency_ms"], w["errors"]) for w in stage.get("windows", [])]
+    stable = windows_stable(windows, count, tolerance, latency_ms)
+    reasons = [r for r in verdict["reasons"] if not r.startswith("achieved")]
+    if len(windows) >= count:
+        steady = sum(w[0] for w in windows[-count:]) / count
+        if steady < SATURATION_RATIO * stage["offered_rps"]:
+            reasons.append(f"steady {steady:.1f} rps < {SATURATION_RATIO:.0%} of offered")
+    else:
+        reasons.append(f"only {len(windows)} measurement windows")
+    if not stable:
+        reasons.append(f"not stable: the last {count} windows differ by more than {tolerance:.0%}")
+    return {"sustained": not reasons, "stable": stable, "reasons": reasons}
+
+
+def next_search_rate(history: list[tuple[float, bool]], start_rps: float, factor: float, max_rps: float,
+                     precision: float) -> float | None:
+    """The next rate to try, or None when the search is done.
+
+    `history` is (offered rate, sustained) per stage so far. Rise by `factor` from `start_rps`
+    while every stage holds; once one breaks, bisect between the highest good rate and the lowest
+    bad rate above it until they are within `precision` (a share of the good rate).
+    """
+    if not (start_rps > 0 and factor > 1 and max_rps >= start_rps and 0 < precision < 1):
+        raise ValueError("search needs start > 0, factor > 1, max >= start and 0 < precision < 1")
+    if not history:
+        return start_rps
+    good = [r for r, ok in history if ok]
+    best = max(good) if good else None
+    bad = [r for r, ok in history if not ok and (best is None or r > best)]
+    if not bad:
+        assert best is not None
+        if best >= max_rps:
+            return None
+        return min(best * factor, max_rps)
+    worst = min(bad)
+    if best is None:
+        return None  # the start rate already breaks the objective
+    if worst - best <= precision * best:
+        return None
+    return (best + worst) / 2
+
+
+def capacity_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The highest sustained rate, the lowest unsustained rate above it, and whether the figure is only a lower bound.
+
+    It is a lower bound when no stage above it broke the objective (the schedule stopped first), or
+    when the stage that broke it was limited by the generator, not the model.
+    """
+    measured = [s for s in stages if not s["warmup"] and "objective" in s]
+    good = [s["offered_rps"] for s in measured if s["objective"]["sustained"]]
+    best = max(good) if good else None
+    above = [s for s in measured if not s["objective"]["sustained"] and (best is None or s["offered_rps"] > best)]
+    first_bad = min(above, key=lambda s: s["offered_rps"]) if above else None
+    generator_bad = first_bad is not None and bool((first_bad.get("generator") or {}).get("limited"))
+    if not measured:
+        limited_by = None
+    elif first_bad is None:
+        limited_by = "schedule"
+    elif generator_bad:
+        limited_by = "generator"
+    else:
+        limited_by = "model"
+    return {
+        "max_sustained_rps": best if best is not None else (0.0 if measured else None),
+        "first_unsustained_rps": first_bad["offered_rps"] if first_bad is not None else None,
+        "lower_bound": limited_by in ("schedule", "generator"),
+        "limited_by": limited_by,
+        "stages_sustained": len(good),
+        "stages_measured": len(measured),
+    }

@@ -50,6 +50,7 @@ class Engine:
         self._decode = decode
         self._batch = batch
         self._sample_count = sample_count
+        self.sample_count = sample_count
         self._max_in_flight = max_in_flight
         self._stale_ns = int(timeout_s * NS_PER_S)
         self._consumers = list(consumers)
@@ -73,18 +74,20 @@ class Engine:
         return self._stopping
 
     async def run_stage(self, stage: Stage, offsets_ns: Iterable[int], recorder: StageRecorder,
-                        until: Callable[[], bool] | None = None) -> None:
+                        until: Callable[[], bool] | None = None, start_ns: int | None = None) -> None:
         """Send the stage's timetable, then wait for its requests to finish (bounded by the timeout).
 
         Accounting: every offset taken from the timetable is `scheduled` and then either sent
-        (ending as a result: completed or an error) or `unsent`; after stop() or `until()` no
-        further offset is taken. The lag histogram gets how late the dispatcher woke for each
-        send, measured from when it could have sent (a wait for an in-flight slot is the model's
-        doing and shows as `late` and in the latency, not as generator lag).
+        (ending as a result: completed or an error) or `unsent`; after stop() or `until()` (asked
+        before each send) no further offset is taken. `start_ns` (monotonic, shared by every
+        process on the machine) lets worker processes start a stage together. The lag histogram
+        gets how late the dispatcher woke for each send, measured from when it could have sent
+        (a wait for an in-flight slot is the model's doing and shows as `late` and in the latency).
         """
         sinks: list[Consumer] = [recorder, *self._consumers]
         clock = self._clock
-        start_ns = clock()
+        if start_ns is None:
+            start_ns = clock()
         cpu_start = self._cpu_clock()
         recorder.started_ns = start_ns
         scheduled = unsent = late = 0
@@ -95,12 +98,14 @@ class Engine:
         sleep = self._sleep
         for offset in offsets_ns:
             if self._stopping or (until is not None and until()):
+                recorder.cut_short = True
                 break
             intended = start_ns + offset
             now = clock()
             if intended > now:
                 await sleep(intended - now)
                 if self._stopping:
+                    recorder.cut_short = True
                     break
                 now = clock()
             scheduled += 1

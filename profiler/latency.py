@@ -72,6 +72,8 @@ class StageRecorder:
     last_done_ns: int = 0
     cpu_s: float = 0.0
     processes: int = 1
+    cut_short: bool = False
+    """The stage ended before its timetable did (stop, or a capacity-search stage that settled early)."""
     window_ns: int = 0
     window_percentile: float = 99.0
     windows: list[tuple[float, float | None, int]] = field(default_factory=list)
@@ -154,7 +156,8 @@ class StageRecorder:
 
     def summary(self) -> dict[str, Any]:
         """The stage's figures as plain data for the report."""
-        window_s = max(self.stage.duration_s, (max(self.last_done_ns, self.ended_ns) - self.started_ns) / 1e9)
+        planned_s = (self.ended_ns - self.started_ns) / 1e9 if self.cut_short else self.stage.duration_s
+        window_s = max(planned_s, (max(self.last_done_ns, self.ended_ns) - self.started_ns) / 1e9)
         sent = sum(self.outcomes.values())
         attempted = sent + self.unsent
         return {
@@ -192,7 +195,8 @@ class StageRecorder:
         return {"histograms": self.encoded(), "outcomes": dict(self.outcomes), "scheduled": self.scheduled,
                 "unsent": self.unsent, "late": self.late, "started_ns": self.started_ns,
                 "ended_ns": self.ended_ns, "last_done_ns": self.last_done_ns, "cpu_s": self.cpu_s,
-                "processes": self.processes, "error_examples": list(self.error_examples),
+                "processes": self.processes, "cut_short": self.cut_short,
+                "error_examples": list(self.error_examples),
                 "windows": [list(w) for w in self.windows]}
 
     def merge(self, wire: dict[str, Any], *, first: bool = False) -> None:
@@ -208,6 +212,7 @@ class StageRecorder:
         self.scheduled += int(wire["scheduled"])
         self.unsent += int(wire["unsent"])
         self.late += int(wire.get("late", 0))
+        self.cut_short = self.cut_short or bool(wire.get("cut_short"))
         self.cpu_s += float(wire["cpu_s"])
         self.processes = int(wire["processes"]) if first else self.processes + int(wire["processes"])
         starts = [v for v in (self.started_ns, int(wire["started_ns"])) if v]

@@ -15,7 +15,7 @@ from typing import Any
 
 from profiler import __version__
 from profiler.accuracy import PredictionLog, accuracy_metrics
-from profiler.capacity import judge_stage, max_sustained_rps
+from profiler.capacity import capacity_summary, judge_stage, judge_window_stage
 from profiler.codecs import Codec, make_codec
 from profiler.config import Config
 from profiler.dataset import Dataset, load_dataset
@@ -24,10 +24,12 @@ from profiler.errors import DecodeError, TargetError, TransportError
 from profiler.latency import StageRecorder
 from profiler.resources.sampler import ProcessSampler
 from profiler.resources.series import BoundedSeries, ResourcePoint, summarise
-from profiler.schedule import Stage, arrival_offsets_ns
+from profiler.schedule import Stage
+from profiler.search import Driver, run_search, run_stages
 from profiler.transports import Transport
 from profiler.transports.http import HttpTransport
 from profiler.verdict import flatten_metrics, judge
+from profiler.workers import make_driver
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -134,25 +136,20 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
             sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
             timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
         )
-        watcher = asyncio.create_task(_watch_stop(stop, engine)) if stop is not None else None
+        driver = make_driver(config, engine, bodies, codec, state)
+        watcher = asyncio.create_task(_watch_stop(stop, driver)) if stop is not None else None
         if config.load.accuracy_pass:
             state.phase = "accuracy"
             await _accuracy_pass(state, transport, codec, dataset, config.load.batch_size,
                                  min(16, config.load.max_in_flight))
         state.phase = "load"
-        for stage in state.stages:
-            if engine.stopping:
-                status = "aborted"
-                break
-            recorder = StageRecorder(stage)
-            state.recorders.append(recorder)
-            state.current_stage = stage.name
-            await engine.run_stage(stage, arrival_offsets_ns(stage, config.load.arrival, config.load.seed), recorder)
-            if stop_on_errors(config, recorder):
-                status = "stopped"
-                break
-        if engine.stopping:
-            status = "aborted"
+        try:
+            if config.load.search is not None:
+                status = await run_search(driver, config, state)
+            else:
+                status = await run_stages(driver, state.stages, config, state)
+        finally:
+            await driver.close()
         state.current_stage = None
         if watcher is not None:
             watcher.cancel()
@@ -168,17 +165,9 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
     return report
 
 
-def stop_on_errors(config: Config, recorder: StageRecorder) -> bool:
-    """Whether the run stops after this stage: load.on_error is stop and its errors broke the budget."""
-    if config.load.on_error != "stop" or recorder.stage.warmup:
-        return False
-    rate = recorder.summary()["error_rate"]
-    return rate is None or rate > config.objective.max_error_rate
-
-
-async def _watch_stop(stop: asyncio.Event, engine: Engine) -> None:
+async def _watch_stop(stop: asyncio.Event, driver: Driver) -> None:
     await stop.wait()
-    engine.stop()
+    driver.stop()
 
 
 async def _accuracy_pass(state: RunState, transport: Transport, codec: Codec, dataset: Dataset, batch: int,
@@ -225,14 +214,16 @@ def build_report(state: RunState, status: str, duration_s: float) -> dict[str, A
     config = state.config
     objective = config.objective
     stages = []
+    search = config.load.search
     for recorder in state.recorders:
         summary = recorder.summary()
-        if not recorder.stage.warmup:
+        if not recorder.stage.warmup and search is not None:
+            summary["objective"] = judge_window_stage(summary, objective.percentile, objective.latency_ms,
+                                                      objective.max_error_rate, search.windows, search.stability)
+        elif not recorder.stage.warmup:
             summary["objective"] = judge_stage(summary, objective.percentile, objective.latency_ms,
                                                objective.max_error_rate)
         stages.append(summary)
-    measured = [s for s in stages if not s["warmup"]]
-    sustained = max_sustained_rps(stages)
     dataset = state.dataset
     labels = [s.label for s in dataset.samples] if dataset else []
     accuracy: dict[str, Any] = {}
@@ -261,9 +252,7 @@ def build_report(state: RunState, status: str, duration_s: float) -> dict[str, A
                  "max_in_flight": config.load.max_in_flight, "warmup_s": config.load.warmup_s},
         "objective": objective.model_dump(),
         "stages": stages,
-        "capacity": {"max_sustained_rps": sustained if sustained is not None else (0.0 if measured else None),
-                     "stages_sustained": sum(1 for s in measured if s["objective"]["sustained"]),
-                     "stages_measured": len(measured)},
+        "capacity": {**capacity_summary(stages), "method": "search" if search is not None else "stages"},
         "accuracy": accuracy,
         "resources": resources,
     }

@@ -1,0 +1,245 @@
+"""Worker processes: rates beyond one core, each worker with its own event loop, merged exactly.
+
+The parent (the sidecar) keeps the control plane and the accounting; each worker runs an Engine
+on its share of every stage's timetable (arrivals k, k+N, k+2N... of the same timetable, so the
+parts add up to exactly the planned stage) starting at a shared monotonic instant. At the end of
+a stage a worker sends its recorder's figures with HDR-encoded histograms, which the parent adds
+bucket by bucket into the stage's recorder: the merged percentiles are those of one histogram
+holding every request. While a stage runs, workers stream (sample, predictions, outcome) batches
+back, so accuracy and consistency see one result stream as in a single process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from profiler.codecs import Codec
+from profiler.config import Config
+from profiler.engine import Engine
+from profiler.errors import ProfilerError
+from profiler.latency import StageRecorder
+from profiler.results import OK, Consumer, Result
+from profiler.schedule import Stage, arrival_offsets_ns
+from profiler.search import Driver, LocalDriver
+
+PER_PROCESS_RPS = 10_000.0
+"""Rate one generator process takes on before another is added (well under its measured ceiling)."""
+START_DELAY_NS = 50_000_000
+"""How far ahead of now a stage's shared start is set, so every worker has its orders in time."""
+FLUSH_S = 0.05
+"""How often a worker sends its batch of results to the parent."""
+READY_TIMEOUT_S = 60.0
+
+
+def choose_workers(configured: int | None, highest_rate_rps: float, cores: int) -> int:
+    """The configured count, else one process per PER_PROCESS_RPS of the highest rate, at most one per core."""
+    if configured is not None:
+        return configured
+    if not (highest_rate_rps > 0 and math.isfinite(highest_rate_rps)):
+        return 1
+    return max(1, min(max(cores, 1), math.ceil(highest_rate_rps / PER_PROCESS_RPS)))
+
+
+def make_driver(config: Config, engine: Engine, bodies: Sequence[bytes], codec: Codec, state: Any) -> Driver:
+    """The in-process driver, or a pool of worker processes when the rate needs more than one core."""
+    count = choose_workers(config.load.workers, config.load.highest_rate_rps(), os.cpu_count() or 1)
+    if count <= 1:
+        return LocalDriver(engine, config.load.arrival, config.load.seed)
+    consumers: list[Consumer] = [c for c in (state.predictions, state) if c is not None]
+    return WorkerPool(config, codec, bodies, engine.sample_count, count, consumers)
+
+
+class _Batcher:
+    """A worker's consumer: keeps (first sample, batch, predictions, outcome) until the next flush."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.items: list[tuple[int, int, list[Any] | None, str]] = []
+        self.stage = 0
+
+    def add(self, result: Result) -> None:
+        self.items.append((result.first_sample, result.batch, result.predictions, result.outcome))
+
+    def flush(self) -> None:
+        if self.items:
+            self._conn.send(("results", self.stage, self.items))
+            self.items = []
+
+
+def worker_main(conn: Connection, config: Config, codec: Codec, bodies: Sequence[bytes], sample_count: int,
+                index: int, count: int) -> None:
+    """Entry point of a worker process: serve stage orders from the parent until told to exit."""
+    from profiler import aio
+
+    with contextlib.suppress(KeyboardInterrupt):
+        aio.run(_serve(conn, config, codec, bodies, sample_count, index, count))
+
+
+async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequence[bytes], sample_count: int,
+                 index: int, count: int) -> None:
+    from profiler.run import make_transport
+
+    loop = asyncio.get_running_loop()
+    transport = make_transport(config, codec)
+    batcher = _Batcher(conn)
+    engine = Engine(transport, codec.infer_path, bodies, codec.decode, batch=config.load.batch_size,
+                    sample_count=sample_count,
+                    max_in_flight=max(1, math.ceil(config.load.max_in_flight / count)),
+                    timeout_s=config.target.timeout_s, consumers=[batcher])
+    inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = ("exit",)
+        if message[0] == "stop":
+            engine.stop()
+        else:
+            inbox.put_nowait(message)
+
+    async def flusher() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            batcher.flush()
+
+    loop.add_reader(conn.fileno(), readable)
+    flushing = loop.create_task(flusher())
+    conn.send(("ready", index, os.getpid()))
+    try:
+        while True:
+            message = await inbox.get()
+            if message[0] == "exit":
+                break
+            _, fields, start_ns, window_ns, percentile = message
+            stage = Stage(**fields)
+            batcher.stage = stage.index
+            recorder = StageRecorder(stage, window_ns=window_ns, window_percentile=percentile)
+            offsets = arrival_offsets_ns(stage, config.load.arrival, config.load.seed, part=index, parts=count)
+            await engine.run_stage(stage, offsets, recorder, start_ns=start_ns)
+            batcher.flush()
+            conn.send(("stage", recorder.to_wire()))
+    finally:
+        flushing.cancel()
+        loop.remove_reader(conn.fileno())
+        await transport.close()
+        conn.close()
+
+
+class WorkerPool:
+    """N worker processes driven stage by stage; implements the Driver protocol of profiler.search."""
+
+    def __init__(self, config: Config, codec: Codec, bodies: Sequence[bytes], sample_count: int, count: int,
+                 consumers: list[Consumer], clock: Callable[[], int] = time.monotonic_ns) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._clock = clock
+        self._consumers = consumers
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
+        self._ready: list[asyncio.Future[int]] = []
+        self._stage_results: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._stopping = False
+        self._failed: str | None = None
+        self.count = count
+        loop = asyncio.get_running_loop()
+        for index in range(count):
+            parent, child = context.Pipe()
+            process = context.Process(target=worker_main, name=f"profiler-worker-{index}", daemon=True,
+                                      args=(child, config, codec, list(bodies), sample_count, index, count))
+            process.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(process)
+            self._ready.append(loop.create_future())
+            loop.add_reader(parent.fileno(), self._readable, index)
+
+    @property
+    def stopping(self) -> bool:
+        """Whether stop() was called."""
+        return self._stopping
+
+    def stop(self) -> None:
+        """Tell every worker to stop sending; their stages end and report what they measured."""
+        self._stopping = True
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(("stop",))
+
+    def _readable(self, index: int) -> None:
+        conn = self._conns[index]
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(conn.fileno())
+            self._fail(f"load worker {index} (pid {self._procs[index].pid}) died "
+                       f"(exit code {self._procs[index].exitcode})")
+            return
+        kind = message[0]
+        if kind == "results":
+            stage_index = message[1]
+            for first, batch, predictions, outcome in message[2]:
+                result = Result(stage_index, first, batch, 0, 0, 0, outcome, predictions if outcome == OK else None)
+                for consumer in self._consumers:
+                    consumer.add(result)
+        elif kind == "stage":
+            future = self._stage_results.pop(index, None)
+            if future is not None and not future.done():
+                future.set_result(message[1])
+        elif kind == "ready" and not self._ready[index].done():
+            self._ready[index].set_result(message[2])
+
+    def _fail(self, reason: str) -> None:
+        self._failed = reason
+        futures: list[asyncio.Future[Any]] = [*self._ready, *self._stage_results.values()]
+        for future in futures:
+            if not future.done():
+                future.set_exception(ProfilerError(reason))
+
+    async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None) -> None:
+        """Every worker sends its share of the stage from one shared start; their figures are merged exactly.
+
+        `until` is not consulted: a worker's windows reach the parent only at the stage's end.
+        """
+        if self._failed:
+            raise ProfilerError(self._failed)
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await asyncio.gather(*self._ready)
+        loop = asyncio.get_running_loop()
+        start_ns = self._clock() + START_DELAY_NS
+        recorder.started_ns = start_ns
+        fields = {"index": stage.index, "rate_rps": stage.rate_rps, "duration_s": stage.duration_s,
+                  "warmup": stage.warmup, "requests": stage.requests}
+        futures = []
+        for index, conn in enumerate(self._conns):
+            future: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._stage_results[index] = future
+            futures.append(future)
+            conn.send(("stage", fields, start_ns, recorder.window_ns, recorder.window_percentile))
+        wires = await asyncio.gather(*futures)
+        for position, wire in enumerate(wires):
+            recorder.merge(wire, first=position == 0)
+
+    async def close(self) -> None:
+        """Tell the workers to exit and wait for them (terminating any that hang)."""
+        loop = asyncio.get_running_loop()
+        for conn in self._conns:
+            try:
+                loop.remove_reader(conn.fileno())
+                conn.send(("exit",))
+            except (OSError, ValueError):
+                pass
+        for process in self._procs:
+            await asyncio.to_thread(process.join, 5.0)
+            if process.is_alive():
+                process.terminate()
+                await asyncio.to_thread(process.join, 5.0)
+        for conn in self._conns:
+            conn.close()
