@@ -58,6 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                       help="extra flag for the example server, e.g. --server-arg=--delay-ms=20")
 
+    merge = sub.add_parser("merge", help="merge the reports of generators that ran side by side into one")
+    merge.add_argument("files", nargs="+", type=Path, help="reports written by `profiler run` (JSON)")
+    merge.add_argument("--out", type=Path, required=True, help="where to write the merged report")
+    merge.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+
     sub.add_parser("example-server", help="the bundled example model server (see --help)", add_help=False)
     holdout = sub.add_parser("example-holdout", help="write the example model's labelled hold-out JSONL")
     holdout.add_argument("--out", type=Path, required=True)
@@ -105,6 +110,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_demo(args.dir, variant=args.variant, serve_port=args.port if args.serve else None,
                         server_args=args.server_arg)
+    if args.command == "merge":
+        return merge_files(args.files, args.out, quiet=args.quiet)
     if args.command == "example-holdout":
         from profiler.examples.holdout import write_holdout
 
@@ -112,6 +119,38 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {count} labelled samples to {args.out}")
         return EXIT_PASS
     raise AssertionError(args.command)
+
+
+def merge_files(files: list[Path], out: Path, quiet: bool = False) -> int:
+    """Merge reports exactly (HDR histograms added), re-judge the gates, write and print the result."""
+    import json
+
+    from profiler.merge import merge_reports
+    from profiler.report import render_text, write_json
+    from profiler.verdict import flatten_metrics, judge
+
+    reports = []
+    for file in files:
+        try:
+            reports.append(json.loads(file.read_text(encoding="utf-8")))
+        except OSError as exc:
+            raise ProfilerError(f"{file}: cannot read report: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ProfilerError(f"{file}: not a JSON report: {exc}") from None
+    try:
+        report = merge_reports(reports)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProfilerError(f"cannot merge {', '.join(map(str, files))}: {exc}") from None
+    report["metrics"] = flatten_metrics(report)
+    gates = [(g["metric"], g.get("min"), g.get("max"), g.get("required", True)) for g in report.get("gates", [])]
+    report["verdict"] = judge(report, gates).as_dict()
+    path = write_json(report, out)
+    if quiet:
+        print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
+    else:
+        print(render_text(report), end="")
+    print(f"merged   {len(files)} reports into {path}")
+    return exit_code_for(report)
 
 
 def run_once(config: Any, quiet: bool = False) -> int:

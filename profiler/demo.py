@@ -75,6 +75,9 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()  # unclosed pipes warn (and fail tests run with filterwarnings=error)
 
 
 def run_demo(directory: Path, variant: str = "good", serve_port: int | None = None,

@@ -145,7 +145,7 @@ class StageRecorder:
         """Whether the generator, not the model, was the limit: its CPU share per process and its lag."""
         wall_s = (self.ended_ns - self.started_ns) / 1e9
         share = self.cpu_s / self.processes / wall_s if wall_s > 0 else None
-        lag_p99 = _lag(self.lag, 99.0)
+        lag_p99 = value_at_ms(self.lag, 99.0)
         reasons = []
         if share is not None and share > GENERATOR_CPU_LIMIT:
             reasons.append(f"generator CPU {share:.0%} of a core per process > {GENERATOR_CPU_LIMIT:.0%}")
@@ -176,7 +176,7 @@ class StageRecorder:
             "achieved_rps": self.completed / window_s if window_s > 0 else None,
             "latency_ms": spectrum_ms(self.latency),
             "service_time_ms": spectrum_ms(self.service),
-            "schedule_lag_ms": {"p50": _lag(self.lag, 50.0), "p99": _lag(self.lag, 99.0)},
+            "schedule_lag_ms": {"p50": value_at_ms(self.lag, 50.0), "p99": value_at_ms(self.lag, 99.0)},
             "generator_cpu_s": round(self.cpu_s, 4),
             "generator_cpu_us_per_request": round(self.cpu_s / sent * 1e6, 1) if sent else None,
             "generator": self.generator_check(),
@@ -231,7 +231,8 @@ class StageRecorder:
         self.windows = merged
 
 
-def _lag(histogram: HdrHistogram, percentile: float) -> float | None:
+def value_at_ms(histogram: HdrHistogram, percentile: float) -> float | None:
+    """The value at `percentile` in ms; None for an empty histogram."""
     if histogram.get_total_count() == 0:
         return None
     return float(histogram.get_value_at_percentile(percentile)) / 1000

@@ -256,6 +256,7 @@ def build_report(state: RunState, status: str, duration_s: float) -> dict[str, A
         "accuracy": accuracy,
         "resources": resources,
     }
+    report["gates"] = [g.model_dump() for g in config.gates]
     report["metrics"] = flatten_metrics(report)
     gates = [(g.metric, g.min, g.max, g.required) for g in config.gates]
     verdict = judge(report, gates)
