@@ -13,7 +13,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from profiler.latency import PERCENTILES
+from profiler.latency import PERCENTILES, cumulative_counts, mean_us, values_at_percentiles
 from profiler.results import OUTCOMES
 from profiler.run import RunState
 
@@ -25,13 +25,8 @@ VERDICT_CODES = {"pass": 1.0, "inconclusive": 0.0, "fail": -1.0}
 
 def histogram_buckets(histogram: HdrHistogram, bounds_s: list[float]) -> list[tuple[str, float]]:
     """Cumulative counts at each bound (seconds) read from an HDR histogram of microseconds."""
-    counts = [0] * len(bounds_s)
-    for item in histogram.get_recorded_iterator():
-        value_s = histogram.get_highest_equivalent_value(item.value_iterated_to) / 1e6
-        for i, bound in enumerate(bounds_s):
-            if value_s <= bound:
-                counts[i] += item.count_added_in_this_iter_step
-                break
+    below = cumulative_counts(histogram, [b * 1e6 for b in bounds_s])
+    counts = [below[0], *(below[i] - below[i - 1] for i in range(1, len(below)))]
     cumulative = []
     running = 0
     for bound, count in zip(bounds_s, counts, strict=True):
@@ -79,12 +74,11 @@ class RunCollector(Collector):
                 requests.add_metric([labels["model"], name, outcome], float(recorder.outcomes[outcome]))
             unsent.add_metric([labels["model"], name], float(recorder.unsent))
             hist = recorder.latency
-            total_s = hist.get_mean_value() * hist.get_total_count() / 1e6
+            total_s = mean_us(hist) * hist.get_total_count() / 1e6
             latency.add_metric([labels["model"], name], histogram_buckets(hist, bounds), total_s)
             if hist.get_total_count():
-                for p in PERCENTILES:
-                    quantiles.add_metric([labels["model"], name, f"{p / 100:g}"],
-                                         hist.get_value_at_percentile(p) / 1e6)
+                for p, value in zip(PERCENTILES, values_at_percentiles(hist, PERCENTILES), strict=True):
+                    quantiles.add_metric([labels["model"], name, f"{p / 100:g}"], value / 1e6)
             summary = recorder.summary()
             offered.add_metric([labels["model"], name], recorder.stage.rate_rps)
             if summary["achieved_rps"] is not None:

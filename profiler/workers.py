@@ -37,6 +37,8 @@ START_DELAY_NS = 50_000_000
 FLUSH_S = 0.05
 """How often a worker sends its batch of results to the parent."""
 READY_TIMEOUT_S = 60.0
+WORKER_NICE = 5
+"""Workers run at a lower priority than the sidecar so /healthz, /report and /metrics answer at once."""
 
 
 def choose_workers(configured: int | None, highest_rate_rps: float, cores: int) -> int:
@@ -79,6 +81,8 @@ def worker_main(conn: Connection, config: Config, codec: Codec, bodies: Sequence
     """Entry point of a worker process: serve stage orders from the parent until told to exit."""
     from profiler import aio
 
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICE)  # the control plane (and the model) win a contended core; the self-check shows the cost
     with contextlib.suppress(KeyboardInterrupt):
         aio.run(_serve(conn, config, codec, bodies, sample_count, index, count))
 
@@ -149,16 +153,25 @@ class WorkerPool:
         self._stopping = False
         self._failed: str | None = None
         self.count = count
+        self._args = (config, codec, list(bodies), sample_count)
+        self._context = context
+        self._started = False
+
+    async def _start(self) -> None:
+        """Spawn the workers. Process.start() writes the pickled arguments into a pipe and blocks until
+        the child reads them, so it runs in a thread: the control plane must not wait on a child's start."""
+        self._started = True
         loop = asyncio.get_running_loop()
-        for index in range(count):
-            parent, child = context.Pipe()
-            process = context.Process(target=worker_main, name=f"profiler-worker-{index}", daemon=True,
-                                      args=(child, config, codec, list(bodies), sample_count, index, count))
-            process.start()
-            child.close()
+        config, codec, bodies, sample_count = self._args
+        for index in range(self.count):
+            parent, child = self._context.Pipe()
+            process = self._context.Process(target=worker_main, name=f"profiler-worker-{index}", daemon=True,
+                                            args=(child, config, codec, bodies, sample_count, index, self.count))
             self._conns.append(parent)
             self._procs.append(process)
             self._ready.append(loop.create_future())
+            await asyncio.to_thread(process.start)
+            child.close()
             loop.add_reader(parent.fileno(), self._readable, index)
 
     @property
@@ -210,6 +223,8 @@ class WorkerPool:
         """
         if self._failed:
             raise ProfilerError(self._failed)
+        if not self._started:
+            await self._start()
         async with asyncio.timeout(READY_TIMEOUT_S):
             await asyncio.gather(*self._ready)
         loop = asyncio.get_running_loop()
