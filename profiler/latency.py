@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,58 @@ GENERATOR_LAG_LIMIT_MS = 10.0
 def new_histogram() -> HdrHistogram:
     """A histogram of microseconds from 1 us to 1 h at 3 significant digits (fixed size)."""
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+BUFFER_VALUES = 4096
+"""Values held before a vectorised flush into the histogram (hdrh's record_value costs ~3 us each in Python)."""
+
+
+class Recording:
+    """An HDR histogram of microseconds fed in nanoseconds through a small buffer.
+
+    `add(value_ns)` appends to a fixed-size array; every BUFFER_VALUES values (and whenever the
+    histogram is read through `histogram`) they are binned with numpy using hdrh's own index
+    formula, so the histogram is exactly what record_value would have built, at ~1/20 the cost.
+    """
+
+    __slots__ = ("_buffer", "_histogram")
+
+    def __init__(self) -> None:
+        self._histogram = new_histogram()
+        self._buffer = array("q")
+
+    def add(self, value_ns: int) -> None:
+        """Record one duration (clamped into 1 us .. 1 h)."""
+        buffer = self._buffer
+        buffer.append(value_ns)
+        if len(buffer) >= BUFFER_VALUES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Bin the buffered values into the histogram."""
+        if not self._buffer:
+            return
+        h = self._histogram
+        values = np.frombuffer(self._buffer, dtype=np.int64) // 1000
+        np.clip(values, LOWEST_US, HIGHEST_US, out=values)
+        _, exponents = np.frexp((values | h.sub_bucket_mask).astype(np.float64))
+        bucket = exponents.astype(np.int64) - h.unit_magnitude - (h.sub_bucket_half_count_magnitude + 1)
+        sub = values >> (bucket + h.unit_magnitude)
+        index = ((bucket + 1) << h.sub_bucket_half_count_magnitude) + (sub - h.sub_bucket_half_count)
+        counts = np.ctypeslib.as_array(h.counts)[: h.counts_len]
+        binned = np.bincount(index, minlength=h.counts_len).astype(counts.dtype)
+        np.add(counts, binned, out=counts)
+        h.total_count += len(values)
+        low, high = int(values.min()), int(values.max())
+        h.min_value = low if h.total_count == len(values) else min(h.min_value, low)
+        h.max_value = max(h.max_value, high)
+        self._buffer = array("q")
+
+    @property
+    def histogram(self) -> HdrHistogram:
+        """The histogram with every value recorded so far."""
+        self.flush()
+        return self._histogram
 
 
 def record_ns(histogram: HdrHistogram, value_ns: int) -> None:
@@ -139,9 +192,9 @@ class StageRecorder:
     stage: Stage
     started_ns: int = 0
     ended_ns: int = 0
-    latency: HdrHistogram = field(default_factory=new_histogram)
-    service: HdrHistogram = field(default_factory=new_histogram)
-    lag: HdrHistogram = field(default_factory=new_histogram)
+    _latency: Recording = field(default_factory=Recording)
+    _service: Recording = field(default_factory=Recording)
+    _lag: Recording = field(default_factory=Recording)
     outcomes: Counter[str] = field(default_factory=Counter)
     error_examples: list[str] = field(default_factory=list)
     scheduled: int = 0
@@ -168,8 +221,8 @@ class StageRecorder:
             self.last_done_ns = result.done_ns
         ok = result.outcome == OK
         if ok:
-            record_ns(self.latency, result.done_ns - result.intended_ns)
-            record_ns(self.service, result.done_ns - result.sent_ns)
+            self._latency.add(result.done_ns - result.intended_ns)
+            self._service.add(result.done_ns - result.sent_ns)
         elif len(self.error_examples) < MAX_ERROR_EXAMPLES and result.error:
             self.error_examples.append(f"{result.outcome}: {result.error}"[:300])
         if self.window_ns:
@@ -177,7 +230,7 @@ class StageRecorder:
 
     def record_lag(self, lag_ns: int) -> None:
         """How late the generator woke up for one send (its own lateness, not the model's)."""
-        record_ns(self.lag, lag_ns if lag_ns > 0 else 0)
+        self._lag.add(lag_ns)
 
     def _window_add(self, result: Result, ok: bool) -> None:
         index = (result.done_ns - self.started_ns) // self.window_ns
@@ -208,6 +261,21 @@ class StageRecorder:
         """Close every window that ended before `now_ns` (windows with no answer count as empty)."""
         if self.window_ns:
             self._close_windows((now_ns - self.started_ns) // self.window_ns)
+
+    @property
+    def latency(self) -> HdrHistogram:
+        """Latency from the intended send time (successful requests), us."""
+        return self._latency.histogram
+
+    @property
+    def service(self) -> HdrHistogram:
+        """Service time from the actual send (successful requests), us."""
+        return self._service.histogram
+
+    @property
+    def lag(self) -> HdrHistogram:
+        """How late the generator woke for each send, us."""
+        return self._lag.histogram
 
     @property
     def completed(self) -> int:

@@ -1,0 +1,42 @@
+"""The buffered, vectorised HDR recording builds exactly the histogram hdrh's record_value builds."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from profiler.latency import (
+    BUFFER_VALUES,
+    Recording,
+    cumulative_counts,
+    mean_us,
+    new_histogram,
+    record_ns,
+    values_at_percentiles,
+)
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, BUFFER_VALUES - 1, BUFFER_VALUES, 3 * BUFFER_VALUES + 5])
+@pytest.mark.parametrize("spread", ["edges", "lognormal"])
+def test_recording_equals_record_value(count, spread):
+    rng = random.Random(count)
+    edges = [-10, 0, 1, 999, 1000, 1001, 2_047_000, 2_048_000, 3_600_000_000_000, 10**15]
+    values = [rng.choice(edges) if spread == "edges" else int(rng.lognormvariate(14, 3)) for _ in range(count)]
+    fast, slow = Recording(), new_histogram()
+    for v in values:
+        fast.add(v)
+        record_ns(slow, v)
+    got = fast.histogram
+    assert got.get_total_count() == slow.get_total_count() == count
+    assert list(got.counts) == list(slow.counts)
+    assert got.encode() == slow.encode()
+    if count:
+        assert (got.get_min_value(), got.get_max_value()) == (slow.get_min_value(), slow.get_max_value())
+        percentiles = [0.0, 50.0, 99.0, 99.9, 100.0]
+        assert values_at_percentiles(got, percentiles) == [slow.get_value_at_percentile(p) for p in percentiles]
+        assert mean_us(got) == pytest.approx(slow.get_mean_value(), rel=1e-12)
+        bounds = [0.5, 1, 1000, 1e6, 5e9]
+        expected = [sum(1 for v in values if slow.get_highest_equivalent_value(min(max(v // 1000, 1), 3_600_000_000))
+                        <= b) for b in bounds]
+        assert cumulative_counts(got, bounds) == expected
