@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import heapq
+import os
 import time
+from collections.abc import Callable
 
 REPLY = (b'{"model_name":"digits","model_version":"1","id":"","outputs":[{"name":"label","datatype":"INT64",'
          b'"shape":[1],"data":[3]}]}')
@@ -26,7 +30,8 @@ def extra_ns(now_ns: int, epoch_ns: int, every_ns: int, stall_ns: int) -> int:
 
 
 class Handler(asyncio.Protocol):
-    def __init__(self, delay_ns: int, epoch_ns: int, every_ns: int, stall_ns: int) -> None:
+    def __init__(self, timers: Timers, delay_ns: int, epoch_ns: int, every_ns: int, stall_ns: int) -> None:
+        self.timers = timers
         self.delay_ns, self.epoch_ns, self.every_ns, self.stall_ns = delay_ns, epoch_ns, every_ns, stall_ns
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
@@ -36,7 +41,6 @@ class Handler(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        loop = asyncio.get_running_loop()
         while True:
             end = self.buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -51,18 +55,58 @@ class Handler(asyncio.Protocol):
             self.buffer = self.buffer[end + 4 + length:]
             now = time.monotonic_ns()
             due_ns = now + extra_ns(now, self.epoch_ns, self.every_ns, self.stall_ns) + self.delay_ns
-            loop.call_at(due_ns / 1e9, self.answer)
+            self.timers.at(due_ns, self.answer)
 
     def answer(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(RESPONSE)
 
 
+class Timers:
+    """Callbacks at absolute monotonic instants, to the microsecond: one timerfd re-armed to the earliest.
+
+    The event loop's own timers are only good to ~1 ms, which would blur the injected delays.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = self.libc.timerfd_create(1, 0o4000 | 0o2000000)  # CLOCK_MONOTONIC, non-blocking, cloexec
+        self.heap: list[tuple[int, int, Callable[[], None]]] = []
+        self.seq = 0
+        self.armed = 0
+        loop.add_reader(self.fd, self.fire)
+
+    def at(self, due_ns: int, callback: Callable[[], None]) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (due_ns, self.seq, callback))
+        if not self.armed or due_ns < self.armed:
+            self.arm(due_ns)
+
+    def arm(self, due_ns: int) -> None:
+        self.armed = due_ns
+        spec = (ctypes.c_long * 4)(0, 0, *divmod(due_ns, 1_000_000_000))
+        self.libc.timerfd_settime(self.fd, 1, spec, None)  # TFD_TIMER_ABSTIME
+
+    def fire(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            return
+        self.armed = 0
+        now = time.monotonic_ns()
+        while self.heap and self.heap[0][0] <= now:
+            heapq.heappop(self.heap)[2]()
+        if self.heap:
+            self.arm(self.heap[0][0])
+
+
 async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     epoch_ns = time.monotonic_ns()
+    timers = Timers(loop)
     server = await loop.create_server(
-        lambda: Handler(int(args.delay_ms * 1e6), epoch_ns, int(args.stall_every_s * 1e9), int(args.stall_s * 1e9)),
+        lambda: Handler(timers, int(args.delay_ms * 1e6), epoch_ns, int(args.stall_every_s * 1e9),
+                        int(args.stall_s * 1e9)),
         "127.0.0.1", args.port)
     port = server.sockets[0].getsockname()[1]
     print(f"READY http://127.0.0.1:{port} {epoch_ns}", flush=True)

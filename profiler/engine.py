@@ -11,10 +11,10 @@ from profiler.errors import DecodeError, TransportError
 from profiler.latency import StageRecorder
 from profiler.results import DECODE, OK, TIMEOUT, Consumer, Result
 from profiler.schedule import NS_PER_S, Stage
+from profiler.timer import MIN_SLEEP_NS, Sleeper
 from profiler.transports import Transport
 
 Decoder = Callable[[bytes, int], list[Any]]
-MIN_SLEEP_NS = 1_000_000
 
 
 class Engine:
@@ -95,12 +95,28 @@ class Engine:
             start_ns = clock()
         cpu_start = self._cpu_clock()
         recorder.started_ns = start_ns
+        sleeper = Sleeper(precise=self._clock is time.monotonic_ns)
+        try:
+            scheduled, unsent, late = await self._dispatch(stage.index, start_ns, offsets_ns, recorder, sinks, until,
+                                                           sleeper, recorder.record_lag)
+        finally:
+            sleeper.close()
+        recorder.ended_ns = clock()
+        recorder.scheduled = scheduled
+        recorder.late = late
+        recorder.unsent = unsent
+        await self.drain()
+        recorder.cpu_s = self._cpu_clock() - cpu_start
+
+    async def _dispatch(self, stage_index: int, start_ns: int, offsets_ns: Iterable[int], recorder: StageRecorder,
+                        sinks: list[Consumer], until: Callable[[], bool] | None, sleeper: Sleeper,
+                        record_lag: Callable[[int], None]) -> tuple[int, int, int]:
+        """The hot loop: sleep to each intended time, take a slot, launch. Returns (scheduled, unsent, late)."""
+        clock = self._clock
+        stale_ns = self._stale_ns
         scheduled = unsent = late = 0
         free_ns = 0  # when the dispatcher last came out of a wait for a slot
-        stale_ns = self._stale_ns
-        stage_index = stage.index
-        record_lag = recorder.record_lag
-        sleep = self._sleep
+        precise = sleeper.precise
         for offset in offsets_ns:
             if self._stopping or (until is not None and until()):
                 recorder.cut_short = True
@@ -108,7 +124,10 @@ class Engine:
             intended = start_ns + offset
             now = clock()
             if intended > now:
-                await sleep(intended - now)
+                if precise:
+                    await sleeper.until(intended)
+                else:
+                    await self._sleep(intended - now)
                 if self._stopping:
                     recorder.cut_short = True
                     break
@@ -126,17 +145,11 @@ class Engine:
             else:
                 record_lag(now - (intended if intended > free_ns else free_ns))
             self._launch(stage_index, intended, sinks)
-        recorder.ended_ns = clock()
-        recorder.scheduled = scheduled
-        recorder.late = late
-        recorder.unsent = unsent
-        await self.drain()
-        recorder.cpu_s = self._cpu_clock() - cpu_start
+        return scheduled, unsent, late
 
     async def _sleep(self, wait_ns: int) -> None:
-        # uvloop keeps timers in whole milliseconds and runs one under 0.5 ms at once: a shorter
-        # sleep would spin the dispatcher. Never asking for less than 1 ms costs up to ~1 ms of
-        # lag (measured, and charged to the latency) and lets one wake-up send every request due.
+        # With an injected clock there is no timerfd to arm. uvloop keeps timers in whole
+        # milliseconds and runs one under 0.5 ms at once: a shorter sleep would spin the dispatcher.
         await asyncio.sleep(max(wait_ns, MIN_SLEEP_NS) / NS_PER_S)
 
     async def _wait_slot(self, deadline_ns: int) -> bool:

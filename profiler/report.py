@@ -64,8 +64,17 @@ def render_text(report: dict[str, Any]) -> str:
     lines += _table(header, rows)
     capacity = report["capacity"]
     objective = report["objective"]
+    bound = ""
+    if capacity.get("limited_by") == "generator":
+        bound = " (a lower bound: the generator, not the model, was the limit)"
+    elif capacity.get("limited_by") == "schedule":
+        bound = " (a lower bound: no stage broke the objective)"
     lines.append(f"highest rate within p{objective['percentile']:g} <= {objective['latency_ms']:g} ms: "
-                 f"{_num(capacity['max_sustained_rps'], '{:g} rps')}")
+                 f"{_num(capacity['max_sustained_rps'], '{:g} rps')}{bound}")
+    for s in report["stages"]:
+        generator = s.get("generator") or {}
+        if generator.get("limited"):
+            lines.append(f"  {s['name']}: generator-limited ({'; '.join(generator.get('reasons', []))})")
     acc = report["accuracy"]
     if acc:
         lines += ["", f"accuracy {_num(acc.get('accuracy'))}  precision(macro) {_num(acc.get('precision_macro'))}  "

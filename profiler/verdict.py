@@ -28,6 +28,7 @@ METRICS: dict[str, str] = {
     "latency_p999_ms": "worst stage's p99.9 latency",
     "latency_max_ms": "worst stage's maximum latency",
     "max_sustained_rps": "highest offered rate held within the latency objective",
+    "generator_limited_stages": "measured stages where the load generator, not the model, was the limit",
     "memory_peak_bytes": "peak RSS of the model's processes",
     "memory_growth_bytes": "RSS at rest after the load minus at rest before",
     "memory_growth_pct": "that growth in percent of the RSS before",
@@ -110,6 +111,8 @@ def flatten_metrics(report: dict[str, Any]) -> dict[str, float | None]:
         values = [s["latency_ms"][key] for s in measured if s["latency_ms"][key] is not None]
         out[f"latency_{key}_ms"] = max(values) if values else None
     out["max_sustained_rps"] = (report.get("capacity") or {}).get("max_sustained_rps")
+    if measured:
+        out["generator_limited_stages"] = float(sum(1 for s in measured if (s.get("generator") or {}).get("limited")))
     memory = report.get("resources") or {}
     out["memory_peak_bytes"] = memory.get("rss_peak_bytes")
     out["memory_growth_bytes"] = memory.get("rss_growth_bytes")
