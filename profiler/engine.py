@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from functools import partial
 from typing import Any
 
 from profiler.errors import DecodeError, TransportError
@@ -59,6 +60,10 @@ class Engine:
         self._cpu_clock = cpu_clock
         self._in_flight = 0
         self._slot_waiter: asyncio.Future[None] | None = None
+        self._idle: asyncio.Future[None] | None = None
+        submit = getattr(transport, "submit", None)
+        self._submit: Callable[[str, bytes, Callable[[bytes, TransportError | None], None]], None] | None = (
+            submit if callable(submit) else None)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._cursor = 0
@@ -178,9 +183,41 @@ class Engine:
         self._cursor = (index + 1) % len(self._bodies)
         self._in_flight += 1
         self.sent_total += 1
+        submit = self._submit
+        if submit is not None:
+            # The transport calls back on the answer: no task, coroutine or future per request.
+            submit(self._path, self._bodies[index],
+                   partial(self._finished, stage_index, index, intended_ns, self._clock(), sinks))
+            return
         task = self._create_task(self._one(stage_index, index, intended_ns, sinks))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _finished(self, stage_index: int, index: int, intended_ns: int, sent_ns: int, sinks: list[Consumer],
+                  payload: bytes, error: TransportError | None) -> None:
+        """The callback path's end of one request: the same Result as _one makes."""
+        done_ns = self._clock()
+        predictions = None
+        detail = None
+        status = 0
+        if error is None:
+            try:
+                predictions = self._decode(payload, self._batch)
+                outcome = OK
+            except DecodeError as exc:
+                outcome, detail = DECODE, str(exc)
+        else:
+            outcome, detail, status = error.kind, str(error), error.status
+        self._in_flight -= 1
+        waiter = self._slot_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self._in_flight == 0 and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+        result = Result(stage_index, (index * self._batch) % self._sample_count, self._batch, intended_ns, sent_ns,
+                        done_ns, outcome, predictions, detail, status)
+        for sink in sinks:
+            sink.add(result)
 
     async def _one(self, stage_index: int, index: int, intended_ns: int, sinks: list[Consumer]) -> None:
         sent_ns = self._clock()
@@ -214,7 +251,19 @@ class Engine:
             sink.add(result)
 
     async def drain(self) -> None:
-        """Wait for every request in flight; past the timeout (plus a grace second) cancel the rest as timeouts."""
+        """Wait for every request in flight; past the timeout (plus a grace second) cancel the rest as timeouts.
+
+        Requests on the callback path cannot be cancelled; the transport's own timer (the same
+        timeout) ends each of them first.
+        """
+        if self._submit is not None and self._in_flight > len(self._tasks):
+            self._idle = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._idle), self._stale_ns / NS_PER_S + 1.0)
+            except TimeoutError:
+                pass
+            finally:
+                self._idle = None
         if not self._tasks:
             return
         _, pending = await asyncio.wait(list(self._tasks), timeout=self._stale_ns / NS_PER_S + 1.0)

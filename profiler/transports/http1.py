@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from profiler.errors import TransportError
@@ -21,17 +22,22 @@ MAX_CACHED_REQUESTS = 65_536
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
 _HEAD_OK, _HEAD_BAD, _HEAD_INTERIM = 0, 1, 2
+Callback = Callable[[int, bytes, "TransportError | None"], None]
+"""(status, body, error): how a connection reports the end of one exchange."""
 
 
 class _Connection(asyncio.Protocol):
     """One keep-alive connection carrying one request at a time."""
 
-    __slots__ = ("_buf", "_chunked", "_close", "_length", "_owner", "_status", "_waiter", "closed", "transport")
+    __slots__ = ("_buf", "_callback", "_chunked", "_close", "_length", "_owner", "_status", "_timeout_s", "_timer",
+                 "closed", "transport")
 
     def __init__(self, owner: Http1Transport) -> None:
         self._owner = owner
         self.transport: asyncio.Transport | None = None
-        self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
+        self._callback: Callback | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timeout_s = 0.0
         self._buf = b""
         self._status = 0
         self._length = -1
@@ -42,17 +48,39 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not an asyncio.Transport subclass
 
-    def start(self, waiter: asyncio.Future[tuple[int, bytes]], request: bytes) -> None:
-        """Write a request; `waiter` gets (status, body) or a TransportError."""
-        self._waiter = waiter
+    def start(self, request: bytes, callback: Callback, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+        """Write a request; `callback(status, body, error)` runs once: on the answer, a failure or the timeout."""
+        self._callback = callback
         self._buf = b""
         self._status = 0
+        self._timeout_s = timeout_s
+        self._timer = loop.call_later(timeout_s, self._expire)
         assert self.transport is not None
         self.transport.write(request)
 
+    def _expire(self) -> None:
+        self._timer = None
+        # Its answer may still come; the connection cannot carry another request.
+        self._fail(TransportError("timeout", f"no answer within {self._timeout_s:g} s"))
+
+    def _complete(self, status: int, body: bytes, error: TransportError | None) -> None:
+        callback = self._callback
+        self._callback = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if error is None and not self.closed:
+            self._owner._release(self)  # back in the pool before the caller runs, ready for its next request
+        if callback is not None:
+            try:
+                callback(status, body, error)
+            except Exception as exc:  # a consumer's bug must not break the connection
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "load engine result callback failed", "exception": exc})
+
     def data_received(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
-        if self._waiter is None:
+        if self._callback is None:
             # Bytes nobody asked for: the stream is out of step, so the connection is useless.
             self.abort()
             return
@@ -129,22 +157,16 @@ class _Connection(asyncio.Protocol):
         return _HEAD_OK
 
     def _finish(self, body: bytes) -> None:
-        waiter = self._waiter
-        self._waiter = None
         self._buf = b""
         status = self._status
         self._status = 0
-        if waiter is not None and not waiter.done():
-            waiter.set_result((status, body))
         if self._close:
             self.abort()
+        self._complete(status, body, None)
 
     def _fail(self, error: TransportError) -> None:
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
         self.abort()
+        self._complete(0, b"", error)
 
     def abort(self) -> None:
         """Drop the connection (a reply can no longer be matched to its request)."""
@@ -154,14 +176,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        waiter = self._waiter
-        self._waiter = None
-        if waiter is not None and not waiter.done():
+        if self._callback is not None:
             if self._status and self._length < 0 and not self._chunked:
-                waiter.set_result((self._status, self._buf))  # a body delimited by the close
+                self._complete(self._status, self._buf, None)  # a body delimited by the close
             else:
                 detail = f"{type(exc).__name__}: {exc}" if exc else "the server closed the connection mid-response"
-                waiter.set_exception(TransportError("connection", detail))
+                self._complete(0, b"", TransportError("connection", detail))
         self._buf = b""
         self._owner._lost(self)
 
@@ -222,6 +242,8 @@ class Http1Transport:
         self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
         self._open = 0
         self._all: set[_Connection] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _request(self, method: str, path: str, body: bytes) -> bytes:
         by_body = self._requests.get(path)
@@ -296,27 +318,72 @@ class Http1Transport:
 
     async def _exchange(self, request: bytes) -> tuple[int, bytes]:
         loop = asyncio.get_running_loop()
+        conn = await self._acquire_within()
+        waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+
+        def finished(status: int, body: bytes, error: TransportError | None) -> None:
+            if waiter.done():
+                return
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result((status, body))
+
+        conn.start(request, finished, loop, self._timeout_s)
+        return await waiter
+
+    async def _acquire_within(self) -> _Connection:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
         try:
-            async with asyncio.timeout(self._timeout_s) if not self._idle else _null:
-                conn = await self._acquire()
+            async with asyncio.timeout(self._timeout_s):
+                return await self._acquire()
         except TimeoutError:
             raise TransportError("timeout", f"no connection within {self._timeout_s:g} s") from None
-        waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
-        conn.start(waiter, request)
-        timer = loop.call_later(self._timeout_s, _expire, waiter, conn, self._timeout_s)
+
+    def submit(self, path: str, body: bytes, done: Callable[[bytes, TransportError | None], None]) -> None:
+        """POST without a coroutine: `done(body, error)` runs when the answer (or a failure) arrives.
+
+        The load engine's hot path: with a kept-alive connection idle, no task, coroutine or future
+        is made for the request; only when a connection must be opened or waited for does a task do it.
+        """
+        request = self._request("POST", path, body)
+
+        def finished(status: int, payload: bytes, error: TransportError | None) -> None:
+            if error is None and status >= 300:
+                error = _status_error(status, payload)
+            done(payload, error)
+
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.start(request, finished, self._loop or asyncio.get_running_loop(), self._timeout_s)
+                return
+        task = asyncio.get_running_loop().create_task(self._submit_slow(request, finished))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _submit_slow(self, request: bytes, finished: Callback) -> None:
         try:
-            result = await waiter
-        finally:
-            timer.cancel()
-        self._release(conn)
-        return result
+            conn = await self._acquire_within()
+        except TransportError as exc:
+            finished(0, b"", exc)
+            return
+        except asyncio.CancelledError:
+            finished(0, b"", TransportError("connection", "the client was closed"))
+            raise
+        self._loop = asyncio.get_running_loop()
+        conn.start(request, finished, self._loop, self._timeout_s)
 
     async def send(self, path: str, body: bytes) -> bytes:
         """POST and return the body of a 2xx response."""
         status, payload = await self._exchange(self._request("POST", path, body))
         if status >= 300:
-            snippet = payload[:200].decode("utf-8", errors="replace")
-            raise TransportError("http_status", f"HTTP {status}: {snippet}", status)
+            raise _status_error(status, payload)
         return payload
 
     async def probe(self, path: str) -> int:
@@ -331,6 +398,8 @@ class Http1Transport:
 
     async def close(self) -> None:
         """Close every connection."""
+        for task in list(self._tasks):
+            task.cancel()
         for conn in list(self._all):
             conn.abort()
         self._idle.clear()
@@ -341,18 +410,6 @@ class Http1Transport:
         await asyncio.sleep(0)  # let connection_lost run
 
 
-def _expire(waiter: asyncio.Future[tuple[int, bytes]], conn: _Connection, timeout_s: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(TransportError("timeout", f"no answer within {timeout_s:g} s"))
-    conn.abort()  # its answer may still come; the connection cannot carry another request
-
-
-class _Null:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
-
-
-_null = _Null()
+def _status_error(status: int, payload: bytes) -> TransportError:
+    snippet = payload[:200].decode("utf-8", errors="replace")
+    return TransportError("http_status", f"HTTP {status}: {snippet}", status)
