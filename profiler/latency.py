@@ -213,6 +213,7 @@ class StageRecorder:
     _window_index: int = 0
     _window_done: int = 0
     _window_errors: int = 0
+    _rebuilt: bool = False
 
     def add(self, result: Result) -> None:
         """Count the result; only successful requests enter the latency histograms."""
@@ -258,8 +259,11 @@ class StageRecorder:
             self._window_index += 1
 
     def close_windows_until(self, now_ns: int) -> None:
-        """Close every window that ended before `now_ns` (windows with no answer count as empty)."""
-        if self.window_ns:
+        """Close every window that ended before `now_ns` (windows with no answer count as empty).
+
+        A recorder rebuilt from worker processes' figures holds only the windows they closed.
+        """
+        if self.window_ns and not self._rebuilt:
             self._close_windows((now_ns - self.started_ns) // self.window_ns)
 
     @property
@@ -344,6 +348,23 @@ class StageRecorder:
                 "processes": self.processes, "cut_short": self.cut_short,
                 "error_examples": list(self.error_examples),
                 "windows": [list(w) for w in self.windows]}
+
+    def rebuild(self, wires: list[dict[str, Any]]) -> None:
+        """Start over from other recorders' `to_wire` figures (the live view of a stage run by workers)."""
+        self._latency, self._service, self._lag = Recording(), Recording(), Recording()
+        self.outcomes = Counter()
+        self.error_examples = []
+        self.scheduled = self.unsent = self.late = 0
+        self.cpu_s = 0.0
+        self.ended_ns = self.last_done_ns = 0
+        self.cut_short = False
+        self.windows = []
+        self._rebuilt = True
+        for position, wire in enumerate(wires):
+            self.merge(wire, first=position == 0)
+        if wires:
+            # A window counts once every part has closed it (parts report at slightly different times).
+            del self.windows[min(len(w.get("windows", [])) for w in wires):]
 
     def merge(self, wire: dict[str, Any], *, first: bool = False) -> None:
         """Add another recorder's `to_wire` figures: counts summed, histograms added bucket by bucket.

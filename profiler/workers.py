@@ -36,6 +36,8 @@ START_DELAY_NS = 50_000_000
 """How far ahead of now a stage's shared start is set, so every worker has its orders in time."""
 FLUSH_S = 0.05
 """How often a worker sends its batch of results to the parent."""
+PARTIAL_EVERY = 10
+"""Every this many flushes (0.5 s) a worker also sends its stage's figures so far: the live view."""
 READY_TIMEOUT_S = 60.0
 WORKER_NICE = 5
 """Workers run at a lower priority than the sidecar so /healthz, /report and /metrics answer at once."""
@@ -99,6 +101,8 @@ async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequenc
                     max_in_flight=max(1, math.ceil(config.load.max_in_flight / count)),
                     timeout_s=config.target.timeout_s, consumers=[batcher])
     inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+    current: list[StageRecorder | None] = [None]
+    ending = [False]
 
     def readable() -> None:
         try:
@@ -107,13 +111,21 @@ async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequenc
             message = ("exit",)
         if message[0] == "stop":
             engine.stop()
+        elif message[0] == "end":
+            ending[0] = True
         else:
             inbox.put_nowait(message)
 
     async def flusher() -> None:
+        ticks = 0
         while True:
             await asyncio.sleep(FLUSH_S)
             batcher.flush()
+            ticks += 1
+            recorder = current[0]
+            if recorder is not None and ticks % PARTIAL_EVERY == 0:
+                recorder.close_windows_until(time.monotonic_ns())
+                conn.send(("partial", recorder.stage.index, recorder.to_wire()))
 
     loop.add_reader(conn.fileno(), readable)
     flushing = loop.create_task(flusher())
@@ -128,7 +140,10 @@ async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequenc
             batcher.stage = stage.index
             recorder = StageRecorder(stage, window_ns=window_ns, window_percentile=percentile)
             offsets = arrival_offsets_ns(stage, config.load.arrival, config.load.seed, part=index, parts=count)
-            await engine.run_stage(stage, offsets, recorder, start_ns=start_ns)
+            ending[0] = False
+            current[0] = recorder
+            await engine.run_stage(stage, offsets, recorder, until=lambda: ending[0], start_ns=start_ns)
+            current[0] = None
             batcher.flush()
             conn.send(("stage", recorder.to_wire()))
     finally:
@@ -153,6 +168,10 @@ class WorkerPool:
         self._stopping = False
         self._failed: str | None = None
         self.count = count
+        self._partials: dict[int, dict[str, Any]] = {}
+        self._live: StageRecorder | None = None
+        self._until: Callable[[], bool] | None = None
+        self._ending = False
         self._args = (config, codec, list(bodies), sample_count)
         self._context = context
         self._started = False
@@ -202,6 +221,16 @@ class WorkerPool:
                 result = Result(stage_index, first, batch, 0, 0, 0, outcome, predictions if outcome == OK else None)
                 for consumer in self._consumers:
                     consumer.add(result)
+        elif kind == "partial":
+            self._partials[index] = message[2]
+            live = self._live
+            if live is not None and live.stage.index == message[1]:
+                live.rebuild([self._partials[k] for k in sorted(self._partials)])
+                if self._until is not None and not self._ending and self._until():
+                    self._ending = True
+                    for other in self._conns:
+                        with contextlib.suppress(OSError):
+                            other.send(("end",))
         elif kind == "stage":
             future = self._stage_results.pop(index, None)
             if future is not None and not future.done():
@@ -219,7 +248,8 @@ class WorkerPool:
     async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None) -> None:
         """Every worker sends its share of the stage from one shared start; their figures are merged exactly.
 
-        `until` is not consulted: a worker's windows reach the parent only at the stage's end.
+        Every 0.5 s the workers' figures so far rebuild `recorder` (the live view for /report and
+        /metrics), and `until` is asked then; when it says so, every worker ends the stage.
         """
         if self._failed:
             raise ProfilerError(self._failed)
@@ -238,9 +268,16 @@ class WorkerPool:
             self._stage_results[index] = future
             futures.append(future)
             conn.send(("stage", fields, start_ns, recorder.window_ns, recorder.window_percentile))
-        wires = await asyncio.gather(*futures)
-        for position, wire in enumerate(wires):
-            recorder.merge(wire, first=position == 0)
+        self._partials = {}
+        self._live = recorder
+        self._until = until
+        self._ending = False
+        try:
+            wires = await asyncio.gather(*futures)
+        finally:
+            self._live = None
+            self._until = None
+        recorder.rebuild(list(wires))
 
     async def close(self) -> None:
         """Tell the workers to exit and wait for them (terminating any that hang)."""
