@@ -230,9 +230,13 @@ def peers(tools: dict[str, str | None], duration_s: float) -> list[dict[str, obj
                 continue
             env = {**os.environ, **extra_env}
             runs = []
-            for d in (duration_s, 2 * duration_s):
-                out, cpu, wall = run_child(pinned(GENERATOR_CORE, command(d), ts), 2 * d + 120, env)
-                runs.append((count(out), cpu, wall, out))
+            try:
+                for d in (duration_s, 2 * duration_s):
+                    out, cpu, wall = run_child(pinned(GENERATOR_CORE, command(d), ts), 2 * d + 120, env)
+                    runs.append((count(out), cpu, wall, out))
+            except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+                note(f"{tool} failed, skipped: {exc}")
+                continue
             (n1, c1, _, _), (n2, c2, _, out2) = runs
             steady = (c2 - c1) / (n2 - n1) * 1e6 if n2 > n1 else float("nan")
             extra = ""
@@ -478,7 +482,10 @@ def main() -> None:
         accuracy_rows = accuracy(6.0 if args.quick else 15.0, tools["taskset"])
     if "memory" in sections:
         print("\n-- memory")
-        mem = memory(200_000 if args.quick else 1_000_000, tools["taskset"])
+        try:
+            mem = memory(200_000 if args.quick else 1_000_000, tools["taskset"])
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            note(f"memory run failed: {exc}")
     if "control" in sections:
         print("\n-- control plane")
         control = control_plane(tools, max(duration, 3.0))
