@@ -1,0 +1,152 @@
+"""From a stated demand to replicas, nodes and cost: the capacity arithmetic of a run. Pure.
+
+required rate = requests per day / 86,400 x peak factor (or a stated peak rate)
+replica rate  = the highest measured rate one replica sustained within the requirement's latency,
+                x the planned utilisation
+replicas      = max(min replicas, ceil(required rate / replica rate))
+per node      = floor(node allocatable memory / replica memory), and by CPU when both are known
+node capacity = replicas per node x replica rate;  nodes = ceil(replicas / replicas per node)
+cost          = node price per hour / (node capacity x batch size x 3,600) x 1,000,000 predictions
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What the model must serve: a daily volume with a peak factor, or a peak rate; a latency bound."""
+
+    requests_per_day: float | None = None
+    peak_rps: float | None = None
+    peak_factor: float = 1.0
+    latency_ms: float | None = None
+    percentile: float | None = None
+    utilisation: float = 1.0
+    min_replicas: int = 1
+    replica_memory_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """What one node offers a model's pods, and its price per hour (any currency)."""
+
+    allocatable_memory_bytes: int
+    allocatable_cpu_cores: float | None = None
+    price_per_hour: float | None = None
+    currency: str = "USD"
+
+
+def _number(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def required_rps(demand: Demand) -> float:
+    """The peak rate to plan for, in requests per second."""
+    if demand.peak_rps is not None:
+        return demand.peak_rps
+    if demand.requests_per_day is None:
+        raise ValueError("a demand needs requests_per_day or peak_rps")
+    return demand.requests_per_day / SECONDS_PER_DAY * demand.peak_factor
+
+
+def replica_rate(report: dict[str, Any], demand: Demand) -> tuple[float | None, str]:
+    """One replica's rate within the requirement's latency, and where it came from.
+
+    The run's objective decided which stages were sustained. When the requirement is at least as
+    loose as the objective (same or lower percentile, same or higher latency), the run's
+    max_sustained_rps holds; otherwise only sustained stages that also meet the requirement count.
+    """
+    objective = report.get("objective") or {}
+    capacity = report.get("capacity") or {}
+    sustained = _number(capacity.get("max_sustained_rps"))
+    percentile = demand.percentile if demand.percentile is not None else objective.get("percentile", 99.0)
+    if demand.latency_ms is None:
+        return sustained, "the run's max_sustained_rps (no requirement latency given)"
+    looser = (objective.get("latency_ms") is not None and demand.latency_ms >= objective["latency_ms"]
+              and percentile <= objective.get("percentile", 100.0))
+    if looser:
+        return sustained, f"the run's max_sustained_rps (its objective is within {demand.latency_ms:g} ms)"
+    key = "p" + f"{percentile:g}".replace(".", "")
+    if key not in ("p50", "p90", "p95", "p99", "p999"):
+        return None, f"the report holds no p{percentile:g} latency"
+    if not report.get("stages"):
+        return None, "no stage was measured"
+    rates = []
+    for stage in report.get("stages", []):
+        if stage.get("warmup") or not (stage.get("objective") or {}).get("sustained"):
+            continue
+        observed = _number(stage["latency_ms"].get(key))
+        if observed is not None and observed <= demand.latency_ms:
+            rates.append(float(stage["offered_rps"]))
+    return max(rates) if rates else 0.0, f"the highest sustained stage with p{percentile:g} <= {demand.latency_ms:g} ms"
+
+
+def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch_size: int = 1) -> dict[str, Any]:
+    """The requirements section of the report: every figure, None where it cannot be known, and why."""
+    notes: list[str] = []
+    out: dict[str, Any] = {
+        "required_rps": None, "replica_rps": None, "replica_rps_source": None, "one_replica_meets": None,
+        "replicas_needed": None, "replica_memory_bytes": None, "replicas_per_node": None,
+        "capacity_per_node_rps": None, "nodes_needed": None, "cost_per_million": None,
+        "cost_per_day": None, "currency": node.currency if node else None, "notes": notes,
+    }
+    rate: float | None = None
+    if demand is not None:
+        out["required_rps"] = required_rps(demand)
+        rate, out["replica_rps_source"] = replica_rate(report, demand)
+        if rate is not None:
+            rate *= demand.utilisation
+    else:
+        rate = _number((report.get("capacity") or {}).get("max_sustained_rps"))
+        out["replica_rps_source"] = "the run's max_sustained_rps (no requirements section)"
+    out["replica_rps"] = rate
+    if rate is None:
+        notes.append("the replica's sustainable rate was not measured")
+    elif rate <= 0:
+        notes.append("no stage was sustained within the latency bound, so no number of replicas suffices")
+    if demand is not None and rate is not None:
+        required = out["required_rps"]
+        out["one_replica_meets"] = rate >= required
+        if rate > 0:
+            out["replicas_needed"] = max(demand.min_replicas, math.ceil(required / rate - 1e-9))
+    memory: float | None = demand.replica_memory_bytes if demand and demand.replica_memory_bytes else None
+    if memory is None:
+        memory = _number((report.get("resources") or {}).get("rss_peak_bytes"))
+        if memory is None:
+            notes.append("the replica's memory was not measured (resources) nor given (replica_memory_bytes)")
+    out["replica_memory_bytes"] = int(memory) if memory else None
+    if node is None:
+        notes.append("no node section: replicas per node, node capacity and cost are not computed")
+        return out
+    if memory is None or memory <= 0:
+        return out
+    per_node = math.floor(node.allocatable_memory_bytes / memory)
+    cpu = _number((report.get("resources") or {}).get("cpu_cores_under_load"))
+    if node.allocatable_cpu_cores is not None and cpu is not None and cpu > 0:
+        by_cpu = math.floor(node.allocatable_cpu_cores / cpu)
+        if by_cpu < per_node:
+            notes.append(f"CPU limits replicas per node to {by_cpu} (memory would allow {per_node})")
+            per_node = by_cpu
+    out["replicas_per_node"] = per_node
+    if per_node == 0:
+        notes.append("one replica does not fit on a node")
+        return out
+    if rate is not None:
+        out["capacity_per_node_rps"] = per_node * rate
+    if out["replicas_needed"] is not None:
+        out["nodes_needed"] = math.ceil(out["replicas_needed"] / per_node)
+    if node.price_per_hour is not None and out["capacity_per_node_rps"]:
+        predictions_per_hour = out["capacity_per_node_rps"] * max(batch_size, 1) * 3600
+        out["cost_per_million"] = node.price_per_hour / predictions_per_hour * 1e6
+        if out["nodes_needed"] is not None:
+            out["cost_per_day"] = out["nodes_needed"] * node.price_per_hour * 24
+    return out
