@@ -129,9 +129,9 @@ class GateConfig(_Strict):
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"'min' {self.min:g} is above 'max' {self.max:g}")
         if self.change is not None and self.change.significant:
-            from profiler.significance import testable
+            from profiler.significance import has_test
 
-            if not testable(self.metric):
+            if not has_test(self.metric):
                 raise ValueError(f"change.significant: no significance test exists for {self.metric!r} (tests "
                                  "exist for accuracy, precision/recall/F1 and latency percentiles)")
         return self

@@ -35,7 +35,7 @@ LATENCY_METRICS = frozenset({"latency_p50_ms", "latency_p90_ms", "latency_p95_ms
                              "latency_p999_ms"})
 
 
-def testable(metric: str) -> bool:
+def has_test(metric: str) -> bool:
     """Whether a paired significance test exists for a metric name."""
     return base_metric(metric) in CLASS_METRICS | LATENCY_METRICS
 

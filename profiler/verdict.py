@@ -267,6 +267,8 @@ def evaluate_change(metric: str, value: float | None, predecessor: Predecessor |
         unit = " of the predecessor's value"
     else:
         better_scaled = better
+    # Bounds are inclusive; the slack keeps 0.89 - 0.9 (= -0.01000000000000001) within "worse by <= 0.01".
+    slack = 1e-9 * (1.0 if change.relative else max(1.0, abs(value), abs(previous)))
     moved = (f"{metric} {value:.6g} vs {previous:.6g} in {predecessor.run_id}: "
              f"{'better' if better_scaled >= 0 else 'worse'} by {abs(better_scaled):.4g}{unit}")
     noise = ""
@@ -279,14 +281,14 @@ def evaluate_change(metric: str, value: float | None, predecessor: Predecessor |
         return check(INCONCLUSIVE, f"{moved}; significance is required but could not be tested: {why}", previous)
     is_real = isinstance(significance, Significance) and significance.significant
     if change.min_better is not None:
-        if better_scaled < change.min_better:
+        if better_scaled < change.min_better - slack:
             return check(FAIL, f"{moved}, less than the required improvement {change.min_better:g}{noise}",
                          previous)
         if change.significant and not is_real:
             return check(FAIL, f"{moved}, but a significant improvement is required{noise}", previous)
         return check(PASS, f"{moved}, at least the required improvement {change.min_better:g}{noise}", previous)
     allowed = change.max_worse or 0.0
-    if better_scaled < -allowed:
+    if better_scaled < -allowed - slack:
         if change.significant and not is_real:
             return check(PASS, f"{moved}, beyond the tolerated {allowed:g} but not counted{noise}", previous)
         return check(FAIL, f"{moved}, more than the tolerated {allowed:g}{noise}", previous)
