@@ -14,10 +14,10 @@ from profiler.significance import (
     bootstrap_class_metric,
     bootstrap_percentile_difference,
     compare_metric,
+    has_test,
     histogram_counts,
     mcnemar_accuracy,
     pair,
-    has_test,
 )
 from profiler.verdict import Significance
 

@@ -158,7 +158,7 @@ def test_metric_names(name, canonical):
 @pytest.mark.parametrize("name", ["acuracy", "", "f1[]", "latency_p99_ms@0rps", "latency_p99_ms@-5rps",
                                   "memory_peak_bytes@100rps", "f1_macro[3]", "latency_p99_ms@fastrps"])
 def test_unknown_metric_names(name):
-    with pytest.raises(ValueError, match="unknown metric .*known: accuracy"):
+    with pytest.raises(ValueError, match=r"unknown metric .*known: accuracy"):
         normalise_metric(name)
 
 
