@@ -81,13 +81,19 @@ def replica_rate(report: dict[str, Any], demand: Demand) -> tuple[float | None, 
     if not report.get("stages"):
         return None, "no stage was measured"
     rates = []
+    measured = False
     for stage in report.get("stages", []):
         if stage.get("warmup") or not (stage.get("objective") or {}).get("sustained"):
             continue
         observed = _number(stage["latency_ms"].get(key))
+        measured = measured or observed is not None
         if observed is not None and observed <= demand.latency_ms:
             rates.append(float(stage["offered_rps"]))
-    return max(rates) if rates else 0.0, f"the highest sustained stage with p{percentile:g} <= {demand.latency_ms:g} ms"
+    source = f"the highest sustained stage with p{percentile:g} <= {demand.latency_ms:g} ms"
+    if not measured and any(not s.get("warmup") and (s.get("objective") or {}).get("sustained")
+                            for s in report["stages"]):
+        return None, f"no sustained stage has a p{percentile:g} latency"
+    return (max(rates) if rates else 0.0), source
 
 
 def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch_size: int = 1) -> dict[str, Any]:

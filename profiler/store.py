@@ -115,16 +115,26 @@ class Store:
             mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
             if mode != "wal":
                 self._db.execute("PRAGMA journal_mode = WAL")
-            with self._transaction():
-                # executescript would commit the open transaction, so the statements go one by one.
-                for statement in filter(str.strip, _SCHEMA.split(";")):
-                    self._db.execute(statement)
-                row = self._db.execute("SELECT max(version) FROM schema_version").fetchone()
-                if row[0] is None:
-                    self._db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-                elif row[0] > SCHEMA_VERSION:
-                    raise StoreError(f"{self.path}: the run history has schema version {row[0]}, newer than "
-                                     f"this profiler's {SCHEMA_VERSION}; upgrade the profiler")
+            version = self._version()
+            if version is None:
+                # Only a new file takes the write lock here, so opening never waits on another writer.
+                with self._transaction():
+                    # executescript would commit the open transaction, so the statements go one by one.
+                    for statement in filter(str.strip, _SCHEMA.split(";")):
+                        self._db.execute(statement)
+                    if self._version() is None:
+                        self._db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: the run history has schema version {version}, newer than "
+                                 f"this profiler's {SCHEMA_VERSION}; upgrade the profiler")
+
+    def _version(self) -> int | None:
+        exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+                                  ).fetchone()
+        if exists is None:
+            return None
+        row = self._db.execute("SELECT max(version) FROM schema_version").fetchone()
+        return None if row[0] is None else int(row[0])
 
     def __enter__(self) -> Store:
         return self
@@ -145,6 +155,8 @@ class Store:
             if "locked" in str(exc) or "busy" in str(exc):
                 raise StoreError(f"{self.path}: the run history is locked by another process (waited "
                                  f"{self.timeout_s:g} s to {doing}); nothing was changed") from None
+            raise StoreError(f"{self.path}: cannot {doing} the run history: {exc}") from None
+        except sqlite3.IntegrityError as exc:
             raise StoreError(f"{self.path}: cannot {doing} the run history: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: the run history is not a readable SQLite database ({exc}); "
