@@ -214,6 +214,8 @@ class HistoryConfig(_Strict):
 
     enabled: bool = True
     path: Path | None = None
+    lock_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """How long saving a run waits for another writer before it gives up (the report says so)."""
 
 
 class BaselineConfig(_Strict):

@@ -130,7 +130,7 @@ def record(state: RunState, report: dict[str, Any]) -> None:
         report["history"] = {"path": str(config.history.path), "saved": False, "error": None,
                              "predecessor_id": predecessor}
         try:
-            with Store(config.history.path) as store:
+            with Store(config.history.path, timeout_s=config.history.lock_timeout_s) as store:
                 store.save_run(run_record(state, report, predecessor))
             report["history"]["saved"] = True
         except StoreError as exc:
