@@ -17,7 +17,7 @@ from profiler.comparison import HEADLINE, compare, summarise
 from profiler.config import Config
 from profiler.errors import ConfigError, StoreError
 from profiler.requirements import Demand, Node, plan
-from profiler.significance import Evidence, StageLatency, compare_metric
+from profiler.significance import Evidence, PairedTests, StageLatency
 from profiler.store import RunRecord, StageHistogram, Store
 from profiler.verdict import Predecessor, Significance, Verdict, judge
 
@@ -100,12 +100,11 @@ def assess(state: RunState, report: dict[str, Any], baseline: Baseline | None) -
     predecessor = baseline.predecessor
     significance = None
     if predecessor is not None and baseline.evidence is not None:
-        mine = candidate_evidence(state)
-        theirs = baseline.evidence
+        tests = PairedTests(candidate_evidence(state), baseline.evidence)
 
         @cache
         def significance(metric: str, alpha: float = 0.05) -> Significance | str | None:
-            return compare_metric(metric, alpha, mine, theirs)
+            return tests.test(metric, alpha)
 
     verdict = judge(report, [g.to_gate() for g in config.gates], predecessor, significance,
                     first_run_blocks=config.baseline.required)
@@ -194,11 +193,11 @@ def compare_runs(store: Store, a_id: str, b_id: str, resamples: int = 2000) -> s
     if a["holdout_sha256"] != b["holdout_sha256"]:
         raise ConfigError(f"runs {a_id} and {b_id} used different hold-out sets (sha256 "
                           f"{str(a['holdout_sha256'])[:12]} vs {str(b['holdout_sha256'])[:12]}); refusing to compare")
-    ev_a, ev_b = load_evidence(store, a_id), load_evidence(store, b_id)
+    tests = PairedTests(load_evidence(store, b_id), load_evidence(store, a_id), resamples)
 
     @cache
     def significance(metric: str) -> Significance | str | None:
-        return compare_metric(metric, 0.05, ev_b, ev_a, resamples)
+        return tests.test(metric, 0.05)
 
     rows = compare(a["metrics"], b["metrics"], significance)
     lines = [f"A {a_id}  {a['model']} {a['model_version'] or ''}  verdict {a['verdict']}",
