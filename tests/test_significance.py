@@ -187,3 +187,16 @@ def test_compare_metric_refuses_different_labels():
     cand = evidence(GOOD, [])
     prev = Evidence(["x"] * len(LABELS), list(GOOD), [])
     assert compare_metric("accuracy", 0.05, cand, prev) == "the two runs' hold-out labels differ"
+
+
+def test_exact_percentile_replicates_match_a_multinomial_bootstrap():
+    from profiler.significance import _draw_percentiles, _percentiles
+
+    rng = np.random.default_rng(5)
+    values, counts = histogram_counts(encoded([int(v) for v in rng.lognormal(7, 0.8, 400)]))
+    n = int(counts.sum())
+    exact = _draw_percentiles(values, counts, 95.0, 20_000, np.random.default_rng(1))
+    brute = _percentiles(values, np.random.default_rng(2).multinomial(n, counts / n, size=20_000), 95.0)
+    for q in (0.025, 0.25, 0.5, 0.75, 0.975):
+        assert np.quantile(exact, q) == pytest.approx(np.quantile(brute, q), rel=0.05)
+    assert set(np.unique(exact)) <= set(values)
