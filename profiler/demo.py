@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -52,7 +53,9 @@ server:
 def start_example_server(extra_args: list[str], timeout_s: float = 120.0) -> tuple[subprocess.Popen[str], str]:
     """Start the example model on a free port; returns the process and its base URL."""
     command = [sys.executable, "-m", "profiler.examples.server", "--port", "0", *extra_args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr goes to a file, not a pipe nobody drains, so a chatty server can never block on it.
+    errors = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""),
                               daemon=True)
@@ -60,7 +63,9 @@ def start_example_server(extra_args: list[str], timeout_s: float = 120.0) -> tup
     reader.join(timeout_s)
     if not line or not line[0].startswith("READY "):
         proc.kill()
-        _, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+        errors.seek(0)
+        err = errors.read()
         detail = err.strip().splitlines()[-1] if err.strip() else "no output"
         raise TargetError(f"the example server did not start within {timeout_s:g} s: {detail}")
     return proc, line[0].split()[1]
