@@ -73,9 +73,10 @@ class CgroupMemory:
 
 def cgroup_memory(current_bytes: int, stat: dict[str, int], limit_bytes: int | None) -> CgroupMemory:
     """Working set = usage - inactive file pages (what the kubelet evicts on), v2 or v1 stat names."""
-    inactive = stat.get("inactive_file", stat.get("total_inactive_file", 0))
-    anon = stat.get("anon", stat.get("total_rss"))
-    file = stat.get("file", stat.get("total_cache"))
+    # v1's own-cgroup counters leave out child cgroups that its usage includes: prefer its total_* ones.
+    inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+    anon = stat.get("total_rss", stat.get("anon"))
+    file = stat.get("total_cache", stat.get("file"))
     return CgroupMemory(current_bytes, anon, file, max(current_bytes - inactive, 0), limit_bytes)
 
 
