@@ -62,17 +62,18 @@ def start_example_server(extra_args: list[str], timeout_s: float = 120.0) -> tup
     reader.start()
     reader.join(timeout_s)
     if not line or not line[0].startswith("READY "):
-        proc.kill()
-        proc.wait(timeout=10)
+        stop_process(proc)
         errors.seek(0)
         err = errors.read()
+        errors.close()
         detail = err.strip().splitlines()[-1] if err.strip() else "no output"
         raise TargetError(f"the example server did not start within {timeout_s:g} s: {detail}")
+    errors.close()
     return proc, line[0].split()[1]
 
 
 def stop_process(proc: subprocess.Popen[str]) -> None:
-    """Terminate, then kill if it lingers."""
+    """Terminate, then kill if it lingers; close its pipes."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -80,6 +81,9 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    for pipe in (proc.stdout, proc.stderr, proc.stdin):
+        if pipe is not None:
+            pipe.close()
 
 
 def run_demo(directory: Path, variant: str = "good", serve_port: int | None = None,
