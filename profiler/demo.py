@@ -54,7 +54,7 @@ def start_example_server(extra_args: list[str], timeout_s: float = 120.0) -> tup
     """Start the example model on a free port; returns the process and its base URL."""
     command = [sys.executable, "-m", "profiler.examples.server", "--port", "0", *extra_args]
     # stderr goes to a file, not a pipe nobody drains, so a chatty server can never block on it.
-    errors = tempfile.TemporaryFile(mode="w+")
+    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed on both paths below
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""),
