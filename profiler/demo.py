@@ -100,7 +100,8 @@ def run_demo(directory: Path, variant: str = "good", serve_port: int | None = No
     print(f"demo: example model ({variant}) serving on {url} as pid {proc.pid}")
     try:
         profile = directory / "profile.yaml"
-        profile.write_text(DEMO_PROFILE.format(url=url, pid=proc.pid, port=9090 if serve_port is None else serve_port), encoding="utf-8")
+        port = 9090 if serve_port is None else serve_port
+        profile.write_text(DEMO_PROFILE.format(url=url, pid=proc.pid, port=port), encoding="utf-8")
         print(f"demo: profile written to {profile}; profiling (about 20 s) ...\n", flush=True)
         config = load_config(profile)
         if serve_port is None:
