@@ -151,7 +151,10 @@ class ProcessTree(_Problems):
         if self.pid is not None:
             try:
                 roots = [psutil.Process(self.pid)]
+                exited = roots[0].status() == psutil.STATUS_ZOMBIE
             except psutil.NoSuchProcess:
+                exited = True
+            if exited:
                 self._lose(f"pid {self.pid} does not exist or has exited")
                 return []
             return self._with_children(roots)
@@ -225,6 +228,8 @@ class ProcessTree(_Problems):
             self._problem(f"PSS/USS: no permission to read {path} ({exc.strerror}); run the sidecar as the "
                           "model's user or with CAP_SYS_PTRACE; RSS is used instead")
             return None, None
+        except ProcessLookupError:  # exited between listing and reading
+            return None, None
         except (FileNotFoundError, ValueError):
             pass
         except OSError as exc:
@@ -232,6 +237,8 @@ class ProcessTree(_Problems):
             return None, None
         try:
             full = proc.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return None, None
         except psutil.AccessDenied:
             self._smaps_ok = False
             self._problem(f"PSS/USS: no permission to read the memory maps of pid {proc.pid}; RSS is used instead")
@@ -250,6 +257,8 @@ class ProcessTree(_Problems):
         for proc in self._members():
             try:
                 with proc.oneshot():
+                    if proc.status() == psutil.STATUS_ZOMBIE:  # exited, not yet reaped: nothing left to measure
+                        continue
                     rss_one = proc.memory_info().rss
                     times = proc.cpu_times()
             except (psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -412,7 +421,17 @@ class ResourceSampler:
         return "none"
 
     def read(self) -> Reading | None:
-        """One sample of every source; None when nothing at all could be read."""
+        """One sample of every source; None when nothing at all could be read. Never raises."""
+        try:
+            return self._read()
+        except (psutil.Error, OSError, ValueError) as exc:
+            # An OS surprise must not end the sampling task: record it and let the run go on.
+            problem = f"a reading failed: {type(exc).__name__}: {exc}"
+            if problem not in self._own_problems:
+                self._own_problems.append(problem)
+            return None
+
+    def _read(self) -> Reading | None:
         tree = self.processes.read_tree() if self.processes is not None else None
         cg_memory, cg_cpu = self.cgroup.read_cgroup() if self.cgroup is not None else (None, None)
         if cg_memory is not None:
@@ -436,9 +455,10 @@ class ResourceSampler:
         if self.cpu_figure is None:
             self.cpu_figure = next((k for k in cpu if cpu[k] is not None), None)
         memory_bytes = memory[self.memory_figure] if self.memory_figure else None
-        if self.memory_figure is not None and memory_bytes is None and self.readings:
-            why = f"{self.memory_figure} could not be read after reading {self.readings}"
-            self._gap = self._gap or why
+        if self.memory_figure is not None and memory_bytes is None and self.readings and self._gap is None:
+            causes = self.problems
+            self._gap = (f"the memory figure ({self.memory_figure}) could not be read after {self.readings} readings"
+                         + (f": {causes[-1]}" if causes else ""))
         if tree is None and cg_memory is None and scraped is None:
             return None
         self.readings += 1
