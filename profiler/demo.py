@@ -39,10 +39,13 @@ gates:
   - {{metric: f1_macro, min: 0.9}}
   - {{metric: latency_p99_ms, max: 100}}
   - {{metric: error_rate, max: 0.01}}
+  - {{metric: memory_leak, max: 0}}
 resources:
   pid: {pid}
-  interval_s: 0.5
+  interval_s: 0.25
   settle_s: 1
+  node_memory_bytes: 16Gi
+  node_cpu_cores: 4
 report:
   path: report.json
 server:

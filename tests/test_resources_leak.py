@@ -42,6 +42,8 @@ def shape(name: str, seed: int = 0) -> np.ndarray:
         "still filling, slowing": BASE + 50e6 * (1 - np.exp(-X / 6000)) + noise,
         "shrinking": BASE + 50e6 - 2048 * X + noise,
         "warm-up then flat": BASE + np.where(X < 1500, X * 20_000, 1500 * 20_000) + noise,
+        "small sawtooth": BASE + (X % 1000) * 200 + noise / 4,  # 200 KB teeth: below min_growth_bytes
+        "two gc cycles": BASE + (X % 5000) * 10_240 + noise,
     }
     return shapes[name]
 
@@ -59,6 +61,8 @@ def shape(name: str, seed: int = 0) -> np.ndarray:
         ("still filling, slowing", INCONCLUSIVE, RAW, None),
         ("shrinking", NO_LEAK, RAW, -2048),
         ("warm-up then flat", NO_LEAK, RAW, None),
+        ("small sawtooth", NO_LEAK, RAW, None),
+        ("two gc cycles", INCONCLUSIVE, FLOORS, None),
     ],
 )
 def test_shapes(name: str, status: str, method: str, rate: float | None) -> None:
@@ -181,6 +185,8 @@ def test_requests_to_decide() -> None:
 
 
 @pytest.mark.parametrize(("name", "status", "rate"), [("demo_normal", NO_LEAK, None),
+                                                      ("demo_normal_step", NO_LEAK, None),
+                                                      ("demo_normal_small_drops", NO_LEAK, None),
                                                       ("demo_leak_10kb", LEAKED, 10_240)])
 def test_recorded_demo_series(name: str, status: str, rate: float | None) -> None:
     series = json.loads((FIXTURES / f"{name}.json").read_text())["series"]

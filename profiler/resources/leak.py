@@ -5,8 +5,8 @@ The method, in order (docs/resources.md explains why each step is there):
 1. Window: readings taken under load, after the first `warmup_fraction` of the requests
    (start-up allocations, lazy imports and JIT caches are not leaks).
 2. Garbage-collector sawtooth: if the window holds at least two large drops (each larger than
-   six robust standard deviations of the step-to-step change and a quarter of the window's
-   range), the trend is taken on the floors after each drop ("memory after GC") rather than on
+   six robust standard deviations of the step-to-step change, a quarter of the window's range
+   and `min_growth_bytes`), the trend is taken on the floors after each drop ("memory after GC") rather than on
    every reading, so the sawtooth's teeth are not mistaken for growth.
 3. Trend: Theil-Sen slope of memory against requests with its confidence interval, and
    Kendall's tau for a monotonic trend (scipy.stats.theilslopes, scipy.stats.kendalltau).
@@ -16,8 +16,9 @@ The method, in order (docs/resources.md explains why each step is there):
 
 Leaked needs all of: a significant upward trend over the window whose lower bound is above
 zero and whose estimate is at least `min_bytes_per_request`, a tail still growing (lower bound
-above zero) at no less than `min_tail_ratio` of the head's rate. No leak needs the tail's upper
-bound below `min_bytes_per_request` (or the whole window's, when the tail is not growing).
+above zero) at no less than `min_tail_ratio` of the head's rate, and growth adding up to at least
+`min_growth_bytes`. No leak needs the tail's upper bound below `min_bytes_per_request`, or the
+whole window's, when the tail does not grow materially (a small step at the end is not a leak).
 Anything else is inconclusive, with the reason.
 """
 
@@ -48,6 +49,8 @@ class LeakSettings:
     """Readings needed in the window before anything is decided."""
     min_bytes_per_request: float = 256.0
     """Growth below this rate is not material: a leak must exceed it, no leak must stay below it."""
+    min_growth_bytes: float = 2**20
+    """Growth that adds up to less than this over its span is not material either (a small step is not a leak)."""
     confidence: float = 0.95
     """Confidence level of the Theil-Sen intervals; Kendall's p must be below 1 - confidence."""
     min_tail_ratio: float = 0.5
@@ -126,9 +129,9 @@ def gc_floors(y: np.ndarray, settings: LeakSettings) -> list[int]:
     steps = np.diff(y)
     spread = 1.4826 * float(np.median(np.abs(steps - np.median(steps))))
     value_range = float(np.ptp(y))
-    threshold = max(settings.drop_sigmas * spread, settings.drop_range_fraction * value_range)
-    if threshold <= 0:
-        return []
+    # A drop smaller than min_growth_bytes cannot hide a material leak, so it is not a GC cycle here.
+    threshold = max(settings.drop_sigmas * spread, settings.drop_range_fraction * value_range,
+                    settings.min_growth_bytes)
     drops = [i + 1 for i, step in enumerate(steps) if -step > threshold]
     if len(drops) < 2:
         return []
@@ -171,6 +174,10 @@ def detect_leak(requests: Sequence[float], t_s: Sequence[float], memory_bytes: S
     if floors:
         method = FLOORS
         x, t, y = x[floors], t[floors], y[floors]
+        if len(floors) < 3:
+            return LeakVerdict(INCONCLUSIVE, f"memory drops like a garbage collector's sawtooth, but only "
+                                             f"{len(floors)} cycles were seen; the test needs 3", method, span,
+                               len(window))
     overall = trend(x, y, cfg.confidence)
     if overall is None:
         return LeakVerdict(INCONCLUSIVE, "no request was served in the window after warm-up", method,
@@ -180,15 +187,18 @@ def detect_leak(requests: Sequence[float], t_s: Sequence[float], memory_bytes: S
     tail = trend(x[x >= half], y[x >= half], cfg.confidence)
     per_s = trend(t, y, cfg.confidence)
     material = cfg.min_bytes_per_request
-    significant = overall.low > 0 and overall.p_value < 1 - cfg.confidence and overall.slope >= material
+    significant = (overall.low > 0 and overall.p_value < 1 - cfg.confidence and overall.slope >= material
+                   and overall.slope * float(x[-1] - x[0]) >= cfg.min_growth_bytes)
     still_growing = (tail is not None and tail.low > 0
                      and (head is None or head.slope <= 0 or tail.slope >= cfg.min_tail_ratio * head.slope))
+    tail_grows = (tail is not None and tail.low > 0 and tail.slope >= material
+                  and tail.slope * float(x[-1] - half) >= cfg.min_growth_bytes)
     enough_floors = method == RAW or len(x) >= 6
     if significant and still_growing and enough_floors:
         status = LEAKED
         reason = (f"memory grows {overall.slope:,.0f} B per request (interval {overall.low:,.0f} to "
                   f"{overall.high:,.0f}) and still grows at the end of the run")
-    elif (tail is not None and tail.high < material) or (overall.high < material and not (tail and tail.low > 0)):
+    elif (tail is not None and tail.high < material) or (overall.high < material and not tail_grows):
         status = NO_LEAK
         if tail is not None and overall.low > 0 and overall.slope >= material:
             reason = (f"memory grew early in the window then levelled off (last half: {tail.slope:,.0f} B per "
