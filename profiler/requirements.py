@@ -4,7 +4,7 @@ required rate = requests per day / 86,400 x peak factor (or a stated peak rate)
 replica rate  = the highest measured rate one replica sustained within the requirement's latency,
                 x the planned utilisation
 replicas      = max(min replicas, ceil(required rate / replica rate))
-per node      = floor(node allocatable memory / replica memory), and by CPU when both are known
+per node      = floor(node memory / replica memory), and floor(node cores / replica cores) when known
 node capacity = replicas per node x replica rate;  nodes = ceil(replicas / replicas per node)
 cost          = node price per hour / (node capacity x batch size x 3,600) x 1,000,000 predictions
 """
@@ -36,7 +36,7 @@ class Demand:
 class Node:
     """What one node offers a model's pods, and its price per hour (any currency)."""
 
-    allocatable_memory_bytes: int
+    allocatable_memory_bytes: int | None = None
     allocatable_cpu_cores: float | None = None
     price_per_hour: float | None = None
     currency: str = "USD"
@@ -96,6 +96,17 @@ def replica_rate(report: dict[str, Any], demand: Demand) -> tuple[float | None, 
     return (max(rates) if rates else 0.0), source
 
 
+def _replica_memory(demand: Demand | None, resources: dict[str, Any]) -> tuple[float | None, str | None]:
+    """A replica's memory: the stated request, else the steady state under load, else the measured peak."""
+    if demand is not None and demand.replica_memory_bytes:
+        return float(demand.replica_memory_bytes), "requirements.replica_memory_bytes"
+    steady = _number((resources.get("footprint") or {}).get("memory_per_replica_bytes"))
+    if steady is not None:
+        return steady, "steady state under load"
+    peak = _number((resources.get("memory") or {}).get("peak_bytes"))
+    return (peak, "peak") if peak is not None else (None, None)
+
+
 def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch_size: int = 1) -> dict[str, Any]:
     """The requirements section of the report: every figure, None where it cannot be known, and why."""
     notes: list[str] = []
@@ -103,7 +114,8 @@ def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch
         "required_rps": None, "replica_rps": None, "replica_rps_source": None, "one_replica_meets": None,
         "replicas_needed": None, "replica_memory_bytes": None, "replicas_per_node": None,
         "capacity_per_node_rps": None, "nodes_needed": None, "cost_per_million": None,
-        "cost_per_day": None, "currency": node.currency if node else None, "notes": notes,
+        "cost_per_day": None, "currency": node.currency if node else None, "replica_memory_source": None,
+        "replicas_limited_by": None, "notes": notes,
     }
     rate: float | None = None
     if demand is not None:
@@ -124,24 +136,39 @@ def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch
         out["one_replica_meets"] = rate >= required
         if rate > 0:
             out["replicas_needed"] = max(demand.min_replicas, math.ceil(required / rate - 1e-9))
-    memory: float | None = demand.replica_memory_bytes if demand and demand.replica_memory_bytes else None
+    resources = report.get("resources") or {}
+    footprint = resources.get("footprint") or {}
+    memory, out["replica_memory_source"] = _replica_memory(demand, resources)
     if memory is None:
-        memory = _number((report.get("resources") or {}).get("rss_peak_bytes"))
-        if memory is None:
-            notes.append("the replica's memory was not measured (resources) nor given (replica_memory_bytes)")
+        notes.append("the replica's memory was not measured (resources) nor given (replica_memory_bytes)")
     out["replica_memory_bytes"] = int(memory) if memory else None
-    if node is None:
-        notes.append("no node section: replicas per node, node capacity and cost are not computed")
+    # CPU a replica burns at its highest sustained rate (resources' footprint), else the average under load.
+    cores = _number(footprint.get("cores_per_replica_at_capacity"))
+    if cores is None:
+        cores = _number((resources.get("cpu") or {}).get("cores_under_load"))
+    node_memory: float | None = node.allocatable_memory_bytes if node and node.allocatable_memory_bytes else None
+    node_cores = node.allocatable_cpu_cores if node and node.allocatable_cpu_cores else None
+    if node_memory is None and node_cores is None:
+        # The resources section may know the node (resources.node_memory_bytes / node_cpu_cores).
+        node_memory = _number(footprint.get("node_memory_bytes"))
+        node_cores = _number(footprint.get("node_cpu_cores"))
+    if node_memory is None and node_cores is None:
+        notes.append("no node size (node.allocatable_memory_bytes or resources.node_memory_bytes): replicas per "
+                     "node, node capacity and cost are not computed")
         return out
-    if memory is None or memory <= 0:
+    fits: dict[str, int] = {}
+    if node_memory is not None and memory is not None and memory > 0:
+        fits["memory"] = math.floor(node_memory / memory)
+    if node_cores is not None and cores is not None and cores > 0:
+        fits["CPU"] = math.floor(node_cores / cores)
+    if not fits:
         return out
-    per_node = math.floor(node.allocatable_memory_bytes / memory)
-    cpu = _number((report.get("resources") or {}).get("cpu_cores_under_load"))
-    if node.allocatable_cpu_cores is not None and cpu is not None and cpu > 0:
-        by_cpu = math.floor(node.allocatable_cpu_cores / cpu)
-        if by_cpu < per_node:
-            notes.append(f"CPU limits replicas per node to {by_cpu} (memory would allow {per_node})")
-            per_node = by_cpu
+    limit = min(fits, key=lambda k: fits[k])
+    per_node = fits[limit]
+    out["replicas_limited_by"] = limit
+    if len(fits) > 1 and fits["memory"] != fits["CPU"]:
+        notes.append(f"{limit} limits replicas per node to {per_node} (memory allows {fits['memory']}, "
+                     f"CPU {fits['CPU']})")
     out["replicas_per_node"] = per_node
     if per_node == 0:
         notes.append("one replica does not fit on a node")
@@ -150,7 +177,7 @@ def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch
         out["capacity_per_node_rps"] = per_node * rate
     if out["replicas_needed"] is not None:
         out["nodes_needed"] = math.ceil(out["replicas_needed"] / per_node)
-    if node.price_per_hour is not None and out["capacity_per_node_rps"]:
+    if node is not None and node.price_per_hour is not None and out["capacity_per_node_rps"]:
         predictions_per_hour = out["capacity_per_node_rps"] * max(batch_size, 1) * 3600
         out["cost_per_million"] = node.price_per_hour / predictions_per_hour * 1e6
         if out["nodes_needed"] is not None:

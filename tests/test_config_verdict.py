@@ -71,7 +71,7 @@ def test_node_memory_quantities(text, expected):
 
 
 @pytest.mark.parametrize(("section", "message"), [
-    ("node: {allocatable_memory_bytes: 16 gigs}", r"node.allocatable_memory_bytes: not a byte quantity"),
+    ("node: {allocatable_memory_bytes: 16 gigs}", r"node.allocatable_memory_bytes: must be a size like 512Mi"),
     ("node: {allocatable_memory_bytes: 0}", r"node.allocatable_memory_bytes: Input should be greater than 0"),
     ("node: {allocatable_memory_bytes: 1Gi, price_per_hour: -1}", r"node.price_per_hour"),
     ("requirements: {peak_factor: 2}", r"requirements: requirements need 'requests_per_day' or 'peak_rps'"),

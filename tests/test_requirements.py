@@ -9,11 +9,11 @@ from profiler.requirements import Demand, Node, plan, replica_rate, required_rps
 GiB = 2**30
 
 
-def report(sustained=200.0, rss=GiB, cpu=None, stages=None, objective_ms=100.0):
+def report(sustained=200.0, rss=GiB, cpu=None, stages=None, objective_ms=100.0, footprint=None):
     return {
         "objective": {"percentile": 99.0, "latency_ms": objective_ms},
         "capacity": {"max_sustained_rps": sustained},
-        "resources": {"rss_peak_bytes": rss, "cpu_cores_under_load": cpu},
+        "resources": {"memory": {"peak_bytes": rss}, "cpu": {"cores_under_load": cpu}, "footprint": footprint or {}},
         "stages": stages if stages is not None else [
             {"warmup": False, "offered_rps": 100.0, "latency_ms": {"p99": 20.0}, "objective": {"sustained": True}},
             {"warmup": False, "offered_rps": 200.0, "latency_ms": {"p99": 80.0}, "objective": {"sustained": True}},
@@ -75,6 +75,8 @@ CASES = [
      {"replica_rps": None, "replicas_needed": None, "replicas_per_node": None, "one_replica_meets": None}),
     (Demand(peak_rps=100), None, 200.0, GiB, None,
      {"replicas_needed": 1, "replicas_per_node": None, "cost_per_million": None}),
+    (Demand(peak_rps=100), Node(allocatable_cpu_cores=2.0), 200.0, GiB, 0.25,
+     {"replicas_per_node": 8, "replicas_limited_by": "CPU"}),            # a node known by its cores only
     (None, Node(8 * GiB, price_per_hour=1.0), 100.0, GiB, None,
      {"required_rps": None, "replicas_per_node": 8, "capacity_per_node_rps": 800.0, "replicas_needed": None,
       "cost_per_million": 1.0 / (800 * 3600) * 1e6}),
@@ -87,7 +89,19 @@ def test_plan(demand, node, sustained, rss, cpu, expected):
     for key, value in expected.items():
         assert out[key] == (pytest.approx(value) if isinstance(value, float) else value), key
     if node is None:
-        assert any("no node section" in note for note in out["notes"])
+        assert any("no node size" in note for note in out["notes"])
+
+
+def test_plan_uses_the_resources_footprint():
+    footprint = {"memory_per_replica_bytes": 2 * GiB, "cores_per_replica_at_capacity": 0.5,
+                 "node_memory_bytes": 16 * GiB, "node_cpu_cores": 2.0}
+    out = plan(report(rss=4 * GiB, cpu=0.1, footprint=footprint, stages=[]), Demand(peak_rps=100),
+               Node(price_per_hour=1.0))
+    assert out["replica_memory_bytes"] == 2 * GiB and out["replica_memory_source"] == "steady state under load"
+    assert out["replicas_per_node"] == 4 and out["replicas_limited_by"] == "CPU"    # 2 cores / 0.5
+    assert out["capacity_per_node_rps"] == 800.0
+    own = plan(report(rss=4 * GiB, footprint=footprint, stages=[]), Demand(peak_rps=100), Node(32 * GiB))
+    assert own["replicas_per_node"] == 16 and own["replicas_limited_by"] == "memory"   # the node section wins
 
 
 def test_cost_counts_predictions_in_batches():
