@@ -1,4 +1,4 @@
-"""Command line: run, serve, demo and the example model. Wiring and I/O only.
+"""Command line: run, serve, demo, history, compare and the example model. Wiring and I/O only.
 
 Exit codes: 0 pass, 1 fail (a gate failed), 2 inconclusive, 3 could not run (bad config or
 hold-out file, target never ready, ...). User errors are one line on stderr, never a traceback.

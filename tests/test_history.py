@@ -88,3 +88,25 @@ def test_assess_without_history(tmp_path: Path):
     assert "history" not in report and report["predecessor"] is None
     verdict, section = assess(state, report, None)
     assert verdict.status == "pass" and section is None
+
+
+def test_compare_refuses_different_holdout_sets_and_tables_runs(tmp_path: Path):
+    from profiler.errors import ConfigError
+    from profiler.history import compare_runs, history_table
+    from tests.test_store import record
+
+    with Store(tmp_path / "h.sqlite") as store:
+        store.save_run(record("a", sha="1" * 64))
+        store.save_run(record("b", "fail", sha="2" * 64, predecessor="a"))
+        store.save_run(record("c", sha="1" * 64))
+        with pytest.raises(ConfigError, match=r"runs a and b used different hold-out sets .*refusing to compare"):
+            compare_runs(store, "a", "b")
+        text = compare_runs(store, "a", "c")
+        table = history_table(store.list_runs())
+    assert "accuracy" in text and "f1[3]" in text and "B vs A: no measured difference" in text
+    assert "untested" in text     # f1[3]: class 3 is not among the stored samples, so no test
+    lines = table.splitlines()
+    assert lines[0].split()[:3] == ["run", "started", "model"]
+    assert [line.split()[0] for line in lines[2:]] == ["c", "b", "a"]
+    assert "FAIL" in lines[3] and lines[3].rstrip().endswith("a")
+    assert history_table([]) == "no runs recorded yet\n"
