@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9090, help="the sidecar's port with --serve")
     demo.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                       help="extra flag for the example server, e.g. --server-arg=--delay-ms=20")
+    demo.add_argument("--protocol", default="v2-rest",
+                      choices=["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"],
+                      help="the wire protocol the demo profile speaks to the example model")
 
     sub.add_parser("example-server", help="the bundled example model server (see --help)", add_help=False)
     holdout = sub.add_parser("example-holdout", help="write the example model's labelled hold-out JSONL")
@@ -104,7 +107,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from profiler.demo import run_demo
 
         return run_demo(args.dir, variant=args.variant, serve_port=args.port if args.serve else None,
-                        server_args=args.server_arg)
+                        server_args=args.server_arg, protocol=args.protocol)
     if args.command == "example-holdout":
         from profiler.examples.holdout import write_holdout
 
