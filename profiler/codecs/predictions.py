@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,8 @@ class PredictionReader:
         if isinstance(self.labels, Mapping):
             return self._lookup.get(_key(value), value)
         assert self.labels is not None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or float(value) != int(value):
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or float(value) != int(value)):
             raise DecodeError(f"prediction {value!r} is not a class index for the label map")
         index = int(value)
         if not 0 <= index < len(self.labels):
