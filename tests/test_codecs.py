@@ -311,7 +311,8 @@ def test_codec_from_config(text: str, kind: type, infer_path: str) -> None:
      "infer_path: /go}", r"target.request_template: unknown placeholder \{\{weight\}\}; known: .*age, height"),
     ("{url: 'http://h', protocol: json, model: m, request_template: {a: '{{age}}'}, response_path: '$[', "
      "infer_path: /go}", "target.response_path: not a JSONPath expression"),
-    ("{url: 'http://h', model: m, inputs: [{name: a, shape: [1]}, {name: b}]}", "target.inputs: input 'b' needs a shape"),
+    ("{url: 'http://h', model: m, inputs: [{name: a, shape: [1]}, {name: b}]}",
+     "target.inputs: input 'b' needs a shape"),
 ])
 def test_codec_from_config_errors_name_the_field(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -319,7 +320,7 @@ def test_codec_from_config_errors_name_the_field(text: str, message: str) -> Non
 
 
 def test_make_codec_rejects_an_unknown_protocol() -> None:
-    with pytest.raises(ConfigError, match="target.protocol: unknown protocol 'v3'"):
+    with pytest.raises(ConfigError, match=r"target\.protocol: unknown protocol 'v3'"):
         make_codec("v3")
 
 
