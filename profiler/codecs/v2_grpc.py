@@ -90,7 +90,7 @@ class V2GrpcCodec:
 
 def output_values(response: pb.ModelInferResponse, name: str | None) -> list[Any]:
     """The flat elements of the named (or first) output, whichever form the server used."""
-    outputs = list(response.outputs)
+    outputs = response.outputs
     if not outputs:
         raise DecodeError("the response has no outputs")
     index = 0
