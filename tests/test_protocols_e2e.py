@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from profiler.config import parse_config
-from profiler.demo import read_grpc_url, start_example_server, stop_process
+from profiler.demo import read_grpc_url
 from profiler.errors import TargetError
 from profiler.examples.holdout import write_holdout
 from profiler.run import execute, new_state
@@ -37,16 +37,11 @@ JSON_EXTRA = """  request_template: {instances: "{{rows}}"}
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """One example server speaking REST and gRPC, and its hold-out file."""
+def servers(tmp_path_factory: pytest.TempPathFactory, example_server: Any, example_grpc_url: str) -> Any:
+    """The session's example server (REST and gRPC) and a hold-out file."""
     directory = tmp_path_factory.mktemp("e2e")
     write_holdout(directory / "holdout.jsonl")
-    proc, url = start_example_server(["--grpc-port", "0"])
-    try:
-        grpc_url = read_grpc_url(proc)
-        yield directory, url, grpc_url
-    finally:
-        stop_process(proc)
+    return directory, example_server[1], example_grpc_url
 
 
 async def profile(directory: Path, url: str, protocol: str, extra: str = "", batch: int = 1) -> dict[str, Any]:

@@ -138,3 +138,23 @@ def test_a_wrong_token_stops_the_run_without_printing_it(guarded_server: Any, tm
     assert "target never became ready" in done.stderr and "401" in done.stderr
     assert "a-wrong-token-123" not in done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_grpc_bearer_token_goes_in_the_call_metadata(guarded_server: Any) -> None:
+    from profiler.codecs.v2_grpc import INFER_METHOD, V2GrpcCodec
+    from profiler.dataset import Sample
+    from profiler.errors import TransportError
+    from profiler.transports.grpc import GrpcTransport
+
+    _, grpc_url = guarded_server
+    codec = V2GrpcCodec("digits")
+    body = codec.encode([Sample("z", [0] * 64, 0)])
+    good = GrpcTransport(grpc_url, model="digits", timeout_s=5, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert len(codec.decode(await good.send(INFER_METHOD, body), 1)) == 1
+    await good.close()
+    bad = GrpcTransport(grpc_url, model="digits", timeout_s=5, headers={"Authorization": "Bearer guess-xyz"})
+    with pytest.raises(TransportError) as denied:
+        await bad.send(INFER_METHOD, body)
+    assert denied.value.kind == "status" and "UNAUTHENTICATED" in str(denied.value)
+    assert "guess-xyz" not in str(denied.value)
+    await bad.close()
