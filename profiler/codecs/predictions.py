@@ -47,10 +47,9 @@ class PredictionReader:
             values = []
             for row in range(count):
                 chunk = data[row * width:(row + 1) * width]
-                try:
-                    values.append(max(range(width), key=chunk.__getitem__))
-                except TypeError:
-                    raise DecodeError(f"output row {row} is not numeric, cannot take its argmax") from None
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in chunk):
+                    raise DecodeError(f"output row {row} is not numeric, cannot take its argmax")
+                values.append(max(range(width), key=chunk.__getitem__))
         return [self._name(v) for v in values] if self.labels is not None else values
 
     def _name(self, value: Any) -> Any:
