@@ -71,7 +71,7 @@ async def test_errors_map_to_transport_error_kinds(grpc_server: str) -> None:
     unknown = GrpcTransport(grpc_server, model="cats", timeout_s=5)
     with pytest.raises(TransportError) as status:
         await unknown.send(INFER_METHOD, V2GrpcCodec("cats").encode([ZERO]))
-    assert status.value.kind == "status" and status.value.status == grpc.StatusCode.NOT_FOUND.value[0]
+    assert status.value.kind == "grpc_status" and status.value.status == grpc.StatusCode.NOT_FOUND.value[0]
     assert await unknown.probe(MODEL_READY_METHOD) == 503  # the server answers: not ready
     with pytest.raises(TargetError, match=r"ModelMetadata for model 'cats' failed: gRPC NOT_FOUND"):
         await unknown.model_metadata()

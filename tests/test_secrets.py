@@ -155,6 +155,6 @@ async def test_grpc_bearer_token_goes_in_the_call_metadata(guarded_server: Any) 
     bad = GrpcTransport(grpc_url, model="digits", timeout_s=5, headers={"Authorization": "Bearer guess-xyz"})
     with pytest.raises(TransportError) as denied:
         await bad.send(INFER_METHOD, body)
-    assert denied.value.kind == "status" and "UNAUTHENTICATED" in str(denied.value)
+    assert denied.value.kind == "grpc_status" and "UNAUTHENTICATED" in str(denied.value)
     assert "guess-xyz" not in str(denied.value)
     await bad.close()

@@ -49,7 +49,9 @@ class GrpcTransport:
         self._version = version or ""
         self._timeout_s = timeout_s
         # gRPC metadata keys are lower case; the values never leave this object.
-        self._metadata: tuple[tuple[str, str], ...] = tuple((k.lower(), v) for k, v in (headers or {}).items())
+        # None, not an empty tuple, when there is nothing to send: grpc skips the metadata work then.
+        self._metadata: tuple[tuple[str, str], ...] | None = (
+            tuple((k.lower(), v) for k, v in headers.items()) if headers else None)
         self._ca_file = tls_ca_file
         self._keepalive_ms = int(keepalive_s * 1000)
         self._channel: aio.Channel | None = None
@@ -95,7 +97,7 @@ class GrpcTransport:
             response: bytes = await self._call(path)(body, timeout=self._timeout_s, metadata=self._metadata)
         except aio.AioRpcError as exc:
             code = exc.code()
-            kind = _KINDS.get(code, "status")
+            kind = _KINDS.get(code, "grpc_status")
             raise TransportError(kind, f"gRPC {code.name}: {exc.details() or ''}"[:300], code.value[0]) from None
         return response
 
