@@ -100,6 +100,17 @@ JSON_TARGET = """  request_template: {instances: ["{{inputs}}"]}
 """
 
 
+def demo_profile(url: str, grpc_url: str, protocol: str, pid: int, port: int) -> str:
+    """The demo's profile text for one protocol (the example server's REST and gRPC addresses)."""
+    if protocol not in DEMO_PROTOCOLS:
+        raise ValueError(f"unknown demo protocol {protocol!r}")
+    text = DEMO_PROFILE.format(url=url, grpc_url=grpc_url, target_url=grpc_url if protocol == "v2-grpc" else url,
+                               protocol=protocol, pid=pid, port=port)
+    if protocol == "json":
+        text = text.replace("  model: digits\n", "  model: digits\n" + JSON_TARGET, 1)
+    return text
+
+
 def stop_process(proc: subprocess.Popen[str]) -> None:
     """Terminate, then kill if it lingers; close its pipes."""
     if proc.poll() is None:
@@ -130,11 +141,7 @@ def run_demo(directory: Path, variant: str = "good", serve_port: int | None = No
         grpc_url = read_grpc_url(proc)
         profile = directory / "profile.yaml"
         port = 9090 if serve_port is None else serve_port
-        text = DEMO_PROFILE.format(url=url, grpc_url=grpc_url, target_url=grpc_url if protocol == "v2-grpc" else url,
-                                   protocol=protocol, pid=proc.pid, port=port)
-        if protocol == "json":
-            text = text.replace("  model: digits\n", "  model: digits\n" + JSON_TARGET, 1)
-        profile.write_text(text, encoding="utf-8")
+        profile.write_text(demo_profile(url, grpc_url, protocol, proc.pid, port), encoding="utf-8")
         print(f"demo: profile written to {profile}; profiling (about 20 s) ...\n", flush=True)
         config = load_config(profile)
         if serve_port is None:

@@ -349,3 +349,16 @@ def test_secret_and_ca_files_are_relative_to_the_config() -> None:
     assert t.headers["X-Key"].file == Path("/cfg/key")  # type: ignore[union-attr]
     assert t.headers["X-Env"].env == "K"  # type: ignore[union-attr]
     assert t.headers["X-Plain"] == "v"
+
+
+@pytest.mark.parametrize("protocol", ["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"])
+def test_the_demo_profile_is_valid_for_every_protocol(protocol: str) -> None:
+    from profiler.demo import demo_profile
+
+    text = demo_profile("http://127.0.0.1:8000", "grpc://127.0.0.1:8001", protocol, 4242, 9090)
+    config = parse_config(text, Path("/demo/profile.yaml"))
+    assert config.target.protocol == protocol
+    assert config.target.url == ("grpc://127.0.0.1:8001" if protocol == "v2-grpc" else "http://127.0.0.1:8000")
+    sample = Sample("d", [0] * 64, 0)
+    codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, sample)
+    assert codec.encode([sample])
