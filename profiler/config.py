@@ -413,13 +413,9 @@ def _anchor_paths(config: Config, base: Path) -> Config:
 
     dataset = config.dataset.model_copy(update={"path": anchor(config.dataset.path)})
     report = config.report.model_copy(update={"path": anchor(config.report.path)})
-<<<<<<< HEAD
     history_path = anchor(config.history.path or report.path.parent / HISTORY_FILE)
-    update: dict[str, Any] = {"dataset": dataset, "report": report,
+    update: dict[str, Any] = {"dataset": dataset, "report": report, "target": _anchor_target(config.target, anchor),
                               "history": config.history.model_copy(update={"path": history_path})}
-=======
-    update: dict[str, Any] = {"dataset": dataset, "report": report, "target": _anchor_target(config.target, anchor)}
->>>>>>> protocols
     if config.resources.artifact_path is not None:
         update["resources"] = config.resources.model_copy(
             update={"artifact_path": anchor(config.resources.artifact_path)})

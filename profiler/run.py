@@ -123,13 +123,8 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
         id_field=config.dataset.id, fmt=config.dataset.resolved_format,
     )
     state.dataset = dataset
-<<<<<<< HEAD
     state.baseline = await asyncio.to_thread(find_baseline, config, dataset.sha256, state.run_id)
-    codec = make_codec(config.target.protocol, model=config.target.model, version=config.target.version,
-                       input_name=config.target.input_name, datatype=config.target.datatype)
-=======
     codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
->>>>>>> protocols
     bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
     transport = make_transport(config, codec)
     state.predictions = PredictionLog(len(dataset.samples))
