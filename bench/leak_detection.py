@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -108,17 +109,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--interval-s", type=float, default=0.1)
     parser.add_argument("--limit-s", type=float, default=30.0, help="time cap per run")
+    parser.add_argument("--cases", default="", help="comma-separated substrings of case names to run (default all)")
+    parser.add_argument("--dump", type=Path, help="write each run's recorded series here as JSON")
     args = parser.parse_args()
     settings = LeakSettings()
     print(f"leak detection: {args.requests} requests per run, closed loop x{args.concurrency}, PSS every "
-          f"{args.interval_s:g} s; LeakSettings{settings}\n")
+          f"{args.interval_s:g} s; {settings}\n")
     header = f"{'case':<24} {'seed':>4} {'verdict':<12} {'B/req':>8} {'95% interval':>19} {'err':>6} " \
              f"{'decided at':>10} {'served':>7} {'s':>5}  ok"
     print(header)
     print("-" * len(header))
     rows: list[Row] = []
     started = time.monotonic()
-    for case in CASES:
+    cases = [c for c in CASES if not args.cases or any(k in c.name for k in args.cases.split(","))]
+    for case in cases:
         for seed in range(args.seeds):
             proc, url = start(case.flags, seed)
             try:
@@ -131,6 +135,12 @@ def main() -> None:
                 proc.wait()
                 if proc.stdout is not None:
                     proc.stdout.close()
+            if args.dump is not None:
+                args.dump.mkdir(parents=True, exist_ok=True)
+                name = "".join(ch if ch.isalnum() else "_" for ch in case.name).strip("_")
+                (args.dump / f"{name}-seed{seed}.json").write_text(json.dumps(
+                    {"case": case.name, "seed": seed, "interval_s": args.interval_s,
+                     "series": [{"requests": r, "t_s": round(t, 3), "memory_bytes": m} for r, t, m in series]}))
             x = [s[0] for s in series]
             ts = [s[1] for s in series]
             mem = [s[2] for s in series]
@@ -151,7 +161,7 @@ def main() -> None:
                   f"{'yes' if ok else 'NO'}", flush=True)
             rows.append(Row(case, verdict.status, err, decided, ok))
     print(f"\nsummary ({time.monotonic() - started:.0f} s)")
-    for case in CASES:
+    for case in cases:
         mine = [r for r in rows if r.case is case]
         leaked = sum(1 for r in mine if r.status == LEAKED)
         clean = sum(1 for r in mine if r.status == NO_LEAK)
