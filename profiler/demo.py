@@ -44,6 +44,7 @@ resources:
   pid: {pid}
   interval_s: 0.25
   settle_s: 1
+  artifact_path: model.joblib
   node_memory_bytes: 16Gi
   node_cpu_cores: 4
 report:
@@ -99,7 +100,8 @@ def run_demo(directory: Path, variant: str = "good", serve_port: int | None = No
     directory.mkdir(parents=True, exist_ok=True)
     count = write_holdout(directory / "holdout.jsonl")
     print(f"demo: wrote {count} hold-out samples to {directory / 'holdout.jsonl'}")
-    proc, url = start_example_server(["--variant", variant, *(server_args or [])])
+    proc, url = start_example_server(["--variant", variant, "--save-model", str(directory / "model.joblib"),
+                                      *(server_args or [])])
     print(f"demo: example model ({variant}) serving on {url} as pid {proc.pid}")
     try:
         profile = directory / "profile.yaml"

@@ -145,11 +145,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall-every-s", type=float, default=0.0)
     parser.add_argument("--stall-s", type=float, default=0.0)
     parser.add_argument("--leak-kb-per-request", type=float, default=0.0)
+    parser.add_argument("--save-model", metavar="PATH", help="write the trained model here (joblib): its artifact")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     model = train(args.variant)
+    if args.save_model:
+        import joblib
+
+        joblib.dump(model, args.save_model)
     behaviour = Behaviour(args.delay_ms, args.service_ms, args.stall_every_s, args.stall_s,
                           args.leak_kb_per_request)
     runner = web.AppRunner(make_app(model, behaviour, args.name), access_log=None)
