@@ -85,7 +85,8 @@ def render_text(report: dict[str, Any]) -> str:
 def render_resources(res: dict[str, Any]) -> list[str]:
     """Memory before/peak/after with its source, CPU, the leak test and the footprint, as text lines."""
     mem, cpu, leak, fit = res["memory"], res["cpu"], res["leak"], res["footprint"]
-    lines = ["", f"memory   {res['source']}",
+    source = res["source"] if res.get("measured") else "not measured (see below)"
+    lines = ["", f"memory   {source}",
              f"         before {_mib(mem['before_bytes'])}  peak {_mib(mem['peak_bytes'])}  steady "
              f"{_mib(mem['steady_bytes'])}  after {_mib(mem['after_bytes'])}  growth "
              f"{_num(mem['growth_pct'], '{:+.1f}%')}  limit {_mib(mem['limit_bytes'])}",
