@@ -121,9 +121,11 @@ class RunCollector(Collector):
         yield GaugeMetricFamily("profiler_verdict", "The verdict: 1 pass, 0 inconclusive, -1 fail.",
                                 value=VERDICT_CODES[verdict["status"]])
         checks = GaugeMetricFamily("profiler_check", "Each gate: 1 pass, 0 inconclusive, -1 fail.",
-                                   labels=["model", "metric"])
+                                   labels=["model", "metric", "kind"])
         for check in verdict["checks"]:
-            checks.add_metric([labels["model"], check["metric"]], VERDICT_CODES[check["status"]])
+            # kind (absolute/change) keeps the two checks of one gate apart as two series.
+            checks.add_metric([labels["model"], check["metric"], check.get("kind", "absolute")],
+                              VERDICT_CODES[check["status"]])
         yield checks
         leak = (report.get("resources") or {}).get("leak") or {}
         if leak:

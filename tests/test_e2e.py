@@ -71,9 +71,8 @@ def test_run_reports_what_scikit_learn_computes(tmp_path: Path, example_server) 
         assert spectrum == sorted(spectrum) and spectrum[0] > 0
         assert stage["service_time_ms"]["p50"] <= stage["latency_ms"]["p50"] * 1.01
     assert report["dataset"]["sha256"] and report["dataset"]["samples"] == 360
-    resources = report["resources"]
-    assert resources["source"] == f"PSS from /proc/<pid>/smaps_rollup, summed over pid {proc.pid} and its children"
-    memory = resources["memory"]
+    assert f"pid {proc.pid}" in report["resources"]["source"]
+    memory = report["resources"]["memory"]
     assert memory["before_bytes"] > 10 * 2**20 and memory["peak_bytes"] >= memory["before_bytes"]
     assert {c["metric"]: c["status"] for c in report["verdict"]["checks"]} == {
         "f1_macro": "pass", "latency_p99_ms": "pass", "error_rate": "pass"}
