@@ -32,10 +32,13 @@ load:
   warmup_s: 1
   arrival: constant
   stages:
-    - {{rate_rps: 25, duration_s: 3}}
-    - {{rate_rps: 50, duration_s: 3}}
-    - {{rate_rps: 100, duration_s: 3}}
-    - {{rate_rps: 200, duration_s: 3}}
+    - {{rate_rps: 25, duration_s: 2}}
+    - {{rate_rps: 50, duration_s: 2}}
+    - {{rate_rps: 100, duration_s: 2}}
+    - {{rate_rps: 200, duration_s: 2}}
+    # A soak at a rate already reached: memory at a new concurrency level is not a leak,
+    # growth that goes on at a constant rate is.
+    - {{rate_rps: 100, duration_s: 5}}
 objective:
   percentile: 99
   latency_ms: 100
@@ -55,8 +58,12 @@ resources:
   pid: {pid}
   interval_s: 0.25
   settle_s: 1
+  artifact_path: model.joblib
   node_memory_bytes: 16Gi
   node_cpu_cores: 4
+  # About 1,000 requests after warm-up, with memory wandering by ~1 MB, can rule out leaks of
+  # 4 KB per request and more; a longer soak rules out smaller ones (the default is 256 B).
+  leak_min_bytes_per_request: 4096
 report:
   path: report.json
 server:
@@ -142,7 +149,8 @@ def run_demo(directory: Path, variant: str = "good", serve_port: int | None = No
     directory.mkdir(parents=True, exist_ok=True)
     count = write_holdout(directory / "holdout.jsonl")
     print(f"demo: wrote {count} hold-out samples to {directory / 'holdout.jsonl'}")
-    proc, url = start_example_server(["--variant", variant, "--grpc-port", "0", *(server_args or [])])
+    proc, url = start_example_server(["--variant", variant, "--grpc-port", "0",
+                                      "--save-model", str(directory / "model.joblib"), *(server_args or [])])
     print(f"demo: example model ({variant}) serving on {url} as pid {proc.pid}")
     try:
         grpc_url = read_grpc_url(proc)

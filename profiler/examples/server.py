@@ -202,11 +202,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="every Nth response has one prediction too few (a wrong-shape response)")
     parser.add_argument("--require-bearer-env", metavar="VAR", default=None,
                         help="require 'Authorization: Bearer <value of VAR>' on every request")
+    parser.add_argument("--save-model", metavar="PATH", help="write the trained model here (joblib): its artifact")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     model = train(args.variant)
+    if args.save_model:
+        import joblib
+
+        joblib.dump(model, args.save_model)
     token = None
     if args.require_bearer_env:
         token = os.environ.get(args.require_bearer_env)
