@@ -1,4 +1,4 @@
-"""Command line: run, serve, demo and the example model. Wiring and I/O only.
+"""Command line: run, serve, demo, history, compare and the example model. Wiring and I/O only.
 
 Exit codes: 0 pass, 1 fail (a gate failed), 2 inconclusive, 3 could not run (bad config or
 hold-out file, target never ready, ...). User errors are one line on stderr, never a traceback.
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, type=Path, help="the profile (YAML)")
     run.add_argument("--report", type=Path, help="where to write the JSON report (overrides report.path)")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+    run.add_argument("--baseline", metavar="RUN_ID", help="compare with this run (overrides baseline.run)")
+    run.add_argument("--history", type=Path, metavar="PATH", help="the run history file (overrides history.path)")
 
     serve = sub.add_parser("serve", help="sidecar mode: run the profile and serve /report, /metrics, /healthz")
     serve.add_argument("--config", "-c", required=True, type=Path)
@@ -57,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9090, help="the sidecar's port with --serve")
     demo.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                       help="extra flag for the example server, e.g. --server-arg=--delay-ms=20")
+    demo.add_argument("--protocol", default="v2-rest",
+                      choices=["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"],
+                      help="the wire protocol the demo profile speaks to the example model")
+
+    history = sub.add_parser("history", help="list the recorded runs, newest first")
+    history.add_argument("--db", type=Path, help="the history file (default: the one --config names, else "
+                         "./profiler-history.sqlite)")
+    history.add_argument("--config", "-c", type=Path, help="take the history file from this profile")
+    history.add_argument("--model", help="only runs of this model")
+    history.add_argument("--limit", type=int, default=50)
+    compare = sub.add_parser("compare", help="every metric of two runs side by side, with deltas and significance")
+    compare.add_argument("a", metavar="A", help="the baseline run id")
+    compare.add_argument("b", metavar="B", help="the candidate run id")
+    compare.add_argument("--db", type=Path)
+    compare.add_argument("--config", "-c", type=Path)
 
     merge = sub.add_parser("merge", help="merge the reports of generators that ran side by side into one")
     merge.add_argument("files", nargs="+", type=Path, help="reports written by `profiler run` (JSON)")
@@ -96,7 +113,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if args.report:
             config = config.model_copy(update={"report": config.report.model_copy(update={"path": args.report})})
+        if args.baseline:
+            config = config.model_copy(update={"baseline": config.baseline.model_copy(update={"run": args.baseline})})
+        if args.history:
+            config = config.model_copy(update={"history": config.history.model_copy(update={"path": args.history})})
         return run_once(config, quiet=args.quiet)
+    if args.command in ("history", "compare"):
+        return _history_command(args)
     if args.command == "serve":
         config = load_config(args.config)
         overrides = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
@@ -109,7 +132,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from profiler.demo import run_demo
 
         return run_demo(args.dir, variant=args.variant, serve_port=args.port if args.serve else None,
-                        server_args=args.server_arg)
+                        server_args=args.server_arg, protocol=args.protocol)
     if args.command == "merge":
         return merge_files(args.files, args.out, quiet=args.quiet)
     if args.command == "example-holdout":
@@ -142,7 +165,9 @@ def merge_files(files: list[Path], out: Path, quiet: bool = False) -> int:
     except (KeyError, TypeError, ValueError) as exc:
         raise ProfilerError(f"cannot merge {', '.join(map(str, files))}: {exc}") from None
     report["metrics"] = flatten_metrics(report)
-    gates = [(g["metric"], g.get("min"), g.get("max"), g.get("required", True)) for g in report.get("gates", [])]
+    # Absolute bounds only: a merged report has no predecessor to hold change gates against.
+    gates = [(g["metric"], g.get("min"), g.get("max"), g.get("required", True)) for g in report.get("gates", [])
+             if g.get("min") is not None or g.get("max") is not None]
     report["verdict"] = judge(report, gates).as_dict()
     path = write_json(report, out)
     if quiet:
@@ -153,13 +178,29 @@ def merge_files(files: list[Path], out: Path, quiet: bool = False) -> int:
     return exit_code_for(report)
 
 
+def _history_command(args: argparse.Namespace) -> int:
+    from profiler.config import HISTORY_FILE, load_config
+    from profiler.history import compare_runs, history_table
+    from profiler.store import Store
+
+    path = args.db
+    if path is None and args.config is not None:
+        path = load_config(args.config).history.path
+    with Store(path or Path(HISTORY_FILE), create=False) as store:
+        if args.command == "history":
+            print(history_table(store.list_runs(limit=args.limit, model=args.model)), end="")
+        else:
+            print(compare_runs(store, args.a, args.b), end="")
+    return EXIT_PASS
+
+
 def run_once(config: Any, quiet: bool = False) -> int:
     """Execute the profile, write the report, print the table; the exit code carries the verdict."""
     from profiler.report import render_text, write_json
-    from profiler.run import execute, new_state
+    from profiler.run import new_state
 
     state = new_state(config)
-    report = aio.run(execute(state))
+    report = aio.run(_execute_until_signal(state))
     path = write_json(report, config.report.path)
     if quiet:
         print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
@@ -167,6 +208,24 @@ def run_once(config: Any, quiet: bool = False) -> int:
         print(render_text(report), end="")
     print(f"report   {path}")
     return exit_code_for(report)
+
+
+async def _execute_until_signal(state: Any) -> dict[str, Any]:
+    """Run the profile; SIGINT/SIGTERM stop the load and the report records the run as aborted."""
+    import asyncio
+    import signal
+
+    from profiler.run import execute
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await execute(state, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 if __name__ == "__main__":

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from profiler.errors import ConfigError
 
-Protocol = Literal["v2-rest"]
-"""Wire protocols the codecs speak (more arrive with the codecs issue)."""
+Protocol = Literal["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"]
+"""Wire protocols the codecs speak (docs/protocols.md)."""
+
+Datatype = Literal["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES"]
+"""Input tensor datatypes (Open Inference Protocol names)."""
+
+HISTORY_FILE = "profiler-history.sqlite"
+"""The run history's file name when history.path is not given: it sits next to the report."""
 
 MAX_RATE_RPS = 1_000_000.0
 """Above this a rate is taken for a typo, not a plan."""
@@ -20,6 +27,28 @@ MAX_RATE_RPS = 1_000_000.0
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretSource(_Strict):
+    """Where a secret is read at run time: an environment variable or a mounted file, never the value itself."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' (a variable name) or 'file' (a path)")
+        return self
+
+
+class TensorConfig(_Strict):
+    """One input tensor: name, datatype and per-sample shape (no batch dimension)."""
+
+    name: str
+    datatype: Datatype = "FP32"
+    shape: list[Annotated[int, Field(ge=1)]] | None = None
+    """Elements per sample in this tensor; omitted for a single input: all the sample's values."""
 
 
 class TargetConfig(_Strict):
@@ -30,17 +59,57 @@ class TargetConfig(_Strict):
     model: str
     version: str | None = None
     input_name: str = "input-0"
-    datatype: Literal["FP32", "FP64", "INT32", "INT64"] = "FP32"
+    datatype: Datatype = "FP32"
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     ready_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
+    inputs: Annotated[list[TensorConfig], Field(min_length=1)] | None = None
+    """Several input tensors, filled in order from each sample's values (replaces input_name/datatype)."""
+    output_name: str | None = None
+    """The output (V2), output key (V1 columnar / object predictions) holding the prediction; default the first."""
+    prediction: Literal["auto", "value", "argmax"] = "auto"
+    """auto: one value per sample is the class, a row of values is a probability vector (argmax)."""
+    labels: list[str] | dict[int | str, str] | None = None
+    """Label map: class index (or value) -> class name as the hold-out file spells it."""
+    request_template: Any = None
+    """protocol json: the request body template (JSON value with {{placeholders}})."""
+    response_path: str | None = None
+    """protocol json: the JSONPath of the prediction in the response, e.g. $.label."""
+    infer_path: str | None = None
+    """protocol json: the path to POST to, e.g. /predict."""
+    ready_path: str | None = None
+    """protocol json: a path that answers 200 when the model is ready (default: no readiness check)."""
+    headers: dict[str, str | SecretSource] = {}
+    """Extra request headers (gRPC metadata): a literal value, or {env: VAR} / {file: PATH} for a secret."""
+    bearer_token: SecretSource | None = None
+    """Sent as 'Authorization: Bearer <token>', read from an environment variable or a file."""
+    tls_ca_file: Path | None = None
+    """gRPC over TLS (grpcs://): the CA bundle that signed the server's certificate (default: system roots)."""
+    keepalive_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    """gRPC keepalive ping interval on the long-lived channel."""
+    check_metadata: bool = True
+    """V2: fetch the model's metadata and check the inputs against it before the load starts."""
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or len(value) <= len("http://"):
-            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        schemes = ("http://", "https://", "grpc://", "grpcs://")
+        if not value.startswith(schemes) or value.endswith("://"):
+            raise ValueError(f"must be an http://, https://, grpc:// or grpcs:// URL, got {value!r}")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _protocol_fits(self) -> TargetConfig:
+        grpc_url = self.url.startswith(("grpc://", "grpcs://"))
+        if self.protocol == "v2-grpc" and not grpc_url:
+            raise ValueError(f"protocol v2-grpc needs a grpc://host:port or grpcs://host:port url, got {self.url!r}")
+        if self.protocol != "v2-grpc" and grpc_url:
+            raise ValueError(f"a {self.url.split(':')[0]}:// url needs protocol v2-grpc, not {self.protocol}")
+        if self.protocol == "json":
+            missing = [f for f in ("request_template", "response_path", "infer_path") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"protocol json needs {', '.join(missing)}")
+        return self
 
 
 class DatasetConfig(_Strict):
@@ -179,37 +248,183 @@ class ObjectiveConfig(_Strict):
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
 
 
+Bound = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A gate's number: an int or a float, never a string, a bool, NaN or infinity."""
+
+
+class ChangeConfig(_Strict):
+    """A bound on the change against the predecessor run, in the direction that counts as better."""
+
+    max_worse: Annotated[Bound, Field(ge=0)] | None = None
+    min_better: Annotated[Bound, Field(ge=0)] | None = None
+    relative: bool = False
+    significant: bool = False
+    alpha: Annotated[Bound, Field(gt=0, lt=0.5)] = 0.05
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ChangeConfig:
+        if (self.max_worse is None) == (self.min_better is None):
+            raise ValueError("a change bound needs exactly one of 'max_worse' (a tolerated regression) or "
+                             "'min_better' (a required improvement)")
+        return self
+
+
 class GateConfig(_Strict):
     """A bound on one metric of the report; see profiler.verdict for the metric names."""
 
     metric: str
-    min: float | None = None
-    max: float | None = None
+    min: Bound | None = None
+    max: Bound | None = None
+    change: ChangeConfig | None = None
+    greater_is_better: bool | None = None
     required: bool = True
 
     @model_validator(mode="after")
     def _has_bound(self) -> GateConfig:
-        if self.min is None and self.max is None:
-            raise ValueError("a gate needs 'min' or 'max'")
+        if self.min is None and self.max is None and self.change is None:
+            raise ValueError("a gate needs 'min', 'max' or 'change'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' {self.min:g} is above 'max' {self.max:g}")
+        if self.change is not None and self.change.significant:
+            from profiler.significance import has_test
+
+            if not has_test(self.metric):
+                raise ValueError(f"change.significant: no significance test exists for {self.metric!r} (tests "
+                                 "exist for accuracy, precision/recall/F1 and latency percentiles)")
         return self
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        from profiler.verdict import METRICS
+        from profiler.verdict import normalise_metric
 
-        if value not in METRICS:
-            raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
+        return normalise_metric(value)
+
+    def to_gate(self) -> Any:
+        """The pure profiler.verdict.Gate for this entry."""
+        from profiler.verdict import ChangeBound, Gate
+
+        change = None
+        if self.change is not None:
+            change = ChangeBound(self.change.max_worse, self.change.min_better, self.change.relative,
+                                 self.change.significant, self.change.alpha)
+        return Gate(self.metric, self.min, self.max, self.required, change, self.greater_is_better)
+
+
+class RequirementsConfig(_Strict):
+    """The demand the model must serve: requests a day (or a peak rate), each within a latency."""
+
+    requests_per_day: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    peak_rps: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    peak_factor: Annotated[float, Field(ge=1, le=1000)] = 1.0
+    latency_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    percentile: Annotated[float, Field(gt=0, lt=100)] | None = None
+    utilisation: Annotated[float, Field(gt=0, le=1)] = 1.0
+    min_replicas: Annotated[int, Field(ge=1, le=100_000)] = 1
+    replica_memory_bytes: Annotated[int, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _has_demand(self) -> RequirementsConfig:
+        if self.requests_per_day is None and self.peak_rps is None:
+            raise ValueError("requirements need 'requests_per_day' or 'peak_rps'")
+        return self
+
+    @field_validator("replica_memory_bytes", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        return parse_bytes(value)
+
+
+class NodeConfig(_Strict):
+    """One node of the cluster the model runs on: what a pod may use, and what it costs."""
+
+    allocatable_memory_bytes: Annotated[int, Field(gt=0)] | None = None
+    """Default: resources.node_memory_bytes."""
+    allocatable_cpu_cores: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    price_per_hour: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    currency: str = "USD"
+
+    @field_validator("allocatable_memory_bytes", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        return parse_bytes(value)
+
+
+class HistoryConfig(_Strict):
+    """The SQLite run history (default: profiler-history.sqlite next to the report)."""
+
+    enabled: bool = True
+    path: Path | None = None
+    lock_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """How long saving a run waits for another writer before it gives up (the report says so)."""
+
+
+class BaselineConfig(_Strict):
+    """Which run change gates compare with: a named run, or the last passing run of this model and hold-out."""
+
+    run: str | None = None
+    required: bool = False
+    """When true, the absence of any predecessor makes change checks block the verdict (inconclusive)."""
+
+
+class TrackingConfig(_Strict):
+    """Log each run's parameters, metrics and report to MLflow (needs the 'mlflow' extra)."""
+
+    mlflow_uri: str
+    experiment: str = "profiler"
+
+
+def parse_bytes(value: Any) -> Any:
+    """'512Mi', '16Gi', '8G', '1.5GiB' or a plain number of bytes, as an int of bytes."""
+    if not isinstance(value, str):
         return value
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(i?)B?\s*", value, flags=re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"must be a size like 512Mi, 16Gi or a number of bytes, got {value!r}")
+    number, unit, binary = match.groups()
+    base = 1024 if binary else 1000
+    multiplier = base ** ("KMGTP".index(unit.upper()) + 1) if unit else 1
+    return int(float(number) * multiplier)
+
+
+Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
 
 
 class ResourcesConfig(_Strict):
-    """Which process is the model, and how often to sample it."""
+    """Which processes are the model (pid, command-line pattern or the pod), how to read them, the footprint."""
 
     pid: Annotated[int, Field(gt=0)] | None = None
     cmdline: str | None = None
+    pod: bool = False
+    """Watch every process in the pod that is not the sidecar (needs shareProcessNamespace)."""
+    cgroup_path: Path | None = None
+    """The model container's cgroup directory (v2, or v1's memory controller)."""
+    metrics_url: str | None = None
+    """The target's Prometheus endpoint, used when no process or cgroup is visible."""
     interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
     settle_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    series_points: Annotated[int, Field(ge=16, le=100_000)] = 512
+    memory_limit_bytes: Bytes | None = None
+    """The container's memory limit, when no cgroup says it (for the time-to-limit projection)."""
+    artifact_path: Path | None = None
+    """The model artifact on disk (a file or a directory), for the footprint."""
+    node_memory_bytes: Bytes | None = None
+    node_cpu_cores: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    leak_warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    leak_min_bytes_per_request: Annotated[float, Field(gt=0)] = 256.0
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ResourcesConfig:
+        if sum((self.pid is not None, self.cmdline is not None, self.pod)) > 1:
+            raise ValueError("give at most one of pid, cmdline and pod")
+        if self.cmdline is not None:
+            try:
+                re.compile(self.cmdline)
+            except re.error as exc:
+                raise ValueError(f"cmdline is not a valid regular expression: {exc}") from None
+        if self.metrics_url is not None and not self.metrics_url.startswith(("http://", "https://")):
+            raise ValueError(f"metrics_url must be an http:// or https:// URL, got {self.metrics_url!r}")
+        return self
 
 
 class ReportConfig(_Strict):
@@ -236,6 +451,11 @@ class Config(_Strict):
     resources: ResourcesConfig = ResourcesConfig()
     report: ReportConfig = ReportConfig()
     server: ServerConfig = ServerConfig()
+    requirements: RequirementsConfig | None = None
+    node: NodeConfig | None = None
+    history: HistoryConfig = HistoryConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    tracking: TrackingConfig | None = None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -284,7 +504,27 @@ def _anchor_paths(config: Config, base: Path) -> Config:
 
     dataset = config.dataset.model_copy(update={"path": anchor(config.dataset.path)})
     report = config.report.model_copy(update={"path": anchor(config.report.path)})
-    return config.model_copy(update={"dataset": dataset, "report": report})
+    history_path = anchor(config.history.path or report.path.parent / HISTORY_FILE)
+    update: dict[str, Any] = {"dataset": dataset, "report": report, "target": _anchor_target(config.target, anchor),
+                              "history": config.history.model_copy(update={"path": history_path})}
+    if config.resources.artifact_path is not None:
+        update["resources"] = config.resources.model_copy(
+            update={"artifact_path": anchor(config.resources.artifact_path)})
+    return config.model_copy(update=update)
+
+
+def _anchor_target(target: TargetConfig, anchor: Any) -> TargetConfig:
+    """Secret files and the CA file are relative to the config file, like the hold-out file."""
+    update: dict[str, Any] = {}
+    if target.tls_ca_file is not None:
+        update["tls_ca_file"] = anchor(target.tls_ca_file)
+    if target.bearer_token is not None and target.bearer_token.file is not None:
+        update["bearer_token"] = SecretSource(file=anchor(target.bearer_token.file))
+    headers = {k: SecretSource(file=anchor(v.file)) if isinstance(v, SecretSource) and v.file else v
+               for k, v in target.headers.items()}
+    if headers != target.headers:
+        update["headers"] = headers
+    return target.model_copy(update=update) if update else target
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -20,7 +20,7 @@ class TargetError(ProfilerError):
 
 
 class TransportError(Exception):
-    """One request failed; `kind` classifies it for the report (timeout, connection, http_status)."""
+    """One request failed; `kind` classifies it for the report (timeout, connection, http_status, grpc_status)."""
 
     def __init__(self, kind: str, detail: str, status: int = 0) -> None:
         super().__init__(detail)
@@ -30,3 +30,7 @@ class TransportError(Exception):
 
 class DecodeError(Exception):
     """A response body was not of the shape the codec expects."""
+
+
+class StoreError(ProfilerError):
+    """The run history cannot be read or written: locked, corrupt, newer schema, or no such run (names the file)."""

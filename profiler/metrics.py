@@ -21,6 +21,7 @@ BUCKET_FACTORS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)
 """Histogram buckets as multiples of the latency objective, so resolution sits where it matters."""
 
 VERDICT_CODES = {"pass": 1.0, "inconclusive": 0.0, "fail": -1.0}
+LEAK_CODES = {"leaked": 1.0, "no leak": 0.0, "inconclusive": -1.0}
 
 
 def histogram_buckets(histogram: HdrHistogram, bounds_s: list[float]) -> list[tuple[str, float]]:
@@ -87,10 +88,18 @@ class RunCollector(Collector):
 
         last = state.series.last
         if last is not None:
-            yield GaugeMetricFamily("profiler_target_memory_rss_bytes", "RSS of the model's processes.",
-                                    value=float(last.rss_bytes), labels=None)
-            yield CounterMetricFamily("profiler_target_cpu_seconds", "CPU time of the model's processes.",
-                                      value=last.cpu_s)
+            if last.rss_bytes is not None:
+                yield GaugeMetricFamily("profiler_target_memory_rss_bytes", "RSS of the model's processes.",
+                                        value=float(last.rss_bytes), labels=None)
+            if last.memory_bytes is not None and state.sampler is not None:
+                memory = GaugeMetricFamily("profiler_target_memory_bytes",
+                                           "The model's memory, in the figure the run uses (see 'figure').",
+                                           labels=["model", "figure"])
+                memory.add_metric([labels["model"], state.sampler.memory_figure or "none"], float(last.memory_bytes))
+                yield memory
+            if last.cpu_s is not None:
+                yield CounterMetricFamily("profiler_target_cpu_seconds", "CPU time of the model's processes.",
+                                          value=last.cpu_s)
 
         report = state.report
         if report is None:
@@ -106,7 +115,17 @@ class RunCollector(Collector):
         yield GaugeMetricFamily("profiler_verdict", "The verdict: 1 pass, 0 inconclusive, -1 fail.",
                                 value=VERDICT_CODES[verdict["status"]])
         checks = GaugeMetricFamily("profiler_check", "Each gate: 1 pass, 0 inconclusive, -1 fail.",
-                                   labels=["model", "metric"])
+                                   labels=["model", "metric", "kind"])
         for check in verdict["checks"]:
-            checks.add_metric([labels["model"], check["metric"]], VERDICT_CODES[check["status"]])
+            # kind (absolute/change) keeps the two checks of one gate apart as two series.
+            checks.add_metric([labels["model"], check["metric"], check.get("kind", "absolute")],
+                              VERDICT_CODES[check["status"]])
         yield checks
+        leak = (report.get("resources") or {}).get("leak") or {}
+        if leak:
+            yield GaugeMetricFamily("profiler_memory_leak", "The leak test: 1 leaked, 0 no leak, -1 inconclusive.",
+                                    value=LEAK_CODES.get(str(leak.get("status")), -1.0))
+            if leak.get("bytes_per_request") is not None:
+                yield GaugeMetricFamily("profiler_memory_growth_bytes_per_request",
+                                        "Theil-Sen growth of the model's memory per request after warm-up.",
+                                        value=float(leak["bytes_per_request"]))

@@ -16,19 +16,21 @@ from typing import Any
 from profiler import __version__
 from profiler.accuracy import PredictionLog, accuracy_metrics
 from profiler.capacity import capacity_summary, judge_stage, judge_window_stage
-from profiler.codecs import Codec, make_codec
+from profiler.codecs import Codec, codec_from_config
 from profiler.config import Config
 from profiler.dataset import Dataset, load_dataset
 from profiler.engine import Engine, build_bodies
 from profiler.errors import DecodeError, TargetError, TransportError
+from profiler.history import Baseline, assess, find_baseline, record, requirements_section
 from profiler.latency import StageRecorder
-from profiler.resources.sampler import ProcessSampler
-from profiler.resources.series import BoundedSeries, ResourcePoint, summarise
+from profiler.resources.sampler import ResourceSampler
+from profiler.resources.section import make_sampler, resources_report
+from profiler.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.schedule import Stage
 from profiler.search import Driver, run_search, run_stages
 from profiler.transports import Transport
 from profiler.transports.http import HttpTransport
-from profiler.verdict import flatten_metrics, judge
+from profiler.verdict import flatten_metrics
 from profiler.workers import make_driver
 
 REPORT_SCHEMA_VERSION = 1
@@ -48,8 +50,9 @@ class RunState:
     predictions: PredictionLog | None = None
     dataset: Dataset | None = None
     series: BoundedSeries = field(default_factory=BoundedSeries)
-    sampler: ProcessSampler | None = None
+    sampler: ResourceSampler | None = None
     accuracy_errors: int = 0
+    baseline: Baseline | None = None
     report: dict[str, Any] | None = None
     requests_done: int = 0
 
@@ -78,17 +81,28 @@ def new_state(config: Config) -> RunState:
 
 
 def make_transport(config: Config, codec: Codec) -> Transport:
-    """The transport for the configured protocol (and HTTP client: load.client)."""
+    """The transport for the configured protocol (and HTTP client: load.client), with headers and secrets."""
+    from profiler.secrets import resolve_headers
+
+    headers = resolve_headers(config.target)
+    if config.target.protocol == "v2-grpc":
+        from profiler.transports.grpc import GrpcTransport
+
+        return GrpcTransport(config.target.url, model=config.target.model, version=config.target.version,
+                             timeout_s=config.target.timeout_s, headers=headers,
+                             tls_ca_file=config.target.tls_ca_file, keepalive_s=config.target.keepalive_s)
     if config.load.client == "http1" and config.target.url.startswith("http://"):
         from profiler.transports.http1 import Http1Transport
 
         return Http1Transport(config.target.url, timeout_s=config.target.timeout_s,
-                              max_connections=config.target.max_connections, content_type=codec.content_type)
+                              max_connections=config.target.max_connections, content_type=codec.content_type,
+                              headers=headers)
     return HttpTransport(
         config.target.url,
         timeout_s=config.target.timeout_s,
         max_connections=config.target.max_connections,
         content_type=codec.content_type,
+        headers=headers,
     )
 
 
@@ -117,18 +131,22 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
         id_field=config.dataset.id, fmt=config.dataset.resolved_format,
     )
     state.dataset = dataset
-    codec = make_codec(config.target.protocol, model=config.target.model, version=config.target.version,
-                       input_name=config.target.input_name, datatype=config.target.datatype)
+    state.baseline = await asyncio.to_thread(find_baseline, config, dataset.sha256, state.run_id)
+    codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
     bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
     transport = make_transport(config, codec)
     state.predictions = PredictionLog(len(dataset.samples))
-    state.sampler = ProcessSampler(pid=config.resources.pid, cmdline=config.resources.cmdline)
+    state.sampler = make_sampler(config.resources)
+    state.series = BoundedSeries(capacity=config.resources.series_points)
     state.stages = config.load.planned_stages()
     sampling = asyncio.create_task(_sample_resources(state, t0))
     status = "completed"
     try:
         state.phase = "waiting for target"
         await wait_ready(transport, codec, config.target.url, config.target.ready_timeout_s)
+        from profiler.transports.metadata import check_model_inputs
+
+        await check_model_inputs(config.target, codec, transport, dataset.samples[0])
         state.phase = "before"
         await asyncio.sleep(config.resources.settle_s)
         engine = Engine(
@@ -160,6 +178,7 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
         sampling.cancel()
         await transport.close()
     report = build_report(state, status, time.monotonic() - t0)
+    await asyncio.to_thread(record, state, report)
     state.report = report
     state.phase = "done"
     return report
@@ -196,17 +215,21 @@ async def _accuracy_pass(state: RunState, transport: Transport, codec: Codec, da
 
 
 async def _sample_resources(state: RunState, t0: float) -> None:
+    """Read the model's resources every interval_s, on a fixed grid (a slow read does not shift it)."""
     sampler = state.sampler
-    if sampler is None or (sampler.pid is None and sampler.cmdline is None):
+    if sampler is None or not sampler.configured:
         return
     interval = state.config.resources.interval_s
+    phases = {"before": BEFORE, "accuracy": ACCURACY, "load": LOAD, "after": AFTER}
+    next_s = time.monotonic()
     while True:
         reading = await asyncio.to_thread(sampler.read)
         if reading is not None:
-            phase = "load" if state.phase in ("accuracy", "load") else state.phase
             state.series.add(ResourcePoint(time.monotonic() - t0, reading.rss_bytes, reading.cpu_s,
-                                           reading.processes, phase, state.requests_done))
-        await asyncio.sleep(interval)
+                                           reading.processes, phases.get(state.phase, STARTING),
+                                           state.requests_done, reading.memory_bytes))
+        next_s = max(next_s + interval, time.monotonic())
+        await asyncio.sleep(next_s - time.monotonic())
 
 
 def build_report(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
@@ -232,12 +255,8 @@ def build_report(state: RunState, status: str, duration_s: float) -> dict[str, A
         accuracy["errors"] = state.accuracy_errors
         accuracy["consistency"] = {"compared": state.predictions.compared,
                                    "inconsistent": state.predictions.inconsistent}
-    sampler = state.sampler
-    if sampler is not None and (sampler.pid is not None or sampler.cmdline is not None):
-        resources = summarise(state.series, sampler.source, list(sampler.problems))
-    else:
-        resources = summarise(state.series, "none", ["no process to watch is configured (resources.pid or "
-                                                     "resources.cmdline)"])
+    capacity = {**capacity_summary(stages), "method": "search" if search is not None else "stages"}
+    resources = resources_report(state.series, state.sampler, config.resources, capacity["max_sustained_rps"])
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "profiler_version": __version__,
@@ -252,14 +271,14 @@ def build_report(state: RunState, status: str, duration_s: float) -> dict[str, A
                  "max_in_flight": config.load.max_in_flight, "warmup_s": config.load.warmup_s},
         "objective": objective.model_dump(),
         "stages": stages,
-        "capacity": {**capacity_summary(stages), "method": "search" if search is not None else "stages"},
+        "capacity": capacity,
         "accuracy": accuracy,
         "resources": resources,
     }
     report["gates"] = [g.model_dump() for g in config.gates]
+    report["requirements"] = requirements_section(config, report)
     report["metrics"] = flatten_metrics(report)
-    gates = [(g.metric, g.min, g.max, g.required) for g in config.gates]
-    verdict = judge(report, gates)
+    verdict, report["predecessor"] = assess(state, report, state.baseline)
     if status != "completed" and verdict.status == "pass":
         report["verdict"] = {"status": "inconclusive", "reason": f"the run was {status} before it finished",
                              "checks": verdict.as_dict()["checks"]}

@@ -46,7 +46,13 @@ async def start_target(mode: str, healthy_requests: int) -> tuple[web.AppRunner,
             return web.Response(text="<html>oops</html>", content_type="text/html")
         raise AssertionError(mode)
 
+    async def metadata(_: web.Request) -> web.Response:
+        return web.json_response({"name": "digits", "versions": ["1"], "platform": "test",
+                                  "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, 64]}],
+                                  "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}]})
+
     app = web.Application()
+    app.router.add_get("/v2/models/digits", metadata)
     app.router.add_get("/v2/health/ready", ready)
     app.router.add_get("/v2/models/digits/ready", ready)
     app.router.add_post("/v2/models/digits/infer", infer)
