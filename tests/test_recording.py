@@ -40,3 +40,29 @@ def test_recording_equals_record_value(count, spread):
         expected = [sum(1 for v in values if slow.get_highest_equivalent_value(min(max(v // 1000, 1), 3_600_000_000))
                         <= b) for b in bounds]
         assert cumulative_counts(got, bounds) == expected
+
+
+@pytest.mark.parametrize(
+    ("cpu_s", "processes", "lags_ms", "limited", "reason"),
+    [
+        (0.1, 1, [0.1] * 100, False, None),
+        (0.95, 1, [0.1] * 100, True, "generator CPU 95% of a core"),
+        (1.5, 2, [0.1] * 100, False, None),             # 75% per process of two
+        (1.9, 2, [0.1] * 100, True, "generator CPU 95%"),
+        (0.1, 1, [0.1] * 98 + [50, 50], True, "schedule lag p99 50.0 ms"),
+        (0.0, 1, [], False, None),
+    ],
+)
+def test_generator_self_check(cpu_s, processes, lags_ms, limited, reason):
+    from profiler.latency import StageRecorder
+    from profiler.schedule import make_stage
+
+    recorder = StageRecorder(make_stage(1, 100, 1.0), started_ns=1, ended_ns=1 + 1_000_000_000)
+    recorder.cpu_s = cpu_s
+    recorder.processes = processes
+    for lag in lags_ms:
+        recorder.record_lag(int(lag * 1e6))
+    check = recorder.summary()["generator"]
+    assert check["limited"] is limited
+    if reason:
+        assert any(reason in r for r in check["reasons"]), check
