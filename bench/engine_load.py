@@ -45,7 +45,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     bodies = [request_body(i) for i in range(64)]
     log = PredictionLog(64)
     engine = Engine(transport, codec.infer_path, bodies, codec.decode, sample_count=64,  # type: ignore[arg-type]
-                    max_in_flight=args.cap, timeout_s=args.timeout, consumers=[log])
+                    max_in_flight=args.cap, timeout_s=args.timeout, consumers=[log],
+                    quantum_ns=int(args.quantum_ms * 1e6))
     warm = make_stage(0, min(args.rate, 2000), 0.5, warmup=True)
     await engine.run_stage(warm, arrival_offsets_ns(warm), StageRecorder(warm))
     stage = make_stage(1, args.rate, args.duration)
@@ -75,6 +76,7 @@ if __name__ == "__main__":
     parser.add_argument("--cap", type=int, default=16)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--arrival", default="constant")
+    parser.add_argument("--quantum-ms", type=float, default=0.5, help="shortest gap between two dispatcher wakes")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="per-request timeout; also how late a request may be sent before it counts unsent")
     print(json.dumps(aio.run(main(parser.parse_args()))))

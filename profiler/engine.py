@@ -16,6 +16,10 @@ from profiler.timer import MIN_SLEEP_NS, Sleeper
 from profiler.transports import Transport
 
 Decoder = Callable[[bytes, int], list[Any]]
+WAKE_QUANTUM_NS = 500_000
+"""The dispatcher wakes at most once per 0.5 ms: each wake costs tens of microseconds of CPU (more in a
+VM), so above ~2,000 rps requests due together are sent together, at most 0.5 ms late (and the lag
+histogram says so). Below that rate every request gets its own, exact wake."""
 
 
 class Engine:
@@ -27,6 +31,7 @@ class Engine:
     `timeout_s` of its intended time is counted as unsent instead of being sent (later ones are
     sent late, and their latency shows it). Requests still open `timeout_s` + 1 s after the
     stage's last send are cancelled and counted as timeouts, so a stage always ends.
+    `quantum_ns` is the shortest gap between two wakes of the dispatcher (see WAKE_QUANTUM_NS).
     """
 
     def __init__(
@@ -43,6 +48,7 @@ class Engine:
         consumers: Iterable[Consumer] = (),
         clock: Callable[[], int] = time.monotonic_ns,
         cpu_clock: Callable[[], float] = time.process_time,
+        quantum_ns: int = WAKE_QUANTUM_NS,
     ) -> None:
         if not bodies:
             raise ValueError("the engine needs at least one request body")
@@ -59,6 +65,7 @@ class Engine:
         self._clock = clock
         self._cpu_clock = cpu_clock
         self._in_flight = 0
+        self._quantum_ns = quantum_ns
         self._slot_waiter: asyncio.Future[None] | None = None
         self._idle: asyncio.Future[None] | None = None
         submit = getattr(transport, "submit", None)
@@ -122,6 +129,8 @@ class Engine:
         scheduled = unsent = late = 0
         free_ns = 0  # when the dispatcher last came out of a wait for a slot
         precise = sleeper.precise
+        quantum_ns = self._quantum_ns
+        woke_ns = 0
         for offset in offsets_ns:
             if self._stopping or (until is not None and until()):
                 recorder.cut_short = True
@@ -130,7 +139,11 @@ class Engine:
             now = clock()
             if intended > now:
                 if precise:
-                    await sleeper.until(intended)
+                    # At most one wake per quantum: a wake costs far more CPU than a send, so requests
+                    # due within a quantum of the last wake go together (each at most a quantum late).
+                    wake_ns = woke_ns + quantum_ns
+                    await sleeper.until(intended if intended > wake_ns else wake_ns)
+                    woke_ns = clock()
                 else:
                     await self._sleep(intended - now)
                 if self._stopping:
