@@ -25,6 +25,7 @@ async def main(url: str, duration_s: float, connections: int) -> dict[str, float
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(connector=connector, headers={"Content-Type": "application/json"}) as session:
         deadline = time.perf_counter() + duration_s
+        cpu0 = time.process_time()
 
         async def worker() -> None:
             nonlocal count
@@ -34,7 +35,8 @@ async def main(url: str, duration_s: float, connections: int) -> dict[str, float
                 count += 1
 
         await asyncio.gather(*(worker() for _ in range(connections)))
-    return {"requests": count}
+        cpu_s = time.process_time() - cpu0
+    return {"requests": count, "cpu_s": cpu_s}
 
 
 if __name__ == "__main__":
