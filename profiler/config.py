@@ -413,7 +413,7 @@ def _anchor_paths(config: Config, base: Path) -> Config:
 
     dataset = config.dataset.model_copy(update={"path": anchor(config.dataset.path)})
     report = config.report.model_copy(update={"path": anchor(config.report.path)})
-    history_path = anchor(config.history.path or report.path.parent / HISTORY_FILE)
+    history_path = anchor(config.history.path) if config.history.path else report.path.parent / HISTORY_FILE
     update: dict[str, Any] = {"dataset": dataset, "report": report, "target": _anchor_target(config.target, anchor),
                               "history": config.history.model_copy(update={"path": history_path})}
     if config.resources.artifact_path is not None:
