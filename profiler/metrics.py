@@ -1,8 +1,15 @@
-"""Prometheus metrics built at scrape time from the run's live state (no figure stored twice)."""
+"""Prometheus metrics built at scrape time from the run's live state (no figure stored twice).
+
+Live figures (requests, latency, rates, memory, CPU) come from the run's accumulators while it runs;
+judged figures (accuracy, capacity, leak, verdict) come from the report once the run has one.
+docs/sidecar.md lists every name; `promtool check metrics` accepts them (tests/test_prometheus.py).
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from hdrh.histogram import HdrHistogram
 from prometheus_client.core import (
@@ -21,6 +28,15 @@ BUCKET_FACTORS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)
 """Histogram buckets as multiples of the latency objective, so resolution sits where it matters."""
 
 VERDICT_CODES = {"pass": 1.0, "inconclusive": 0.0, "fail": -1.0}
+ACCURACY_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+                 "recall_weighted", "f1_weighted", "coverage")
+
+
+def bucket_bounds_s(objective_ms: float) -> list[float]:
+    """Upper bounds in seconds around the latency objective (empty for a non-positive objective)."""
+    if not objective_ms > 0 or not math.isfinite(objective_ms):
+        return []
+    return [round(objective_ms / 1000 * f, 9) for f in BUCKET_FACTORS]
 
 
 def histogram_buckets(histogram: HdrHistogram, bounds_s: list[float]) -> list[tuple[str, float]]:
@@ -41,6 +57,14 @@ def histogram_buckets(histogram: HdrHistogram, bounds_s: list[float]) -> list[tu
     return cumulative
 
 
+def _number(value: Any) -> float | None:
+    """A finite float from a report field, or None (missing, bool, NaN and text are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
 class RunCollector(Collector):
     """Exports the current run (from `get_state`) on every scrape."""
 
@@ -48,71 +72,138 @@ class RunCollector(Collector):
         self._get_state = get_state
 
     def collect(self) -> Iterator[Metric]:
+        """Every family for the current run; nothing before the first run."""
         state = self._get_state()
         if state is None:
             return
-        config = state.config
-        labels = {"model": config.target.model, "run_id": state.run_id}
+        model = state.config.target.model
         info = GaugeMetricFamily("profiler_run_info", "The run being reported (value 1).",
                                  labels=["model", "run_id", "phase"])
-        info.add_metric([labels["model"], labels["run_id"], state.phase], 1.0)
+        info.add_metric([model, state.run_id, state.phase], 1.0)
         yield info
+        yield from load_families(state, model)
+        yield from resource_families(state, model)
+        if state.report is not None:
+            yield from report_families(state.report, model)
 
-        objective_s = config.objective.latency_ms / 1000
-        bounds = [round(objective_s * f, 9) for f in BUCKET_FACTORS]
-        requests = CounterMetricFamily("profiler_requests", "Requests sent, by stage and outcome.",
-                                       labels=["model", "stage", "outcome"])
-        unsent = CounterMetricFamily("profiler_requests_unsent", "Requests the generator could not send in time.",
-                                     labels=["model", "stage"])
-        latency = HistogramMetricFamily("profiler_request_latency_seconds",
-                                        "Latency from the intended send time, successful requests.",
-                                        labels=["model", "stage"])
-        quantiles = GaugeMetricFamily("profiler_request_latency_quantile_seconds",
-                                      "HDR latency percentiles from the intended send time.",
-                                      labels=["model", "stage", "quantile"])
-        offered = GaugeMetricFamily("profiler_offered_rate_rps", "Offered request rate.", labels=["model", "stage"])
-        achieved = GaugeMetricFamily("profiler_achieved_rate_rps", "Achieved (successful) request rate.",
-                                     labels=["model", "stage"])
-        for recorder in list(state.recorders):
-            name = recorder.stage.name
-            for outcome in OUTCOMES:
-                requests.add_metric([labels["model"], name, outcome], float(recorder.outcomes[outcome]))
-            unsent.add_metric([labels["model"], name], float(recorder.unsent))
-            hist = recorder.latency
-            total_s = hist.get_mean_value() * hist.get_total_count() / 1e6
-            latency.add_metric([labels["model"], name], histogram_buckets(hist, bounds), total_s)
-            if hist.get_total_count():
+
+def load_families(state: RunState, model: str) -> Iterator[Metric]:
+    """Requests by outcome, latency histogram and HDR percentiles, offered and achieved rate, per stage."""
+    bounds = bucket_bounds_s(state.config.objective.latency_ms)
+    requests = CounterMetricFamily("profiler_requests", "Requests sent, by stage and outcome.",
+                                   labels=["model", "stage", "outcome"])
+    unsent = CounterMetricFamily("profiler_requests_unsent", "Requests the generator could not send in time.",
+                                 labels=["model", "stage"])
+    latency = HistogramMetricFamily("profiler_request_latency_seconds",
+                                    "Latency from the intended send time, successful requests.",
+                                    labels=["model", "stage"])
+    quantiles = GaugeMetricFamily("profiler_request_latency_quantile_seconds",
+                                  "HDR latency percentiles from the intended send time.",
+                                  labels=["model", "stage", "quantile"])
+    service = GaugeMetricFamily("profiler_service_time_quantile_seconds",
+                                "HDR percentiles of the service time (from the actual send).",
+                                labels=["model", "stage", "quantile"])
+    offered = GaugeMetricFamily("profiler_offered_rate_requests_per_second", "Offered request rate.",
+                                labels=["model", "stage"])
+    achieved = GaugeMetricFamily("profiler_achieved_rate_requests_per_second",
+                                 "Achieved (successful) request rate.", labels=["model", "stage"])
+    for recorder in list(state.recorders):
+        stage = recorder.stage.name
+        for outcome in OUTCOMES:
+            requests.add_metric([model, stage, outcome], float(recorder.outcomes[outcome]))
+        unsent.add_metric([model, stage], float(recorder.unsent))
+        hist = recorder.latency
+        total_s = hist.get_mean_value() * hist.get_total_count() / 1e6
+        latency.add_metric([model, stage], histogram_buckets(hist, bounds), total_s)
+        for family, source in ((quantiles, hist), (service, recorder.service)):
+            if source.get_total_count():
                 for p in PERCENTILES:
-                    quantiles.add_metric([labels["model"], name, f"{p / 100:g}"],
-                                         hist.get_value_at_percentile(p) / 1e6)
-            summary = recorder.summary()
-            offered.add_metric([labels["model"], name], recorder.stage.rate_rps)
-            if summary["achieved_rps"] is not None:
-                achieved.add_metric([labels["model"], name], summary["achieved_rps"])
-        yield from (requests, unsent, latency, quantiles, offered, achieved)
+                    family.add_metric([model, stage, f"{p / 100:g}"], source.get_value_at_percentile(p) / 1e6)
+        offered.add_metric([model, stage], recorder.stage.rate_rps)
+        rate = _number(recorder.summary()["achieved_rps"])
+        if rate is not None:
+            achieved.add_metric([model, stage], rate)
+    yield from (requests, unsent, latency, quantiles, service, offered, achieved)
 
-        last = state.series.last
-        if last is not None:
-            yield GaugeMetricFamily("profiler_target_memory_rss_bytes", "RSS of the model's processes.",
-                                    value=float(last.rss_bytes), labels=None)
-            yield CounterMetricFamily("profiler_target_cpu_seconds", "CPU time of the model's processes.",
-                                      value=last.cpu_s)
 
-        report = state.report
-        if report is None:
-            return
-        accuracy = GaugeMetricFamily("profiler_accuracy_ratio", "Accuracy metrics on the hold-out set.",
-                                     labels=["model", "metric"])
-        for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "f1_weighted", "coverage"):
-            value = report["accuracy"].get(key)
-            if value is not None:
-                accuracy.add_metric([labels["model"], key], float(value))
-        yield accuracy
-        verdict = report["verdict"]
-        yield GaugeMetricFamily("profiler_verdict", "The verdict: 1 pass, 0 inconclusive, -1 fail.",
-                                value=VERDICT_CODES[verdict["status"]])
-        checks = GaugeMetricFamily("profiler_check", "Each gate: 1 pass, 0 inconclusive, -1 fail.",
-                                   labels=["model", "metric"])
-        for check in verdict["checks"]:
-            checks.add_metric([labels["model"], check["metric"]], VERDICT_CODES[check["status"]])
-        yield checks
+def resource_families(state: RunState, model: str) -> Iterator[Metric]:
+    """The model's memory and CPU from the sampler's latest reading, and the peak so far."""
+    series = state.series
+    last = series.last
+    if last is None:
+        return
+    rss = GaugeMetricFamily("profiler_target_memory_rss_bytes", "RSS of the model's processes.", labels=["model"])
+    rss.add_metric([model], float(last.rss_bytes))
+    peak = GaugeMetricFamily("profiler_target_memory_peak_bytes", "Peak RSS of the model's processes so far.",
+                             labels=["model"])
+    peak.add_metric([model], float(series.peak.rss_bytes if series.peak else last.rss_bytes))
+    cpu = CounterMetricFamily("profiler_target_cpu_seconds", "CPU time of the model's processes.",
+                              labels=["model"])
+    cpu.add_metric([model], last.cpu_s)
+    processes = GaugeMetricFamily("profiler_target_processes", "How many processes the model runs.",
+                                  labels=["model"])
+    processes.add_metric([model], float(last.processes))
+    yield from (rss, peak, cpu, processes)
+
+
+def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
+    """Judged figures of a finished run: accuracy, capacity, stage objectives, memory growth, leak, verdict."""
+    accuracy = GaugeMetricFamily("profiler_accuracy_ratio", "Accuracy metrics on the hold-out set.",
+                                 labels=["model", "metric"])
+    for key in ACCURACY_KEYS:
+        value = _number((report.get("accuracy") or {}).get(key))
+        if value is not None:
+            accuracy.add_metric([model, key], value)
+    yield accuracy
+    inconsistent = _number((report.get("metrics") or {}).get("inconsistent_rate"))
+    if inconsistent is not None:
+        yield _single("profiler_prediction_inconsistency_ratio",
+                      "Share of repeated predictions that differed from the first for the same sample.",
+                      model, inconsistent)
+    capacity = _number((report.get("capacity") or {}).get("max_sustained_rps"))
+    if capacity is not None:
+        yield _single("profiler_capacity_max_sustained_requests_per_second",
+                      "Highest offered rate held within the latency objective.", model, capacity)
+    sustained = GaugeMetricFamily("profiler_stage_sustained", "Whether a stage met the objective: 1 yes, 0 no.",
+                                  labels=["model", "stage"])
+    for stage in report.get("stages") or []:
+        objective = stage.get("objective")
+        if isinstance(objective, dict) and isinstance(objective.get("sustained"), bool):
+            sustained.add_metric([model, str(stage.get("name"))], 1.0 if objective["sustained"] else 0.0)
+    yield sustained
+    yield from _leak_families(report.get("resources") or {}, model)
+    verdict = report.get("verdict") or {}
+    code = VERDICT_CODES.get(str(verdict.get("status")))
+    if code is not None:
+        yield _single("profiler_verdict", "The verdict: 1 pass, 0 inconclusive, -1 fail.", model, code)
+    checks = GaugeMetricFamily("profiler_verdict_check", "Each gate: 1 pass, 0 inconclusive, -1 fail.",
+                               labels=["model", "metric"])
+    for check in verdict.get("checks") or []:
+        check_code = VERDICT_CODES.get(str(check.get("status")))
+        if check_code is not None:
+            checks.add_metric([model, str(check.get("metric"))], check_code)
+    yield checks
+
+
+def _leak_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:
+    """Memory growth from rest to rest; the leak analysis' verdict and slope where the report has them."""
+    growth = _number(resources.get("rss_growth_bytes"))
+    if growth is not None:
+        yield _single("profiler_target_memory_growth_bytes", "RSS at rest after the load minus at rest before.",
+                      model, growth)
+    leak = resources.get("leak")
+    leak = leak if isinstance(leak, dict) else {}
+    detected = leak.get("detected", resources.get("leak_detected"))
+    if isinstance(detected, bool):
+        yield _single("profiler_leak_detected", "Whether the leak analysis found a leak: 1 yes, 0 no.", model,
+                      1.0 if detected else 0.0)
+    slope = _number(leak.get("slope_bytes_per_s", resources.get("leak_slope_bytes_per_s")))
+    if slope is not None:
+        yield _single("profiler_leak_slope_bytes_per_second", "Memory growth rate the leak analysis fitted.",
+                      model, slope)
+
+
+def _single(name: str, documentation: str, model: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["model"])
+    family.add_metric([model], value)
+    return family

@@ -1,0 +1,72 @@
+"""The runs a sidecar has finished, for GET /runs and GET /runs/{id}.
+
+`RunHistory` is what the server needs from a run store. `MemoryHistory` keeps the last few
+reports of this process; a SQLite store (profiler.store) that offers the same three methods
+replaces it without touching the server.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Protocol
+
+
+class RunHistory(Protocol):
+    """Finished runs: add a report, list summaries newest first, fetch one report by run id."""
+
+    def add(self, report: dict[str, Any]) -> None:
+        """Keep a finished (completed or aborted) run's report."""
+        ...
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Summaries of the newest `limit` runs, newest first."""
+        ...
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The full report of one run, or None when it is unknown."""
+        ...
+
+
+def run_summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The line of GET /runs for one report: id, status, times, model, verdict."""
+    run = report.get("run") or {}
+    verdict = report.get("verdict") or {}
+    target = report.get("target") or {}
+    return {
+        "id": run.get("id"),
+        "status": run.get("status"),
+        "started_at": run.get("started_at"),
+        "finished_at": run.get("finished_at"),
+        "duration_s": run.get("duration_s"),
+        "model": target.get("model"),
+        "verdict": verdict.get("status"),
+        "reason": verdict.get("reason"),
+    }
+
+
+class MemoryHistory:
+    """The newest `capacity` reports of this process, in memory (bounded, whatever the uptime)."""
+
+    def __init__(self, capacity: int = 20) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        self._capacity = capacity
+        self._reports: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def add(self, report: dict[str, Any]) -> None:
+        """Keep the report; the oldest is dropped past capacity."""
+        run_id = str(report["run"]["id"])
+        self._reports.pop(run_id, None)
+        self._reports[run_id] = report
+        while len(self._reports) > self._capacity:
+            self._reports.popitem(last=False)
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Summaries, newest first."""
+        if limit <= 0:
+            return []
+        return [run_summary(r) for r in reversed(self._reports.values())][:limit]
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The report, or None."""
+        return self._reports.get(run_id)
