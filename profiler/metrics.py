@@ -97,12 +97,12 @@ def load_families(state: RunState, model: str) -> Iterator[Metric]:
     latency = HistogramMetricFamily("profiler_request_latency_seconds",
                                     "Latency from the intended send time, successful requests.",
                                     labels=["model", "stage"])
-    quantiles = GaugeMetricFamily("profiler_request_latency_quantile_seconds",
+    quantiles = GaugeMetricFamily("profiler_request_latency_percentile_seconds",
                                   "HDR latency percentiles from the intended send time.",
-                                  labels=["model", "stage", "quantile"])
-    service = GaugeMetricFamily("profiler_service_time_quantile_seconds",
+                                  labels=["model", "stage", "percentile"])
+    service = GaugeMetricFamily("profiler_service_time_percentile_seconds",
                                 "HDR percentiles of the service time (from the actual send).",
-                                labels=["model", "stage", "quantile"])
+                                labels=["model", "stage", "percentile"])
     offered = GaugeMetricFamily("profiler_offered_rate_requests_per_second", "Offered request rate.",
                                 labels=["model", "stage"])
     achieved = GaugeMetricFamily("profiler_achieved_rate_requests_per_second",
@@ -118,7 +118,7 @@ def load_families(state: RunState, model: str) -> Iterator[Metric]:
         for family, source in ((quantiles, hist), (service, recorder.service)):
             if source.get_total_count():
                 for p in PERCENTILES:
-                    family.add_metric([model, stage, f"{p / 100:g}"], source.get_value_at_percentile(p) / 1e6)
+                    family.add_metric([model, stage, f"{p:g}"], source.get_value_at_percentile(p) / 1e6)
         offered.add_metric([model, stage], recorder.stage.rate_rps)
         rate = _number(recorder.summary()["achieved_rps"])
         if rate is not None:

@@ -84,3 +84,11 @@ def render_text(report: dict[str, Any]) -> str:
         rows = [[c["metric"], c["status"].upper(), _num(c["value"], "{:.6g}"), c["bound"]] for c in checks]
         lines += _table(["check", "status", "value", "bound"], rows)
     return "\n".join(lines) + "\n"
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of the report document (profiler/report.schema.json; $defs.progress for a live run)."""
+    from importlib import resources
+
+    schema: dict[str, Any] = json.loads(resources.files("profiler").joinpath("report.schema.json").read_text("utf-8"))
+    return schema
