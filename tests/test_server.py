@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from sidecar_helpers import write_profile
 
 from profiler.config import Config, load_config
 from profiler.examples.holdout import write_holdout
@@ -18,7 +19,6 @@ from profiler.history import MemoryHistory
 from profiler.report import report_schema
 from profiler.run import REPORT_SCHEMA_VERSION
 from profiler.server import MAX_BODY_BYTES, Sidecar, make_app
-from sidecar_helpers import write_profile
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

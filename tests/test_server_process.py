@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sidecar_helpers import get_json, write_profile
 
 from profiler.examples.holdout import write_holdout
-from sidecar_helpers import get_json, write_profile
 
 TOKEN = "tok-DO-NOT-LEAK-7f3a"
 PASSWORD = "pw-DO-NOT-LEAK-91c2"
@@ -125,7 +125,7 @@ def test_once_on_trigger_waits_then_exits_with_the_verdict(tmp_path: Path, examp
         assert sidecar.poll() is None
         status, _, body = timed_get(f"{base}/runs", {"Authorization": f"Bearer {TOKEN}"}, "POST")
         assert status == 202, body
-        out, err = sidecar.communicate(timeout=60)
+        _out, err = sidecar.communicate(timeout=60)
     finally:
         if sidecar.poll() is None:
             sidecar.kill()
