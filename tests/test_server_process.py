@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,27 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sidecar_helpers import get_json, write_profile
+from sidecar_helpers import get_json, start_sidecar, write_profile
 
 from profiler.examples.holdout import write_holdout
 
 TOKEN = "tok-DO-NOT-LEAK-7f3a"
 PASSWORD = "pw-DO-NOT-LEAK-91c2"
-
-
-def start_sidecar(profile: Path, env: dict[str, str], *flags: str) -> tuple[subprocess.Popen[str], str]:
-    """Start `profiler serve`; returns the process and its base URL (read from its first line)."""
-    proc = subprocess.Popen([sys.executable, "-m", "profiler.cli", "serve", "-c", str(profile), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
-    reader.start()
-    reader.join(60)
-    if not line or not line[0].startswith("profiler serving on "):
-        proc.kill()
-        out, err = proc.communicate(timeout=10)
-        raise AssertionError(f"the sidecar did not start: {line} {out} {err}")
-    return proc, line[0].split()[3]
 
 
 def timed_get(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> tuple[int, float, bytes]:
