@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +13,7 @@ from typing import Any
 import pytest
 from sidecar_helpers import get_json, start_sidecar, write_profile
 
+from profiler.cli import main
 from profiler.examples.holdout import write_holdout
 
 TOKEN = "tok-DO-NOT-LEAK-7f3a"
@@ -120,16 +118,18 @@ def test_once_on_trigger_waits_then_exits_with_the_verdict(tmp_path: Path, examp
 
 
 @pytest.mark.parametrize(
-    ("server", "env", "message"),
+    ("server", "message"),
     [
-        (", token_file: missing-token", {}, "server.token_file: cannot read"),
-        (", token_env: PROFILER_UNSET_TOKEN_VAR", {}, "PROFILER_UNSET_TOKEN_VAR is unset or empty"),
-        (", start: on-trigger", {}, "on-trigger needs token_file or token_env"),
+        (", token_file: missing-token", "server.token_file: cannot read"),
+        (", token_env: PROFILER_UNSET_TOKEN_VAR", "PROFILER_UNSET_TOKEN_VAR is unset or empty"),
+        (", start: on-trigger", "on-trigger needs token_file or token_env"),
     ],
 )
-def test_token_problems_are_one_line_errors(tmp_path: Path, server: str, env: dict[str, str], message: str) -> None:
+def test_token_problems_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], server: str,
+                                            message: str) -> None:
     profile = write_profile(tmp_path, "http://127.0.0.1:9", 1, tmp_path / "holdout.jsonl", server=server)
-    result = subprocess.run([sys.executable, "-m", "profiler.cli", "serve", "-c", str(profile)], capture_output=True,
-                            text=True, timeout=60, env={**os.environ, **env})
-    assert result.returncode == 3
-    assert message in result.stderr and "Traceback" not in result.stderr
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "-c", str(profile)])
+    assert exited.value.code == 3
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
