@@ -20,6 +20,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from profiler.hdr import counts_at_or_below, total_of, values_at_percentiles
 from profiler.latency import PERCENTILES
 from profiler.results import OUTCOMES
 from profiler.run import RunState
@@ -40,21 +41,11 @@ def bucket_bounds_s(objective_ms: float) -> list[float]:
 
 
 def histogram_buckets(histogram: HdrHistogram, bounds_s: list[float]) -> list[tuple[str, float]]:
-    """Cumulative counts at each bound (seconds) read from an HDR histogram of microseconds."""
-    counts = [0] * len(bounds_s)
-    for item in histogram.get_recorded_iterator():
-        value_s = histogram.get_highest_equivalent_value(item.value_iterated_to) / 1e6
-        for i, bound in enumerate(bounds_s):
-            if value_s <= bound:
-                counts[i] += item.count_added_in_this_iter_step
-                break
-    cumulative = []
-    running = 0
-    for bound, count in zip(bounds_s, counts, strict=True):
-        running += count
-        cumulative.append((f"{bound:g}", float(running)))
-    cumulative.append(("+Inf", float(histogram.get_total_count())))
-    return cumulative
+    """Cumulative counts at each bound (seconds) read from an HDR histogram of microseconds, then +Inf."""
+    counts = counts_at_or_below(histogram, [round(bound * 1e6, 3) for bound in bounds_s])
+    buckets = [(f"{bound:g}", float(count)) for bound, count in zip(bounds_s, counts, strict=True)]
+    buckets.append(("+Inf", float(histogram.get_total_count())))
+    return buckets
 
 
 def _number(value: Any) -> float | None:
@@ -113,12 +104,12 @@ def load_families(state: RunState, model: str) -> Iterator[Metric]:
             requests.add_metric([model, stage, outcome], float(recorder.outcomes[outcome]))
         unsent.add_metric([model, stage], float(recorder.unsent))
         hist = recorder.latency
-        total_s = hist.get_mean_value() * hist.get_total_count() / 1e6
+        total_s = total_of(hist) / 1e6
         latency.add_metric([model, stage], histogram_buckets(hist, bounds), total_s)
         for family, source in ((quantiles, hist), (service, recorder.service)):
             if source.get_total_count():
-                for p in PERCENTILES:
-                    family.add_metric([model, stage, f"{p:g}"], source.get_value_at_percentile(p) / 1e6)
+                for p, value_us in zip(PERCENTILES, values_at_percentiles(source, PERCENTILES), strict=True):
+                    family.add_metric([model, stage, f"{p:g}"], value_us / 1e6)
         offered.add_metric([model, stage], recorder.stage.rate_rps)
         rate = _number(recorder.summary()["achieved_rps"])
         if rate is not None:
