@@ -80,24 +80,38 @@ class TargetProbe:
         self._lock = asyncio.Lock()
         self._checked_at: float | None = None
         self._result: tuple[bool, str] = (False, "not probed yet")
+        self._refreshing: asyncio.Task[None] | None = None
 
     async def check(self) -> tuple[bool, str]:
-        """(ready, detail); at most one probe per READY_CACHE_S whatever the number of callers."""
+        """(ready, detail). The first call waits for a probe; later calls answer from the last probe at once
+        and, when it is older than READY_CACHE_S, start one fresh probe in the background, so /readyz stays
+        fast while a loaded target answers slowly."""
+        if self._checked_at is None:
+            await self._refresh()
+        elif self._clock() - self._checked_at >= READY_CACHE_S and (self._refreshing is None
+                                                                     or self._refreshing.done()):
+            self._refreshing = asyncio.create_task(self._refresh())
+        return self._result
+
+    async def _refresh(self) -> None:
         async with self._lock:
-            now = self._clock()
-            if self._checked_at is None or now - self._checked_at >= READY_CACHE_S:
-                statuses = {path: await self._transport.probe(path) for path in self._paths}
-                bad = {p: s for p, s in statuses.items() if s != 200}
-                if bad:
-                    detail = ", ".join(f"{self._url}{p} -> {s or 'no answer'}" for p, s in bad.items())
-                    self._result = (False, detail)
-                else:
-                    self._result = (True, "ready")
-                self._checked_at = self._clock()
-            return self._result
+            if self._checked_at is not None and self._clock() - self._checked_at < READY_CACHE_S:
+                return  # another caller probed while this one waited for the lock
+            statuses = {path: await self._transport.probe(path) for path in self._paths}
+            bad = {p: s for p, s in statuses.items() if s != 200}
+            if bad:
+                detail = ", ".join(f"{self._url}{p} -> {s or 'no answer'}" for p, s in bad.items())
+                self._result = (False, detail)
+            else:
+                self._result = (True, "ready")
+            self._checked_at = self._clock()
 
     async def close(self) -> None:
-        """Release the probe's connections."""
+        """Stop a probe under way and release the connections."""
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
         await self._transport.close()
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sidecar_helpers import write_profile
 
@@ -18,7 +19,7 @@ from profiler.examples.holdout import write_holdout
 from profiler.history import MemoryHistory
 from profiler.report import report_schema
 from profiler.run import REPORT_SCHEMA_VERSION
-from profiler.server import MAX_BODY_BYTES, Sidecar, make_app
+from profiler.server import MAX_BODY_BYTES, READY_CACHE_S, Sidecar, TargetProbe, make_app
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -227,3 +228,40 @@ async def test_readyz_names_an_unreachable_target_without_its_secrets(
     assert f"127.0.0.1:{unused_tcp_port}" in body["target"] and "no answer" in body["target"]
     assert "hunter2" not in json.dumps(body) and "abc" not in json.dumps(body)
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_readiness_is_cached_and_refreshed_in_the_background(make_config: Callable[..., Config]) -> None:
+    status = {"code": 200}
+    hits: list[str] = []
+
+    async def ready(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.json_response({}, status=status["code"])
+
+    app = web.Application()
+    app.router.add_get("/v2/health/ready", ready)
+    app.router.add_get("/v2/models/{name}/ready", ready)
+    target = TestServer(app, host="127.0.0.1")
+    await target.start_server()
+    now = [100.0]
+    probe = TargetProbe(make_config(url=str(target.make_url("")).rstrip("/")), clock=lambda: now[0])
+    try:
+        assert await probe.check() == (True, "ready")
+        assert hits == ["/v2/health/ready", "/v2/models/digits/ready"]
+        now[0] += READY_CACHE_S / 2
+        assert await probe.check() == (True, "ready")
+        assert len(hits) == 2  # cached
+        status["code"] = 503
+        now[0] += READY_CACHE_S
+        assert await probe.check() == (True, "ready")  # the last answer, at once; a probe starts behind it
+        for _ in range(100):
+            if len(hits) == 4:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
+        ready_now, detail = await probe.check()
+        assert not ready_now and "/v2/health/ready -> 503" in detail
+        assert len(hits) == 4
+    finally:
+        await probe.close()
+        await target.close()
