@@ -117,10 +117,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 def run_once(config: Any, quiet: bool = False) -> int:
     """Execute the profile, write the report, print the table; the exit code carries the verdict."""
     from profiler.report import render_text, write_json
-    from profiler.run import execute, new_state
+    from profiler.run import new_state
 
     state = new_state(config)
-    report = aio.run(execute(state))
+    report = aio.run(_execute_until_signal(state))
     path = write_json(report, config.report.path)
     if quiet:
         print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
@@ -128,6 +128,24 @@ def run_once(config: Any, quiet: bool = False) -> int:
         print(render_text(report), end="")
     print(f"report   {path}")
     return exit_code_for(report)
+
+
+async def _execute_until_signal(state: Any) -> dict[str, Any]:
+    """Run the profile; SIGINT/SIGTERM stop the load and the report records the run as aborted."""
+    import asyncio
+    import signal
+
+    from profiler.run import execute
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await execute(state, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 if __name__ == "__main__":

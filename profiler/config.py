@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from profiler.errors import ConfigError
 
@@ -112,13 +113,57 @@ class GateConfig(_Strict):
         return value
 
 
+def parse_bytes(value: Any) -> Any:
+    """'512Mi', '16Gi', '8G', '1.5GiB' or a plain number of bytes, as an int of bytes."""
+    if not isinstance(value, str):
+        return value
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGTP]?)(i?)B?\s*", value, flags=re.IGNORECASE)
+    if match is None:
+        raise ValueError(f"must be a size like 512Mi, 16Gi or a number of bytes, got {value!r}")
+    number, unit, binary = match.groups()
+    base = 1024 if binary else 1000
+    multiplier = base ** ("KMGTP".index(unit.upper()) + 1) if unit else 1
+    return int(float(number) * multiplier)
+
+
+Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
+
+
 class ResourcesConfig(_Strict):
-    """Which process is the model, and how often to sample it."""
+    """Which processes are the model (pid, command-line pattern or the pod), how to read them, the footprint."""
 
     pid: Annotated[int, Field(gt=0)] | None = None
     cmdline: str | None = None
+    pod: bool = False
+    """Watch every process in the pod that is not the sidecar (needs shareProcessNamespace)."""
+    cgroup_path: Path | None = None
+    """The model container's cgroup directory (v2, or v1's memory controller)."""
+    metrics_url: str | None = None
+    """The target's Prometheus endpoint, used when no process or cgroup is visible."""
     interval_s: Annotated[float, Field(gt=0, le=3600)] = 1.0
     settle_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    series_points: Annotated[int, Field(ge=16, le=100_000)] = 512
+    memory_limit_bytes: Bytes | None = None
+    """The container's memory limit, when no cgroup says it (for the time-to-limit projection)."""
+    artifact_path: Path | None = None
+    """The model artifact on disk (a file or a directory), for the footprint."""
+    node_memory_bytes: Bytes | None = None
+    node_cpu_cores: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    leak_warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    leak_min_bytes_per_request: Annotated[float, Field(gt=0)] = 256.0
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> ResourcesConfig:
+        if sum((self.pid is not None, self.cmdline is not None, self.pod)) > 1:
+            raise ValueError("give at most one of pid, cmdline and pod")
+        if self.cmdline is not None:
+            try:
+                re.compile(self.cmdline)
+            except re.error as exc:
+                raise ValueError(f"cmdline is not a valid regular expression: {exc}") from None
+        if self.metrics_url is not None and not self.metrics_url.startswith(("http://", "https://")):
+            raise ValueError(f"metrics_url must be an http:// or https:// URL, got {self.metrics_url!r}")
+        return self
 
 
 class ReportConfig(_Strict):
@@ -209,10 +254,13 @@ def _anchor_paths(config: Config, base: Path) -> Config:
 
     dataset = config.dataset.model_copy(update={"path": anchor(config.dataset.path)})
     report = config.report.model_copy(update={"path": anchor(config.report.path)})
-    server = config.server
-    if server.token_file is not None:
-        server = server.model_copy(update={"token_file": anchor(server.token_file)})
-    return config.model_copy(update={"dataset": dataset, "report": report, "server": server})
+    update: dict[str, Any] = {"dataset": dataset, "report": report}
+    if config.resources.artifact_path is not None:
+        update["resources"] = config.resources.model_copy(
+            update={"artifact_path": anchor(config.resources.artifact_path)})
+    if config.server.token_file is not None:
+        update["server"] = config.server.model_copy(update={"token_file": anchor(config.server.token_file)})
+    return config.model_copy(update=update)
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

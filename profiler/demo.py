@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -38,10 +39,13 @@ gates:
   - {{metric: f1_macro, min: 0.9}}
   - {{metric: latency_p99_ms, max: 100}}
   - {{metric: error_rate, max: 0.01}}
+  - {{metric: memory_leak, max: 0}}
 resources:
   pid: {pid}
-  interval_s: 0.5
+  interval_s: 0.25
   settle_s: 1
+  node_memory_bytes: 16Gi
+  node_cpu_cores: 4
 report:
   path: report.json
 server:
@@ -52,22 +56,27 @@ server:
 def start_example_server(extra_args: list[str], timeout_s: float = 120.0) -> tuple[subprocess.Popen[str], str]:
     """Start the example model on a free port; returns the process and its base URL."""
     command = [sys.executable, "-m", "profiler.examples.server", "--port", "0", *extra_args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # stderr goes to a file, not a pipe nobody drains, so a chatty server can never block on it.
+    errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 - closed on both paths below
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
     line: list[str] = []
     reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""),
                               daemon=True)
     reader.start()
     reader.join(timeout_s)
     if not line or not line[0].startswith("READY "):
-        proc.kill()
-        _, err = proc.communicate(timeout=10)
+        stop_process(proc)
+        errors.seek(0)
+        err = errors.read()
+        errors.close()
         detail = err.strip().splitlines()[-1] if err.strip() else "no output"
         raise TargetError(f"the example server did not start within {timeout_s:g} s: {detail}")
+    errors.close()
     return proc, line[0].split()[1]
 
 
 def stop_process(proc: subprocess.Popen[str]) -> None:
-    """Terminate, then kill if it lingers."""
+    """Terminate, then kill if it lingers; close its pipes."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -75,7 +84,7 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    for pipe in (proc.stdout, proc.stderr):
+    for pipe in (proc.stdout, proc.stderr, proc.stdin):
         if pipe is not None:
             pipe.close()
 
@@ -94,7 +103,8 @@ def run_demo(directory: Path, variant: str = "good", serve_port: int | None = No
     print(f"demo: example model ({variant}) serving on {url} as pid {proc.pid}")
     try:
         profile = directory / "profile.yaml"
-        profile.write_text(DEMO_PROFILE.format(url=url, pid=proc.pid, port=serve_port or 9090), encoding="utf-8")
+        port = 9090 if serve_port is None else serve_port
+        profile.write_text(DEMO_PROFILE.format(url=url, pid=proc.pid, port=port), encoding="utf-8")
         print(f"demo: profile written to {profile}; profiling (about 20 s) ...\n", flush=True)
         config = load_config(profile)
         if serve_port is None:

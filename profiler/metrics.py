@@ -29,6 +29,7 @@ BUCKET_FACTORS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)
 """Histogram buckets as multiples of the latency objective, so resolution sits where it matters."""
 
 VERDICT_CODES = {"pass": 1.0, "inconclusive": 0.0, "fail": -1.0}
+LEAK_CODES = {"leaked": 1.0, "no leak": 0.0, "inconclusive": -1.0}
 ACCURACY_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
                  "recall_weighted", "f1_weighted", "coverage")
 
@@ -123,18 +124,27 @@ def resource_families(state: RunState, model: str) -> Iterator[Metric]:
     last = series.last
     if last is None:
         return
-    rss = GaugeMetricFamily("profiler_target_memory_rss_bytes", "RSS of the model's processes.", labels=["model"])
-    rss.add_metric([model], float(last.rss_bytes))
-    peak = GaugeMetricFamily("profiler_target_memory_peak_bytes", "Peak RSS of the model's processes so far.",
-                             labels=["model"])
-    peak.add_metric([model], float(series.peak.rss_bytes if series.peak else last.rss_bytes))
-    cpu = CounterMetricFamily("profiler_target_cpu_seconds", "CPU time of the model's processes.",
-                              labels=["model"])
-    cpu.add_metric([model], last.cpu_s)
-    processes = GaugeMetricFamily("profiler_target_processes", "How many processes the model runs.",
+    figure = (state.sampler.memory_figure if state.sampler is not None else None) or "none"
+    if last.memory_bytes is not None:
+        memory = GaugeMetricFamily("profiler_target_memory_bytes",
+                                   "The model's memory in the figure the run uses (label 'figure': rss, pss, ...).",
+                                   labels=["model", "figure"])
+        memory.add_metric([model, figure], float(last.memory_bytes))
+        yield memory
+    if series.peak is not None and series.peak.memory_bytes is not None:
+        peak = GaugeMetricFamily("profiler_target_memory_peak_bytes", "Peak of that memory figure so far.",
+                                 labels=["model", "figure"])
+        peak.add_metric([model, figure], float(series.peak.memory_bytes))
+        yield peak
+    if last.rss_bytes is not None:
+        yield _single("profiler_target_memory_rss_bytes", "RSS of the model's processes.", model,
+                      float(last.rss_bytes))
+    if last.cpu_s is not None:
+        cpu = CounterMetricFamily("profiler_target_cpu_seconds", "CPU time of the model's processes.",
                                   labels=["model"])
-    processes.add_metric([model], float(last.processes))
-    yield from (rss, peak, cpu, processes)
+        cpu.add_metric([model], last.cpu_s)
+        yield cpu
+    yield _single("profiler_target_processes", "How many processes the model runs.", model, float(last.processes))
 
 
 def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
@@ -177,21 +187,29 @@ def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
 
 
 def _leak_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:
-    """Memory growth from rest to rest; the leak analysis' verdict and slope where the report has them."""
-    growth = _number(resources.get("rss_growth_bytes"))
+    """Memory growth from rest to rest, and the leak test's answer and growth rates, where the report has them."""
+    memory = resources.get("memory")
+    growth = _number(memory.get("growth_bytes")) if isinstance(memory, dict) else None
     if growth is not None:
-        yield _single("profiler_target_memory_growth_bytes", "RSS at rest after the load minus at rest before.",
+        yield _single("profiler_target_memory_growth_bytes", "Memory at rest after the load minus at rest before.",
                       model, growth)
     leak = resources.get("leak")
-    leak = leak if isinstance(leak, dict) else {}
-    detected = leak.get("detected", resources.get("leak_detected"))
-    if isinstance(detected, bool):
-        yield _single("profiler_leak_detected", "Whether the leak analysis found a leak: 1 yes, 0 no.", model,
-                      1.0 if detected else 0.0)
-    slope = _number(leak.get("slope_bytes_per_s", resources.get("leak_slope_bytes_per_s")))
-    if slope is not None:
-        yield _single("profiler_leak_slope_bytes_per_second", "Memory growth rate the leak analysis fitted.",
-                      model, slope)
+    if not isinstance(leak, dict) or not leak:
+        return
+    yield _single("profiler_memory_leak", "The leak test: 1 leaked, 0 no leak, -1 inconclusive.", model,
+                  LEAK_CODES.get(str(leak.get("status")), -1.0))
+    # Prometheus wants base units: per-hour and hours from the report become per-second and seconds.
+    for key, scale, name, documentation in (
+        ("bytes_per_request", 1.0, "profiler_memory_growth_bytes_per_request",
+         "Theil-Sen growth of the model's memory per request under load, after warm-up."),
+        ("bytes_per_hour", 1 / 3600, "profiler_memory_growth_bytes_per_second",
+         "Theil-Sen growth of the model's memory per second at the tested load, after warm-up."),
+        ("hours_to_limit", 3600.0, "profiler_memory_limit_reached_in_seconds",
+         "Time until a leaking model reaches its memory limit at the tested load."),
+    ):
+        value = _number(leak.get(key))
+        if value is not None:
+            yield _single(name, documentation, model, value * scale)
 
 
 def _single(name: str, documentation: str, model: str, value: float) -> GaugeMetricFamily:

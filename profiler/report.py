@@ -72,11 +72,7 @@ def render_text(report: dict[str, Any]) -> str:
                       f"recall(macro) {_num(acc.get('recall_macro'))}  F1(macro) {_num(acc.get('f1_macro'))}  "
                       f"coverage {_num(acc.get('coverage'), '{:.1%}')}  "
                       f"inconsistent {acc['consistency']['inconsistent']}/{acc['consistency']['compared']}"]
-    res = report["resources"]
-    lines += ["", f"memory   ({res['source']}) start {_mib(res['rss_start_bytes'])}  peak {_mib(res['rss_peak_bytes'])}"
-                  f"  end {_mib(res['rss_end_bytes'])}  growth {_num(res['rss_growth_pct'], '{:+.1f}%')}"]
-    for problem in res["problems"]:
-        lines.append(f"         not measured: {problem}")
+    lines += render_resources(report["resources"])
     verdict = report["verdict"]
     lines += ["", f"verdict  {verdict['status'].upper()}: {verdict['reason']}"]
     checks = verdict["checks"]
@@ -84,6 +80,36 @@ def render_text(report: dict[str, Any]) -> str:
         rows = [[c["metric"], c["status"].upper(), _num(c["value"], "{:.6g}"), c["bound"]] for c in checks]
         lines += _table(["check", "status", "value", "bound"], rows)
     return "\n".join(lines) + "\n"
+
+
+def render_resources(res: dict[str, Any]) -> list[str]:
+    """Memory before/peak/after with its source, CPU, the leak test and the footprint, as text lines."""
+    mem, cpu, leak, fit = res["memory"], res["cpu"], res["leak"], res["footprint"]
+    lines = ["", f"memory   {res['source']}",
+             f"         before {_mib(mem['before_bytes'])}  peak {_mib(mem['peak_bytes'])}  steady "
+             f"{_mib(mem['steady_bytes'])}  after {_mib(mem['after_bytes'])}  growth "
+             f"{_num(mem['growth_pct'], '{:+.1f}%')}  limit {_mib(mem['limit_bytes'])}",
+             f"cpu      {_num(cpu['cores_under_load'], '{:.2f}')} cores under load (busiest "
+             f"{_num(cpu['cores_peak'], '{:.2f}')}), {_num(cpu['seconds_per_request'], '{:.2e}')} CPU s per request"]
+    rate = leak.get("bytes_per_request")
+    interval = ""
+    if rate is not None:
+        interval = (f"  {rate:,.0f} B/request [{leak['bytes_per_request_low']:,.0f}, "
+                    f"{leak['bytes_per_request_high']:,.0f}]")
+        if leak.get("bytes_per_hour") is not None:
+            interval += f"  {_mib(leak['bytes_per_hour'])}/hour"
+    lines.append(f"leak     {leak['status'].upper()}{interval}: {leak['reason']}")
+    if leak.get("hours_to_limit") is not None:
+        lines.append(f"         the limit is reached in {leak['hours_to_limit']:.1f} h at this load")
+    if fit.get("replicas_per_node") is not None or fit.get("artifact_bytes") is not None:
+        lines.append(f"fit      artifact {_mib(fit['artifact_bytes'])}  replicas per node "
+                     f"{fit['replicas_per_node'] or '-'} (limited by {fit['replicas_limited_by'] or '-'})  "
+                     f"{_num(fit['max_sustained_rps_per_node'], '{:g}')} rps per node")
+    if not res.get("complete") and res.get("incomplete"):
+        lines.append(f"         memory checks are inconclusive: {res['incomplete']}")
+    for problem in res["problems"]:
+        lines.append(f"         not measured: {problem}")
+    return lines
 
 
 def report_schema() -> dict[str, Any]:

@@ -23,8 +23,9 @@ from profiler.dataset import Dataset, load_dataset
 from profiler.engine import Engine, build_bodies
 from profiler.errors import DecodeError, TargetError, TransportError
 from profiler.latency import StageRecorder
-from profiler.resources.sampler import ProcessSampler
-from profiler.resources.series import BoundedSeries, ResourcePoint, summarise
+from profiler.resources.sampler import ResourceSampler
+from profiler.resources.section import make_sampler, resources_report
+from profiler.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.schedule import Stage, arrival_offsets_ns, plan_stages
 from profiler.transports import Transport
 from profiler.transports.http import HttpTransport
@@ -47,7 +48,7 @@ class RunState:
     predictions: PredictionLog | None = None
     dataset: Dataset | None = None
     series: BoundedSeries = field(default_factory=BoundedSeries)
-    sampler: ProcessSampler | None = None
+    sampler: ResourceSampler | None = None
     accuracy_errors: int = 0
     report: dict[str, Any] | None = None
     requests_done: int = 0
@@ -116,7 +117,8 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
     bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
     transport = make_transport(config, codec)
     state.predictions = PredictionLog(len(dataset.samples))
-    state.sampler = ProcessSampler(pid=config.resources.pid, cmdline=config.resources.cmdline)
+    state.sampler = make_sampler(config.resources)
+    state.series = BoundedSeries(capacity=config.resources.series_points)
     state.stages = plan_stages([(s.rate_rps, s.duration_s) for s in config.load.stages], config.load.warmup_s)
     sampling = asyncio.create_task(_sample_resources(state, t0))
     status = "completed"
@@ -192,17 +194,21 @@ async def _accuracy_pass(state: RunState, transport: Transport, codec: Codec, da
 
 
 async def _sample_resources(state: RunState, t0: float) -> None:
+    """Read the model's resources every interval_s, on a fixed grid (a slow read does not shift it)."""
     sampler = state.sampler
-    if sampler is None or (sampler.pid is None and sampler.cmdline is None):
+    if sampler is None or not sampler.configured:
         return
     interval = state.config.resources.interval_s
+    phases = {"before": BEFORE, "accuracy": ACCURACY, "load": LOAD, "after": AFTER}
+    next_s = time.monotonic()
     while True:
         reading = await asyncio.to_thread(sampler.read)
         if reading is not None:
-            phase = "load" if state.phase in ("accuracy", "load") else state.phase
             state.series.add(ResourcePoint(time.monotonic() - t0, reading.rss_bytes, reading.cpu_s,
-                                           reading.processes, phase, state.requests_done))
-        await asyncio.sleep(interval)
+                                           reading.processes, phases.get(state.phase, STARTING),
+                                           state.requests_done, reading.memory_bytes))
+        next_s = max(next_s + interval, time.monotonic())
+        await asyncio.sleep(next_s - time.monotonic())
 
 
 def build_report(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
@@ -226,12 +232,7 @@ def build_report(state: RunState, status: str, duration_s: float) -> dict[str, A
         accuracy["errors"] = state.accuracy_errors
         accuracy["consistency"] = {"compared": state.predictions.compared,
                                    "inconsistent": state.predictions.inconsistent}
-    sampler = state.sampler
-    if sampler is not None and (sampler.pid is not None or sampler.cmdline is not None):
-        resources = summarise(state.series, sampler.source, list(sampler.problems))
-    else:
-        resources = summarise(state.series, "none", ["no process to watch is configured (resources.pid or "
-                                                     "resources.cmdline)"])
+    resources = resources_report(state.series, state.sampler, config.resources, sustained)
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "profiler_version": __version__,

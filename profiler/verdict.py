@@ -28,10 +28,18 @@ METRICS: dict[str, str] = {
     "latency_p999_ms": "worst stage's p99.9 latency",
     "latency_max_ms": "worst stage's maximum latency",
     "max_sustained_rps": "highest offered rate held within the latency objective",
-    "memory_peak_bytes": "peak RSS of the model's processes",
-    "memory_growth_bytes": "RSS at rest after the load minus at rest before",
-    "memory_growth_pct": "that growth in percent of the RSS before",
+    "memory_peak_bytes": "peak memory of the model (the figure resources.source names)",
+    "memory_growth_bytes": "memory at rest after the load minus at rest before",
+    "memory_growth_pct": "that growth in percent of the memory before",
     "cpu_cores": "CPU cores the model used under load",
+    "memory_leak": "leak test: 1 leaked, 0 no leak; not measured when inconclusive (gate with max: 0)",
+    "memory_growth_bytes_per_request": "Theil-Sen growth of memory per request under load, after warm-up",
+    "memory_growth_bytes_per_hour": "Theil-Sen growth of memory per hour at the tested load, after warm-up",
+    "memory_steady_bytes": "memory under sustained load (median of the last third of the load)",
+    "memory_before_bytes": "memory at rest before the load",
+    "cpu_seconds_per_request": "CPU seconds the model spent per request under load",
+    "replicas_per_node": "replicas that fit a node of resources.node_memory_bytes / node_cpu_cores",
+    "model_artifact_bytes": "size of the model artifact on disk (resources.artifact_path)",
 }
 
 
@@ -110,12 +118,33 @@ def flatten_metrics(report: dict[str, Any]) -> dict[str, float | None]:
         values = [s["latency_ms"][key] for s in measured if s["latency_ms"][key] is not None]
         out[f"latency_{key}_ms"] = max(values) if values else None
     out["max_sustained_rps"] = (report.get("capacity") or {}).get("max_sustained_rps")
-    memory = report.get("resources") or {}
-    out["memory_peak_bytes"] = memory.get("rss_peak_bytes")
-    out["memory_growth_bytes"] = memory.get("rss_growth_bytes")
-    out["memory_growth_pct"] = memory.get("rss_growth_pct")
-    out["cpu_cores"] = memory.get("cpu_cores_under_load")
+    out.update(resource_metrics(report.get("resources") or {}))
     return out
+
+
+def resource_metrics(resources: dict[str, Any]) -> dict[str, float | None]:
+    """Memory, leak, CPU and footprint metrics; all None when memory was not measured over the whole run."""
+    if not resources.get("complete"):
+        artifact = (resources.get("footprint") or {}).get("artifact_bytes")
+        return {"model_artifact_bytes": artifact}
+    memory = resources.get("memory") or {}
+    cpu = resources.get("cpu") or {}
+    leak = resources.get("leak") or {}
+    footprint = resources.get("footprint") or {}
+    return {
+        "memory_peak_bytes": memory.get("peak_bytes"),
+        "memory_growth_bytes": memory.get("growth_bytes"),
+        "memory_growth_pct": memory.get("growth_pct"),
+        "memory_steady_bytes": memory.get("steady_bytes"),
+        "memory_before_bytes": memory.get("before_bytes"),
+        "cpu_cores": cpu.get("cores_under_load"),
+        "cpu_seconds_per_request": cpu.get("seconds_per_request"),
+        "memory_leak": {"leaked": 1.0, "no leak": 0.0}.get(str(leak.get("status"))),
+        "memory_growth_bytes_per_request": leak.get("bytes_per_request"),
+        "memory_growth_bytes_per_hour": leak.get("bytes_per_hour"),
+        "replicas_per_node": footprint.get("replicas_per_node"),
+        "model_artifact_bytes": footprint.get("artifact_bytes"),
+    }
 
 
 def judge(report: dict[str, Any], gates: list[tuple[str, float | None, float | None, bool]]) -> Verdict:

@@ -107,13 +107,24 @@ def _registry(state: RunState) -> CollectorRegistry:
 
 def test_resources_from_the_latest_reading(tmp_path: Path) -> None:
     state = _state(tmp_path)
-    for t, rss in ((0.0, 100), (1.0, 300), (2.0, 200)):
-        state.series.add(ResourcePoint(t, rss, t * 0.5, 3, "load"))
+    for t, memory in ((0.0, 100), (1.0, 300), (2.0, 200)):
+        state.series.add(ResourcePoint(t, memory + 5, t * 0.5, 3, "load", memory_bytes=memory))
     samples = _scrape(state)
-    assert _one(samples, "profiler_target_memory_rss_bytes") == 200
+    assert _one(samples, "profiler_target_memory_bytes", figure="none") == 200
     assert _one(samples, "profiler_target_memory_peak_bytes") == 300
+    assert _one(samples, "profiler_target_memory_rss_bytes") == 205
     assert _one(samples, "profiler_target_cpu_seconds_total") == 1.0
     assert _one(samples, "profiler_target_processes") == 3
+
+
+def test_unreadable_figures_are_left_out(tmp_path: Path) -> None:
+    state = _state(tmp_path)
+    state.series.add(ResourcePoint(0.0, None, None, 0, "load", memory_bytes=None))
+    samples = _scrape(state)
+    for name in ("profiler_target_memory_bytes", "profiler_target_memory_peak_bytes",
+                 "profiler_target_memory_rss_bytes", "profiler_target_cpu_seconds_total"):
+        assert name not in samples
+    assert _one(samples, "profiler_target_processes") == 0
 
 
 def _report(**resources: Any) -> dict[str, Any]:
@@ -123,7 +134,7 @@ def _report(**resources: Any) -> dict[str, Any]:
         "capacity": {"max_sustained_rps": 50.0},
         "stages": [{"name": "warmup"}, {"name": "stage-1", "objective": {"sustained": True}},
                    {"name": "stage-2", "objective": {"sustained": False}}],
-        "resources": {"rss_growth_bytes": 4096, **resources},
+        "resources": {"memory": {"growth_bytes": 4096.0}, **resources},
         "verdict": {"status": "fail", "checks": [{"metric": "f1_macro", "status": "fail"},
                                                  {"metric": "error_rate", "status": "pass"},
                                                  {"metric": "odd", "status": "unknown"}]},
@@ -146,33 +157,31 @@ def test_report_figures(tmp_path: Path) -> None:
     assert _one(samples, "profiler_verdict_check", metric="f1_macro") == -1
     assert _one(samples, "profiler_verdict_check", metric="error_rate") == 1
     assert len(samples["profiler_verdict_check"]) == 2
-    assert "profiler_leak_detected" not in samples
+    assert "profiler_memory_leak" not in samples
 
 
 @pytest.mark.parametrize(
-    ("resources", "detected", "slope"),
+    ("leak", "expected"),
     [
-        ({"leak": {"detected": True, "slope_bytes_per_s": 1024.5}}, 1.0, 1024.5),
-        ({"leak": {"detected": False}}, 0.0, None),
-        ({"leak_detected": True, "leak_slope_bytes_per_s": -3}, 1.0, -3.0),
-        ({"leak": {"detected": "yes", "slope_bytes_per_s": math.nan}}, None, None),
-        ({"leak": None}, None, None),
-        ({"leak": {"slope_bytes_per_s": "fast"}}, None, None),
+        ({"status": "leaked", "reason": "r", "bytes_per_request": 1024.5, "bytes_per_hour": 7200.0,
+          "hours_to_limit": 2.0},
+         {"profiler_memory_leak": 1.0, "profiler_memory_growth_bytes_per_request": 1024.5,
+          "profiler_memory_growth_bytes_per_second": 2.0, "profiler_memory_limit_reached_in_seconds": 7200.0}),
+        ({"status": "no leak", "reason": "r", "bytes_per_request": 3.0, "bytes_per_hour": None},
+         {"profiler_memory_leak": 0.0, "profiler_memory_growth_bytes_per_request": 3.0}),
+        ({"status": "inconclusive", "reason": "r", "bytes_per_request": math.nan}, {"profiler_memory_leak": -1.0}),
+        ({"status": "something new", "bytes_per_request": "fast"}, {"profiler_memory_leak": -1.0}),
+        ({}, {}),
+        (None, {}),
     ],
 )
-def test_leak_fields_read_defensively(tmp_path: Path, resources: dict[str, Any], detected: float | None,
-                                      slope: float | None) -> None:
+def test_leak_fields_read_defensively(tmp_path: Path, leak: dict[str, Any] | None, expected: dict[str, float]) -> None:
     state = _state(tmp_path)
-    state.report = _report(**resources)
+    state.report = _report(leak=leak)
     samples = _scrape(state)
-    if detected is None:
-        assert "profiler_leak_detected" not in samples
-    else:
-        assert _one(samples, "profiler_leak_detected") == detected
-    if slope is None:
-        assert "profiler_leak_slope_bytes_per_second" not in samples
-    else:
-        assert _one(samples, "profiler_leak_slope_bytes_per_second") == slope
+    found = {name: _one(samples, name) for name in samples
+             if name.startswith(("profiler_memory_leak", "profiler_memory_growth", "profiler_memory_limit"))}
+    assert found == expected
 
 
 @pytest.mark.parametrize(
@@ -194,9 +203,10 @@ def test_bucket_bounds(objective_ms: float, expected: list[float]) -> None:
                     reason="promtool is absent: apt-get install -y --no-install-recommends prometheus")
 def test_promtool_accepts_every_family(tmp_path: Path) -> None:
     state = _state(tmp_path)
-    state.series.add(ResourcePoint(0.0, 100, 0.5, 1, "load"))
-    state.report = _report(leak={"detected": True, "slope_bytes_per_s": 10.0})
+    state.series.add(ResourcePoint(0.0, 100, 0.5, 1, "load", memory_bytes=90))
+    state.report = _report(leak={"status": "leaked", "reason": "r", "bytes_per_request": 10.0, "bytes_per_hour": 3600.0,
+                                 "hours_to_limit": 1.5})
     text = generate_latest(_registry(state))
-    assert b"profiler_leak_detected" in text
+    assert b"profiler_memory_limit_reached_in_seconds" in text and b"profiler_target_memory_bytes" in text
     result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=30)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()

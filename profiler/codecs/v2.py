@@ -66,8 +66,7 @@ def decode_tensor(data: list[Any], shape: list[int], count: int) -> list[Any]:
     predictions = []
     for row in range(count):
         chunk = data[row * width : (row + 1) * width]
-        try:
-            predictions.append(max(range(width), key=chunk.__getitem__))
-        except TypeError:
-            raise DecodeError(f"output row {row} is not numeric, cannot take its argmax") from None
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in chunk):
+            raise DecodeError(f"output row {row} is not numeric, cannot take its argmax")
+        predictions.append(max(range(width), key=chunk.__getitem__))
     return predictions
