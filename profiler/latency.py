@@ -8,7 +8,6 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from profiler.hdr import values_at_percentiles
 from profiler.results import OK, Result
 from profiler.schedule import Stage
 
@@ -34,7 +33,7 @@ def spectrum_ms(histogram: HdrHistogram) -> dict[str, float | None]:
     keys = [_pkey(p) for p in PERCENTILES] + ["max"]
     if histogram.get_total_count() == 0:
         return dict.fromkeys(keys)
-    values = [v / 1000 for v in values_at_percentiles(histogram, PERCENTILES)]
+    values = [histogram.get_value_at_percentile(p) / 1000 for p in PERCENTILES]
     values.append(histogram.get_max_value() / 1000)
     return dict(zip(keys, values, strict=True))
 
@@ -111,4 +110,4 @@ class StageRecorder:
 def _lag(histogram: HdrHistogram, percentile: float) -> float | None:
     if histogram.get_total_count() == 0:
         return None
-    return float(values_at_percentiles(histogram, [percentile])[0]) / 1000
+    return float(histogram.get_value_at_percentile(percentile)) / 1000
