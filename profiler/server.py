@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from profiler.auth import bearer_matches, redact_url
-from profiler.codecs import make_codec
+from profiler.codecs import Codec, make_codec
 from profiler.config import Config, ServerConfig
 from profiler.errors import ConfigError, ProfilerError
 from profiler.history import MemoryHistory, RunHistory
@@ -65,14 +65,19 @@ def load_token(server: ServerConfig) -> str | None:
     return None
 
 
+def readiness_codec(config: Config) -> Codec:
+    """The configured protocol's codec, built as the run builds it; /readyz needs only its ready_paths."""
+    return make_codec(config.target.protocol, model=config.target.model, version=config.target.version,
+                      input_name=config.target.input_name, datatype=config.target.datatype)
+
+
 class TargetProbe:
     """Whether the target answers its readiness endpoints, probed with a short timeout and cached briefly."""
 
     def __init__(self, config: Config, clock: Any = time.monotonic) -> None:
         short = config.target.model_copy(update={"timeout_s": READY_PROBE_TIMEOUT_S})
         probe_config = config.model_copy(update={"target": short})
-        codec = make_codec(config.target.protocol, model=config.target.model, version=config.target.version,
-                           input_name=config.target.input_name, datatype=config.target.datatype)
+        codec = readiness_codec(config)
         self._paths = codec.ready_paths
         self._transport = make_transport(probe_config, codec)
         self._url = redact_url(config.target.url)
