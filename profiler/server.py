@@ -30,7 +30,7 @@ from profiler.auth import bearer_matches, redact_url
 from profiler.codecs import Codec, make_codec
 from profiler.config import Config, ServerConfig
 from profiler.errors import ConfigError, ProfilerError
-from profiler.history import MemoryHistory, RunHistory
+from profiler.recent_runs import MemoryRuns, RunSource
 from profiler.metrics import RunCollector
 from profiler.report import render_text, write_json
 from profiler.run import RunState, build_report, execute, make_transport, new_state
@@ -123,9 +123,9 @@ class TargetProbe:
 class Sidecar:
     """Holds the current run and the history, and serves them; a run executes as a background task."""
 
-    def __init__(self, config: Config, *, history: RunHistory | None = None, token: str | None = None) -> None:
+    def __init__(self, config: Config, *, history: RunSource | None = None, token: str | None = None) -> None:
         self.config = config
-        self.history: RunHistory = history if history is not None else MemoryHistory(HISTORY_RUNS)
+        self.history: RunSource = history if history is not None else MemoryRuns(HISTORY_RUNS)
         self.token = token
         self.state: RunState | None = None
         self.error: str | None = None
@@ -355,7 +355,7 @@ def _configure_logging() -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-async def serve(config: Config, *, once: bool = False, history: RunHistory | None = None) -> int:
+async def serve(config: Config, *, once: bool = False, history: RunSource | None = None) -> int:
     """Serve until SIGTERM/SIGINT (or, with once=True, until the first run ends). Returns the exit code.
 
     server.start on-start runs the profile at once; on-trigger waits for POST /runs. On SIGTERM

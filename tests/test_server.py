@@ -16,7 +16,7 @@ from sidecar_helpers import write_profile
 
 from profiler.config import Config, load_config
 from profiler.examples.holdout import write_holdout
-from profiler.history import MemoryHistory
+from profiler.recent_runs import MemoryRuns
 from profiler.report import report_schema
 from profiler.run import REPORT_SCHEMA_VERSION
 from profiler.server import MAX_BODY_BYTES, READY_CACHE_S, Sidecar, TargetProbe, make_app
@@ -199,7 +199,7 @@ async def test_triggering_is_off_without_a_token(make_config: Callable[..., Conf
 )
 async def test_bad_requests_answer_json(make_config: Callable[..., Config], serve_app: Any, method: str, path: str,
                                         status: int) -> None:
-    client = await serve_app(Sidecar(make_config(), history=MemoryHistory()))
+    client = await serve_app(Sidecar(make_config(), history=MemoryRuns()))
     response = await client.request(method, path)
     assert response.status == status
     assert response.content_type == "application/json"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from profiler.history import MemoryHistory, run_summary
+from profiler.recent_runs import MemoryRuns, run_summary
 
 
 def _report(run_id: str, verdict: str = "pass") -> dict[str, Any]:
@@ -15,7 +15,7 @@ def _report(run_id: str, verdict: str = "pass") -> dict[str, Any]:
 
 
 def test_newest_first_and_bounded() -> None:
-    history = MemoryHistory(capacity=3)
+    history = MemoryRuns(capacity=3)
     for i in range(5):
         history.add(_report(f"r{i}"))
     assert [r["id"] for r in history.list_runs()] == ["r4", "r3", "r2"]
@@ -25,7 +25,7 @@ def test_newest_first_and_bounded() -> None:
 
 
 def test_same_id_twice_keeps_the_newer() -> None:
-    history = MemoryHistory()
+    history = MemoryRuns()
     history.add(_report("a", "fail"))
     history.add(_report("b"))
     history.add(_report("a", "pass"))
@@ -34,7 +34,7 @@ def test_same_id_twice_keeps_the_newer() -> None:
 
 @pytest.mark.parametrize("limit", [0, -1])
 def test_non_positive_limit_lists_nothing(limit: int) -> None:
-    history = MemoryHistory()
+    history = MemoryRuns()
     history.add(_report("a"))
     assert history.list_runs(limit) == []
 
@@ -42,7 +42,7 @@ def test_non_positive_limit_lists_nothing(limit: int) -> None:
 @pytest.mark.parametrize("capacity", [0, -5])
 def test_capacity_must_be_positive(capacity: int) -> None:
     with pytest.raises(ValueError, match="capacity"):
-        MemoryHistory(capacity)
+        MemoryRuns(capacity)
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
-"""The runs a sidecar has finished, for GET /runs and GET /runs/{id}.
+"""The runs a sidecar serves at GET /runs and GET /runs/{id}.
 
-`RunHistory` is what the server needs from a run store. `MemoryHistory` keeps the last few
-reports of this process; a SQLite store (profiler.store) that offers the same three methods
-replaces it without touching the server.
+`RunSource` is what the server needs from a run history. `MemoryRuns` keeps the last few reports
+of this process. The SQLite run store (profiler.store.Store: list_runs(limit) of summaries,
+get_run(id) -> {..., "report": ...}, runs saved by the run itself) plugs in behind the same three
+methods with a small adapter, without touching the server.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections import OrderedDict
 from typing import Any, Protocol
 
 
-class RunHistory(Protocol):
+class RunSource(Protocol):
     """Finished runs: add a report, list summaries newest first, fetch one report by run id."""
 
     def add(self, report: dict[str, Any]) -> None:
@@ -44,7 +45,7 @@ def run_summary(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class MemoryHistory:
+class MemoryRuns:
     """The newest `capacity` reports of this process, in memory (bounded, whatever the uptime)."""
 
     def __init__(self, capacity: int = 20) -> None:
