@@ -30,8 +30,8 @@ from profiler.auth import bearer_matches, redact_url
 from profiler.codecs import Codec, make_codec
 from profiler.config import Config, ServerConfig
 from profiler.errors import ConfigError, ProfilerError
-from profiler.recent_runs import MemoryRuns, RunSource
 from profiler.metrics import RunCollector
+from profiler.recent_runs import MemoryRuns, RunSource
 from profiler.report import render_text, write_json
 from profiler.run import RunState, build_report, execute, make_transport, new_state
 
