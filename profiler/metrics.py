@@ -178,11 +178,12 @@ def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
     if code is not None:
         yield _single("profiler_verdict", "The verdict: 1 pass, 0 inconclusive, -1 fail.", model, code)
     checks = GaugeMetricFamily("profiler_verdict_check", "Each gate: 1 pass, 0 inconclusive, -1 fail.",
-                               labels=["model", "metric"])
+                               labels=["model", "metric", "kind"])
     for check in verdict.get("checks") or []:
         check_code = VERDICT_CODES.get(str(check.get("status")))
         if check_code is not None:
-            checks.add_metric([model, str(check.get("metric"))], check_code)
+            # kind (absolute, or change against a baseline) keeps a gate's two checks apart as two series.
+            checks.add_metric([model, str(check.get("metric")), str(check.get("kind", "absolute"))], check_code)
     yield checks
 
 

@@ -136,6 +136,7 @@ def _report(**resources: Any) -> dict[str, Any]:
                    {"name": "stage-2", "objective": {"sustained": False}}],
         "resources": {"memory": {"growth_bytes": 4096.0}, **resources},
         "verdict": {"status": "fail", "checks": [{"metric": "f1_macro", "status": "fail"},
+                                                 {"metric": "f1_macro", "status": "pass", "kind": "change"},
                                                  {"metric": "error_rate", "status": "pass"},
                                                  {"metric": "odd", "status": "unknown"}]},
     }
@@ -154,9 +155,10 @@ def test_report_figures(tmp_path: Path) -> None:
     assert len(samples["profiler_stage_sustained"]) == 2
     assert _one(samples, "profiler_target_memory_growth_bytes") == 4096
     assert _one(samples, "profiler_verdict") == -1
-    assert _one(samples, "profiler_verdict_check", metric="f1_macro") == -1
+    assert _one(samples, "profiler_verdict_check", metric="f1_macro", kind="absolute") == -1
+    assert _one(samples, "profiler_verdict_check", metric="f1_macro", kind="change") == 1
     assert _one(samples, "profiler_verdict_check", metric="error_rate") == 1
-    assert len(samples["profiler_verdict_check"]) == 2
+    assert len(samples["profiler_verdict_check"]) == 3
     assert "profiler_memory_leak" not in samples
 
 
