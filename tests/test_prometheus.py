@@ -223,3 +223,18 @@ def test_promtool_accepts_the_live_metrics(stack: dict[str, Any]) -> None:
     assert b"profiler_verdict_check" in text and b"profiler_target_memory_rss_bytes" in text
     result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_dashboard_panels_fit_the_grid_without_overlap(path: Path) -> None:
+    dashboard = json.loads(path.read_text())
+    boxes = []
+    for panel in _panels(dashboard["panels"]):
+        grid = panel["gridPos"]
+        assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
+        assert panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"]), panel["title"]
+        boxes.append((panel["title"], grid["x"], grid["y"], grid["x"] + grid["w"], grid["y"] + grid["h"]))
+    for i, (name, x0, y0, x1, y1) in enumerate(boxes):
+        for other, a0, b0, a1, b1 in boxes[i + 1:]:
+            assert x1 <= a0 or a1 <= x0 or y1 <= b0 or b1 <= y0, f"{name} overlaps {other}"
