@@ -167,8 +167,11 @@ class Sidecar:
             log.error("run %s could not run: %s", state.run_id, exc)
         except asyncio.CancelledError:
             # Cancelled after the grace period of a shutdown: keep what was measured.
-            self._finish(build_report(state, "aborted", time.monotonic() - self._started_mono))
-            state.phase = "done"
+            try:
+                self._finish(build_report(state, "aborted", time.monotonic() - self._started_mono))
+                state.phase = "done"
+            except Exception:
+                log.exception("run %s: the aborted run's report could not be built", state.run_id)
             raise
         except Exception as exc:
             self.error = f"internal error: {type(exc).__name__}: {exc}"

@@ -265,3 +265,21 @@ async def test_readiness_is_cached_and_refreshed_in_the_background(make_config: 
     finally:
         await probe.close()
         await target.close()
+
+
+async def test_shutdown_past_the_grace_period_still_writes_an_aborted_report(
+        make_config: Callable[..., Config], unused_tcp_port: int) -> None:
+    # The target never answers, so the run is still waiting for it when the grace period ends.
+    config = make_config(url=f"http://127.0.0.1:{unused_tcp_port}")
+    sidecar = Sidecar(config)
+    state = sidecar.start_run()
+    while state.phase != "waiting for target":
+        await asyncio.sleep(0.02)
+    await sidecar.shutdown(grace_s=0.2)
+    await sidecar.probe.close()
+    assert sidecar.finished.is_set() and not sidecar.running
+    report = json.loads(config.report.path.read_text())
+    assert report["run"]["id"] == state.run_id and report["run"]["status"] == "aborted"
+    assert report["stages"] == [] and report["verdict"]["status"] != "pass"
+    assert sidecar.history.get_run(state.run_id) == report
+    _validator().validate(report)
