@@ -330,3 +330,35 @@ def test_the_entrypoint_starts_from_an_installed_wheel(tmp_path: Path) -> None:
     down = subprocess.run([str(python), *health[1:]], env={**env, "PROFILER_HEALTH_PORT": port}, timeout=30,
                           capture_output=True)
     assert down.returncode != 0  # the HEALTHCHECK fails once the server is gone
+
+
+PROMETHEUS_RULE_SCHEMA: dict[str, Any] = {
+    # The fields of the monitoring.coreos.com/v1 PrometheusRule CRD that this project uses.
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {"type": "object", "required": ["name"]},
+        "spec": {
+            "type": "object", "required": ["groups"], "additionalProperties": False,
+            "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+                "type": "object", "required": ["name", "rules"],
+                "properties": {"name": {"type": "string"}, "interval": {"type": "string"},
+                               "rules": {"type": "array", "minItems": 1, "items": {
+                                   "type": "object", "required": ["expr"], "additionalProperties": False,
+                                   "properties": {"alert": {"type": "string"}, "record": {"type": "string"},
+                                                  "expr": {"type": "string"}, "for": {"type": "string"},
+                                                  "labels": {"type": "object"},
+                                                  "annotations": {"type": "object"}}}}}}}},
+        },
+    },
+}
+
+
+def test_the_prometheus_rule_ships_the_same_alerts() -> None:
+    _, resources, _ = _kustomized(K8S / "base" / "kustomization.yaml")
+    rule = next(r for r in resources if r["kind"] == "PrometheusRule")
+    jsonschema.validate(rule, PROMETHEUS_RULE_SCHEMA)
+    alerts = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yaml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]
