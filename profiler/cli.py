@@ -1,4 +1,4 @@
-"""Command line: run, serve, demo and the example model. Wiring and I/O only.
+"""Command line: run, serve, demo, history, compare and the example model. Wiring and I/O only.
 
 Exit codes: 0 pass, 1 fail (a gate failed), 2 inconclusive, 3 could not run (bad config or
 hold-out file, target never ready, ...). User errors are one line on stderr, never a traceback.
@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, type=Path, help="the profile (YAML)")
     run.add_argument("--report", type=Path, help="where to write the JSON report (overrides report.path)")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+    run.add_argument("--baseline", metavar="RUN_ID", help="compare with this run (overrides baseline.run)")
+    run.add_argument("--history", type=Path, metavar="PATH", help="the run history file (overrides history.path)")
 
     serve = sub.add_parser("serve", help="sidecar mode: run the profile and serve /report, /metrics, /healthz")
     serve.add_argument("--config", "-c", required=True, type=Path)
@@ -57,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9090, help="the sidecar's port with --serve")
     demo.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                       help="extra flag for the example server, e.g. --server-arg=--delay-ms=20")
+
+    history = sub.add_parser("history", help="list the recorded runs, newest first")
+    history.add_argument("--db", type=Path, help="the history file (default: the one --config names, else "
+                         "./profiler-history.sqlite)")
+    history.add_argument("--config", "-c", type=Path, help="take the history file from this profile")
+    history.add_argument("--model", help="only runs of this model")
+    history.add_argument("--limit", type=int, default=50)
+    compare = sub.add_parser("compare", help="every metric of two runs side by side, with deltas and significance")
+    compare.add_argument("a", metavar="A", help="the baseline run id")
+    compare.add_argument("b", metavar="B", help="the candidate run id")
+    compare.add_argument("--db", type=Path)
+    compare.add_argument("--config", "-c", type=Path)
 
     sub.add_parser("example-server", help="the bundled example model server (see --help)", add_help=False)
     holdout = sub.add_parser("example-holdout", help="write the example model's labelled hold-out JSONL")
@@ -91,7 +105,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         config = load_config(args.config)
         if args.report:
             config = config.model_copy(update={"report": config.report.model_copy(update={"path": args.report})})
+        if args.baseline:
+            config = config.model_copy(update={"baseline": config.baseline.model_copy(update={"run": args.baseline})})
+        if args.history:
+            config = config.model_copy(update={"history": config.history.model_copy(update={"path": args.history})})
         return run_once(config, quiet=args.quiet)
+    if args.command in ("history", "compare"):
+        return _history_command(args)
     if args.command == "serve":
         config = load_config(args.config)
         overrides = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
@@ -112,6 +132,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {count} labelled samples to {args.out}")
         return EXIT_PASS
     raise AssertionError(args.command)
+
+
+def _history_command(args: argparse.Namespace) -> int:
+    from profiler.config import HISTORY_FILE, load_config
+    from profiler.history import compare_runs, history_table
+    from profiler.store import Store
+
+    path = args.db
+    if path is None and args.config is not None:
+        path = load_config(args.config).history.path
+    with Store(path or Path(HISTORY_FILE), create=False) as store:
+        if args.command == "history":
+            print(history_table(store.list_runs(limit=args.limit, model=args.model)), end="")
+        else:
+            print(compare_runs(store, args.a, args.b), end="")
+    return EXIT_PASS
 
 
 def run_once(config: Any, quiet: bool = False) -> int:

@@ -15,6 +15,9 @@ from profiler.errors import ConfigError
 Protocol = Literal["v2-rest"]
 """Wire protocols the codecs speak (more arrive with the codecs issue)."""
 
+HISTORY_FILE = "profiler-history.sqlite"
+"""The run history's file name when history.path is not given: it sits next to the report."""
+
 MAX_RATE_RPS = 1_000_000.0
 """Above this a rate is taken for a typo, not a plan."""
 
@@ -89,28 +92,130 @@ class ObjectiveConfig(_Strict):
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
 
 
+Bound = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A gate's number: an int or a float, never a string, a bool, NaN or infinity."""
+
+
+class ChangeConfig(_Strict):
+    """A bound on the change against the predecessor run, in the direction that counts as better."""
+
+    max_worse: Annotated[Bound, Field(ge=0)] | None = None
+    min_better: Annotated[Bound, Field(ge=0)] | None = None
+    relative: bool = False
+    significant: bool = False
+    alpha: Annotated[Bound, Field(gt=0, lt=0.5)] = 0.05
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> ChangeConfig:
+        if (self.max_worse is None) == (self.min_better is None):
+            raise ValueError("a change bound needs exactly one of 'max_worse' (a tolerated regression) or "
+                             "'min_better' (a required improvement)")
+        return self
+
+
 class GateConfig(_Strict):
     """A bound on one metric of the report; see profiler.verdict for the metric names."""
 
     metric: str
-    min: float | None = None
-    max: float | None = None
+    min: Bound | None = None
+    max: Bound | None = None
+    change: ChangeConfig | None = None
+    greater_is_better: bool | None = None
     required: bool = True
 
     @model_validator(mode="after")
     def _has_bound(self) -> GateConfig:
-        if self.min is None and self.max is None:
-            raise ValueError("a gate needs 'min' or 'max'")
+        if self.min is None and self.max is None and self.change is None:
+            raise ValueError("a gate needs 'min', 'max' or 'change'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' {self.min:g} is above 'max' {self.max:g}")
+        if self.change is not None and self.change.significant:
+            from profiler.significance import has_test
+
+            if not has_test(self.metric):
+                raise ValueError(f"change.significant: no significance test exists for {self.metric!r} (tests "
+                                 "exist for accuracy, precision/recall/F1 and latency percentiles)")
         return self
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        from profiler.verdict import METRICS
+        from profiler.verdict import normalise_metric
 
-        if value not in METRICS:
-            raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
-        return value
+        return normalise_metric(value)
+
+    def to_gate(self) -> Any:
+        """The pure profiler.verdict.Gate for this entry."""
+        from profiler.verdict import ChangeBound, Gate
+
+        change = None
+        if self.change is not None:
+            change = ChangeBound(self.change.max_worse, self.change.min_better, self.change.relative,
+                                 self.change.significant, self.change.alpha)
+        return Gate(self.metric, self.min, self.max, self.required, change, self.greater_is_better)
+
+
+class RequirementsConfig(_Strict):
+    """The demand the model must serve: requests a day (or a peak rate), each within a latency."""
+
+    requests_per_day: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    peak_rps: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    peak_factor: Annotated[float, Field(ge=1, le=1000)] = 1.0
+    latency_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    percentile: Annotated[float, Field(gt=0, lt=100)] | None = None
+    utilisation: Annotated[float, Field(gt=0, le=1)] = 1.0
+    min_replicas: Annotated[int, Field(ge=1, le=100_000)] = 1
+    replica_memory_bytes: Annotated[int, Field(gt=0)] | None = None
+
+    @model_validator(mode="after")
+    def _has_demand(self) -> RequirementsConfig:
+        if self.requests_per_day is None and self.peak_rps is None:
+            raise ValueError("requirements need 'requests_per_day' or 'peak_rps'")
+        return self
+
+    @field_validator("replica_memory_bytes", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        return parse_bytes(value)
+
+
+class NodeConfig(_Strict):
+    """One node of the cluster the model runs on: what a pod may use, and what it costs."""
+
+    allocatable_memory_bytes: Annotated[int, Field(gt=0)] | None = None
+    """Default: resources.node_memory_bytes."""
+    allocatable_cpu_cores: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    price_per_hour: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    currency: str = "USD"
+
+    @field_validator("allocatable_memory_bytes", mode="before")
+    @classmethod
+    def _quantity(cls, value: Any) -> Any:
+        return parse_bytes(value)
+
+
+class HistoryConfig(_Strict):
+    """The SQLite run history (default: profiler-history.sqlite next to the report)."""
+
+    enabled: bool = True
+    path: Path | None = None
+    lock_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
+    """How long saving a run waits for another writer before it gives up (the report says so)."""
+
+
+class BaselineConfig(_Strict):
+    """Which run change gates compare with: a named run, or the last passing run of this model and hold-out."""
+
+    run: str | None = None
+    required: bool = False
+    """When true, the absence of any predecessor makes change checks block the verdict (inconclusive)."""
+
+
+class TrackingConfig(_Strict):
+    """Log each run's parameters, metrics and report to MLflow (needs the 'mlflow' extra)."""
+
+    mlflow_uri: str
+    experiment: str = "profiler"
 
 
 def parse_bytes(value: Any) -> Any:
@@ -206,6 +311,11 @@ class Config(_Strict):
     resources: ResourcesConfig = ResourcesConfig()
     report: ReportConfig = ReportConfig()
     server: ServerConfig = ServerConfig()
+    requirements: RequirementsConfig | None = None
+    node: NodeConfig | None = None
+    history: HistoryConfig = HistoryConfig()
+    baseline: BaselineConfig = BaselineConfig()
+    tracking: TrackingConfig | None = None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -254,7 +364,9 @@ def _anchor_paths(config: Config, base: Path) -> Config:
 
     dataset = config.dataset.model_copy(update={"path": anchor(config.dataset.path)})
     report = config.report.model_copy(update={"path": anchor(config.report.path)})
-    update: dict[str, Any] = {"dataset": dataset, "report": report}
+    history_path = anchor(config.history.path or report.path.parent / HISTORY_FILE)
+    update: dict[str, Any] = {"dataset": dataset, "report": report,
+                              "history": config.history.model_copy(update={"path": history_path})}
     if config.resources.artifact_path is not None:
         update["resources"] = config.resources.model_copy(
             update={"artifact_path": anchor(config.resources.artifact_path)})

@@ -36,10 +36,17 @@ objective:
   percentile: 99
   latency_ms: 100
 gates:
-  - {{metric: f1_macro, min: 0.9}}
-  - {{metric: latency_p99_ms, max: 100}}
+  - {{metric: f1_macro, min: 0.9, change: {{max_worse: 0.01, significant: true}}}}
+  - {{metric: accuracy, change: {{max_worse: 0.01, significant: true}}}}
+  - {{metric: latency_p99_ms, max: 100, change: {{max_worse: 25}}}}
   - {{metric: error_rate, max: 0.01}}
   - {{metric: memory_leak, max: 0}}
+requirements:
+  requests_per_day: 100000
+  peak_factor: 3
+  latency_ms: 5000
+node:
+  price_per_hour: 0.40
 resources:
   pid: {pid}
   interval_s: 0.25

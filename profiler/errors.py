@@ -30,3 +30,7 @@ class TransportError(Exception):
 
 class DecodeError(Exception):
     """A response body was not of the shape the codec expects."""
+
+
+class StoreError(ProfilerError):
+    """The run history cannot be read or written: locked, corrupt, newer schema, or no such run (names the file)."""

@@ -1,14 +1,14 @@
 """The runs a sidecar serves at GET /runs and GET /runs/{id}.
 
-`RunSource` is what the server needs from a run history. `MemoryRuns` keeps the last few reports
-of this process. The SQLite run store (profiler.store.Store: list_runs(limit) of summaries,
-get_run(id) -> {..., "report": ...}, runs saved by the run itself) plugs in behind the same three
-methods with a small adapter, without touching the server.
+`RunSource` is what the server needs from a run history. `StoreRuns` reads the SQLite run history
+(profiler.store) that every run writes when history is enabled (the default); `MemoryRuns` keeps
+the last few reports of this process when it is not.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Protocol
 
 
@@ -71,3 +71,40 @@ class MemoryRuns:
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The report, or None."""
         return self._reports.get(run_id)
+
+
+class StoreRuns:
+    """The SQLite run history (profiler.store) as a RunSource. A run saves itself there when it ends
+    (profiler.history.record), so `add` has nothing to do; reads open the file for each call."""
+
+    def __init__(self, path: Path, timeout_s: float = 5.0) -> None:
+        self._path = path
+        self._timeout_s = timeout_s
+
+    def add(self, report: dict[str, Any]) -> None:
+        """Nothing: the run recorded itself."""
+
+    def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Summaries, newest first; none before the first run created the file. StoreError when unreadable."""
+        if limit <= 0 or not self._path.exists():
+            return []
+        from profiler.store import Store
+
+        with Store(self._path, create=False, timeout_s=self._timeout_s) as store:
+            rows = store.list_runs(limit)
+        return [{"id": row["id"], "status": row["run_status"], "started_at": row["started_at"],
+                 "finished_at": row["finished_at"], "duration_s": None, "model": row["model"],
+                 "verdict": row["verdict"], "reason": None} for row in rows]
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The report of one run, or None."""
+        if not self._path.exists():
+            return None
+        from profiler.store import Store
+
+        with Store(self._path, create=False, timeout_s=self._timeout_s) as store:
+            found = store.get_run(run_id)
+        if found is None:
+            return None
+        report: dict[str, Any] = found["report"]
+        return report

@@ -77,8 +77,11 @@ def render_text(report: dict[str, Any]) -> str:
     lines += ["", f"verdict  {verdict['status'].upper()}: {verdict['reason']}"]
     checks = verdict["checks"]
     if checks:
-        rows = [[c["metric"], c["status"].upper(), _num(c["value"], "{:.6g}"), c["bound"]] for c in checks]
-        lines += _table(["check", "status", "value", "bound"], rows)
+        rows = [[c["metric"], c["status"].upper() + ("" if c.get("required", True) else " (optional)"),
+                 _num(c["value"], "{:.6g}"), c["bound"],
+                 _num(c.get("predecessor"), "{:.6g}")] for c in checks]
+        lines += _table(["check", "status", "value", "bound", "predecessor"], rows)
+    lines += render_history(report)
     return "\n".join(lines) + "\n"
 
 
@@ -109,6 +112,47 @@ def render_resources(res: dict[str, Any]) -> list[str]:
         lines.append(f"         memory checks are inconclusive: {res['incomplete']}")
     for problem in res["problems"]:
         lines.append(f"         not measured: {problem}")
+    return lines
+
+
+def render_history(report: dict[str, Any]) -> list[str]:
+    """The capacity plan, the comparison with the predecessor, and where the run was recorded."""
+    from profiler.comparison import Row, render
+    from profiler.verdict import Significance
+
+    lines: list[str] = []
+    plan = report.get("requirements")
+    if plan:
+        cur = plan.get("currency") or ""
+        meets = {True: "meets it", False: "falls short", None: "-"}[plan["one_replica_meets"]]
+        figures = [("required", _num(plan["required_rps"], "{:.3g} rps")),
+                   ("one replica", f"{_num(plan['replica_rps'], '{:.3g} rps')} ({meets})"),
+                   ("replicas", _num(plan["replicas_needed"], "{:g}")),
+                   ("per node", _num(plan["replicas_per_node"], "{:g}")),
+                   ("node capacity", _num(plan["capacity_per_node_rps"], "{:.3g} rps")),
+                   ("nodes", _num(plan["nodes_needed"], "{:g}")),
+                   ("cost per 1M", _num(plan["cost_per_million"], "{:.4g} " + cur))]
+        lines += ["", "capacity " + "  ".join(f"{k} {v}" for k, v in figures)]
+        lines += [f"         {note}" for note in plan.get("notes", [])]
+    predecessor = report.get("predecessor")
+    if predecessor:
+        lines += ["", f"compared with {predecessor['id']}: {predecessor['summary']}"]
+        rows = []
+        for r in predecessor["comparison"]:
+            sig = r["significance"]
+            if isinstance(sig, dict):
+                sig = Significance(**sig)
+            rows.append(Row(r["metric"], r["predecessor"], r["candidate"], r["delta"], r["delta_pct"], r["better"],
+                            sig))
+        lines += render(rows, "predecessor", "this run")
+    history = report.get("history")
+    if history:
+        saved = "saved" if history.get("saved") else f"NOT SAVED: {history.get('error')}"
+        lines += ["", f"history  {history['path']} ({saved})"]
+    tracking = report.get("tracking")
+    if tracking:
+        where = tracking.get("mlflow_run_id") or f"NOT LOGGED: {tracking.get('error')}"
+        lines.append(f"mlflow   {tracking.get('uri')} run {where}")
     return lines
 
 

@@ -22,6 +22,7 @@ from profiler.config import Config
 from profiler.dataset import Dataset, load_dataset
 from profiler.engine import Engine, build_bodies
 from profiler.errors import DecodeError, TargetError, TransportError
+from profiler.history import Baseline, assess, find_baseline, record, requirements_section
 from profiler.latency import StageRecorder
 from profiler.resources.sampler import ResourceSampler
 from profiler.resources.section import make_sampler, resources_report
@@ -29,7 +30,7 @@ from profiler.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, B
 from profiler.schedule import Stage, arrival_offsets_ns, plan_stages
 from profiler.transports import Transport
 from profiler.transports.http import HttpTransport
-from profiler.verdict import flatten_metrics, judge
+from profiler.verdict import flatten_metrics
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -50,6 +51,7 @@ class RunState:
     series: BoundedSeries = field(default_factory=BoundedSeries)
     sampler: ResourceSampler | None = None
     accuracy_errors: int = 0
+    baseline: Baseline | None = None
     report: dict[str, Any] | None = None
     requests_done: int = 0
 
@@ -112,6 +114,7 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
         id_field=config.dataset.id, fmt=config.dataset.resolved_format,
     )
     state.dataset = dataset
+    state.baseline = await asyncio.to_thread(find_baseline, config, dataset.sha256, state.run_id)
     codec = make_codec(config.target.protocol, model=config.target.model, version=config.target.version,
                        input_name=config.target.input_name, datatype=config.target.datatype)
     bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
@@ -158,6 +161,7 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
         sampling.cancel()
         await transport.close()
     report = build_report(state, status, time.monotonic() - t0)
+    await asyncio.to_thread(record, state, report)
     state.report = report
     state.phase = "done"
     return report
@@ -253,9 +257,9 @@ def build_report(state: RunState, status: str, duration_s: float) -> dict[str, A
         "accuracy": accuracy,
         "resources": resources,
     }
+    report["requirements"] = requirements_section(config, report)
     report["metrics"] = flatten_metrics(report)
-    gates = [(g.metric, g.min, g.max, g.required) for g in config.gates]
-    verdict = judge(report, gates)
+    verdict, report["predecessor"] = assess(state, report, state.baseline)
     if status != "completed" and verdict.status == "pass":
         report["verdict"] = {"status": "inconclusive", "reason": f"the run was {status} before it finished",
                              "checks": verdict.as_dict()["checks"]}

@@ -30,8 +30,9 @@ from profiler.auth import bearer_matches, redact_url
 from profiler.codecs import Codec, make_codec
 from profiler.config import Config, ServerConfig
 from profiler.errors import ConfigError, ProfilerError
+from profiler.history import record
 from profiler.metrics import RunCollector
-from profiler.recent_runs import MemoryRuns, RunSource
+from profiler.recent_runs import MemoryRuns, RunSource, StoreRuns
 from profiler.report import render_text, write_json
 from profiler.run import RunState, build_report, execute, make_transport, new_state
 
@@ -120,12 +121,19 @@ class TargetProbe:
         await self._transport.close()
 
 
+def default_runs(config: Config) -> RunSource:
+    """The run history the config keeps (SQLite, where runs record themselves), else this process' runs."""
+    if config.history.enabled and config.history.path is not None:
+        return StoreRuns(config.history.path, config.history.lock_timeout_s)
+    return MemoryRuns(HISTORY_RUNS)
+
+
 class Sidecar:
     """Holds the current run and the history, and serves them; a run executes as a background task."""
 
     def __init__(self, config: Config, *, history: RunSource | None = None, token: str | None = None) -> None:
         self.config = config
-        self.history: RunSource = history if history is not None else MemoryRuns(HISTORY_RUNS)
+        self.history: RunSource = history if history is not None else default_runs(config)
         self.token = token
         self.state: RunState | None = None
         self.error: str | None = None
@@ -168,7 +176,9 @@ class Sidecar:
         except asyncio.CancelledError:
             # Cancelled after the grace period of a shutdown: keep what was measured.
             try:
-                self._finish(build_report(state, "aborted", time.monotonic() - self._started_mono))
+                report = build_report(state, "aborted", time.monotonic() - self._started_mono)
+                record(state, report)  # the run did not get to save itself in the history
+                self._finish(report)
                 state.phase = "done"
             except Exception:
                 log.exception("run %s: the aborted run's report could not be built", state.run_id)
@@ -206,14 +216,18 @@ class Sidecar:
 
     # --- documents -----------------------------------------------------------------------------
 
-    def _progress(self, state: RunState) -> dict[str, Any]:
-        latest = self.history.list_runs(1)
+    async def _progress(self, state: RunState) -> dict[str, Any]:
+        latest = await self._runs(1)
         return {
             "status": "error" if self.error else "running",
             "error": self.error,
             "progress": state.progress(),
             "latest_run_id": latest[0]["id"] if latest else None,
         }
+
+    async def _runs(self, limit: int) -> list[dict[str, Any]]:
+        # The history may be a SQLite file another process holds locked: read it off the event loop.
+        return await asyncio.to_thread(self.history.list_runs, limit)
 
     def _report_bytes(self, report: dict[str, Any]) -> bytes:
         """The report serialised once per run: it does not change after the run ends."""
@@ -238,7 +252,7 @@ class Sidecar:
             return web.json_response(body)
         report = state.report
         if report is None:
-            body = self._progress(state)
+            body = await self._progress(state)
             if fmt == "text":
                 text = f"run {state.run_id}: {body['status']} ({state.phase})\n"
                 if self.error:
@@ -265,7 +279,7 @@ class Sidecar:
             runs.append({"id": state.run_id, "status": "error" if self.error else "running",
                          "started_at": state.started_at, "finished_at": None, "duration_s": None,
                          "model": self.config.target.model, "verdict": None, "reason": self.error})
-        runs += self.history.list_runs(limit)
+        runs += await self._runs(limit)
         return web.json_response({"runs": runs[:limit]})
 
     async def get_run(self, request: web.Request) -> web.Response:
@@ -273,8 +287,8 @@ class Sidecar:
         run_id = request.match_info["run_id"]
         state = self.state
         if state is not None and state.run_id == run_id and state.report is None:
-            return web.json_response(self._progress(state))
-        report = self.history.get_run(run_id)
+            return web.json_response(await self._progress(state))
+        report = await asyncio.to_thread(self.history.get_run, run_id)
         if report is None:
             return web.json_response({"error": f"no run with id {run_id!r}", "path": request.path}, status=404)
         if state is not None and state.report is report:
@@ -333,6 +347,10 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
             return web.json_response({"error": exc.reason, "path": request.path}, status=exc.status,
                                      headers={k: v for k, v in exc.headers.items() if k == "Allow"})
         raise
+    except ProfilerError as exc:
+        # The run history could not be read (locked, corrupt): say so, the rest of the sidecar works.
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return web.json_response({"error": str(exc), "path": request.path}, status=503)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return web.json_response({"error": "internal error", "path": request.path}, status=500)

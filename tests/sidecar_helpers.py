@@ -23,14 +23,14 @@ gates:
   - {{metric: f1_macro, min: {f1_min}}}
   - {{metric: error_rate, max: 0.05}}
   - {{metric: memory_growth_bytes, max: {growth_max}}}
-resources: {{pid: {pid}, interval_s: 0.25, settle_s: {settle_s}}}
+resources: {{pid: {pid}, interval_s: 0.2, settle_s: {settle_s}}}
 report: {{path: {report}}}
 server: {{port: 0{server}}}
 """
 
 
 def write_profile(directory: Path, url: str, pid: int, holdout: Path, *, stages: str = "{rate_rps: 40, duration_s: 1}",
-                  f1_min: float = 0.9, growth_max: float = 1e12, settle_s: float = 0.2, server: str = "",
+                  f1_min: float = 0.9, growth_max: float = 1e12, settle_s: float = 0.6, server: str = "",
                   objective_ms: float = 200) -> Path:
     """A profile of the example model: short, gated on F1, error rate and memory growth."""
     path = directory / "profile.yaml"

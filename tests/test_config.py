@@ -47,7 +47,7 @@ def test_good_config_anchors_relative_paths(tmp_path: Path) -> None:
         ("  label: label\n", "  label: label\n  colour: red\n", "p.yaml:8: dataset.colour: unknown field"),
         ("metric: f1_macro", "metric: f2", "p.yaml:12: gates.0.metric: unknown metric 'f2'"),
         ("min: 0.9", "min: lots", "gates.0.min: Input should be a valid number"),
-        ("{metric: f1_macro, min: 0.9}", "{metric: f1_macro}", "gates.0: a gate needs 'min' or 'max'"),
+        ("{metric: f1_macro, min: 0.9}", "{metric: f1_macro}", "gates.0: a gate needs 'min', 'max' or 'change'"),
         ("target:", "target: [", "p.yaml:3: invalid YAML"),
     ],
 )

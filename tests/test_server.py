@@ -120,7 +120,10 @@ async def test_a_run_from_progress_to_report(make_config: Callable[..., Config],
     assert "verdict  PASS" in text and "stage-2" in text
     runs = (await (await client.get("/runs")).json())["runs"]
     assert [(r["id"], r["status"], r["verdict"]) for r in runs] == [(state.run_id, "completed", "pass")]
-    assert await (await client.get(f"/runs/{state.run_id}")).json() == report
+    stored = await (await client.get(f"/runs/{state.run_id}")).json()
+    # From the SQLite history, which keeps the report as it was just before the save was noted in it.
+    assert stored["history"]["saved"] is False and report["history"]["saved"] is True
+    assert {k: v for k, v in stored.items() if k != "history"} == {k: v for k, v in report.items() if k != "history"}
     metrics = await (await client.get("/metrics")).text()
     assert 'profiler_verdict{model="digits"} 1.0' in metrics
     assert 'profiler_requests_total{model="digits",outcome="ok",stage="stage-2"} 60.0' in metrics
@@ -281,5 +284,19 @@ async def test_shutdown_past_the_grace_period_still_writes_an_aborted_report(
     report = json.loads(config.report.path.read_text())
     assert report["run"]["id"] == state.run_id and report["run"]["status"] == "aborted"
     assert report["stages"] == [] and report["verdict"]["status"] != "pass"
-    assert sidecar.history.get_run(state.run_id) == report
+    assert report["history"]["saved"] is True  # the cancelled run was saved by the sidecar
+    stored = sidecar.history.get_run(state.run_id)
+    assert stored is not None and stored["run"] == report["run"] and stored["stages"] == []
     _validator().validate(report)
+
+
+async def test_an_unreadable_history_is_a_503_not_a_crash(make_config: Callable[..., Config], serve_app: Any) -> None:
+    config = make_config()
+    assert config.history.path is not None
+    config.history.path.write_bytes(b"this is not a SQLite database" * 100)
+    client = await serve_app(Sidecar(config))
+    response = await client.get("/runs")
+    body = await response.json()
+    assert response.status == 503 and "not a readable SQLite database" in body["error"]
+    assert (await client.get("/runs/some-id")).status == 503
+    assert (await client.get("/healthz")).status == 200

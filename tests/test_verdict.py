@@ -1,46 +1,240 @@
+"""Gate semantics: absolute bounds, change bounds against the predecessor, significance, the verdict."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from profiler.verdict import FAIL, INCONCLUSIVE, PASS, decide, evaluate_gate
-
-
-@pytest.mark.parametrize(
-    ("value", "lo", "hi", "status"),
-    [
-        (0.95, 0.9, None, PASS),
-        (0.9, 0.9, None, PASS),
-        (0.85, 0.9, None, FAIL),
-        (120.0, None, 100.0, FAIL),
-        (100.0, None, 100.0, PASS),
-        (5.0, 1.0, 10.0, PASS),
-        (11.0, 1.0, 10.0, FAIL),
-        (None, 0.9, None, INCONCLUSIVE),
-        (math.nan, None, 100.0, INCONCLUSIVE),
-        (math.nan, 0.0, None, INCONCLUSIVE),
-    ],
+from profiler.verdict import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    ChangeBound,
+    Check,
+    Gate,
+    Predecessor,
+    Significance,
+    decide,
+    evaluate_change,
+    evaluate_gate,
+    flatten_metrics,
+    greater_is_better,
+    judge,
+    normalise_metric,
 )
-def test_gate(value: float | None, lo: float | None, hi: float | None, status: str) -> None:
-    check = evaluate_gate("m", value, lo, hi)
+
+NAN = math.nan
+
+
+@pytest.mark.parametrize(("value", "lower", "upper", "status"), [
+    (0.95, 0.9, None, PASS),
+    (0.9, 0.9, None, PASS),            # a bound is inclusive
+    (0.89, 0.9, None, FAIL),
+    (50.0, None, 100.0, PASS),
+    (100.0, None, 100.0, PASS),
+    (100.1, None, 100.0, FAIL),
+    (0.5, 0.0, 1.0, PASS),
+    (-0.1, 0.0, 1.0, FAIL),
+    (1.1, 0.0, 1.0, FAIL),
+    (0.0, 0.0, None, PASS),            # zero is a value, not a missing one
+    (None, 0.9, None, INCONCLUSIVE),   # missing never passes
+    (NAN, 0.9, None, INCONCLUSIVE),    # NaN never passes
+    (NAN, None, 100.0, INCONCLUSIVE),
+    (math.inf, None, 100.0, FAIL),
+    (-math.inf, 0.0, None, FAIL),
+])
+def test_absolute_gate(value, lower, upper, status):
+    check = evaluate_gate("m", value, lower, upper)
     assert check.status == status
-    assert check.reason
+    assert check.kind == "absolute"
+    if status == INCONCLUSIVE:
+        assert check.value is None and "not measured" in check.reason
 
 
-@pytest.mark.parametrize(
-    ("statuses", "required", "expected"),
-    [
-        ([PASS, PASS], [True, True], PASS),
-        ([PASS, FAIL], [True, True], FAIL),
-        ([INCONCLUSIVE, FAIL], [True, True], FAIL),
-        ([PASS, INCONCLUSIVE], [True, True], INCONCLUSIVE),
-        ([PASS, FAIL], [True, False], PASS),
-        ([], [], INCONCLUSIVE),
-    ],
-)
-def test_decide(statuses: list[str], required: list[bool], expected: str) -> None:
-    values = {PASS: (1.0, 0.0, None), FAIL: (-1.0, 0.0, None), INCONCLUSIVE: (None, 0.0, None)}
-    checks = [evaluate_gate(f"m{i}", *values[s], required=r) for i, (s, r) in enumerate(zip(statuses, required,
-                                                                                            strict=True))]
+PRED = Predecessor("run-1", {"f1_macro": 0.90, "latency_p99_ms": 100.0, "zero": 0.0, "nan": NAN, "none": None})
+
+
+def sig(significant: bool, difference: float = 0.0) -> Significance:
+    return Significance("paired bootstrap", difference, significant, ci_low=-0.1, ci_high=0.1, samples=100)
+
+
+# (metric, value, change bound, higher is better, significance, expected status, reason fragment)
+CHANGE_CASES = [
+    # tolerated regression, absolute
+    ("f1_macro", 0.895, ChangeBound(max_worse=0.01), True, None, PASS, "worse by 0.005"),
+    ("f1_macro", 0.89, ChangeBound(max_worse=0.01), True, None, PASS, "within the tolerated"),
+    ("f1_macro", 0.88, ChangeBound(max_worse=0.01), True, None, FAIL, "more than the tolerated 0.01"),
+    ("f1_macro", 0.95, ChangeBound(max_worse=0.0), True, None, PASS, "better by 0.05"),
+    ("f1_macro", 0.8999, ChangeBound(max_worse=0.0), True, None, FAIL, "worse by 0.0001"),
+    # lower is better: latency up is worse
+    ("latency_p99_ms", 120.0, ChangeBound(max_worse=10.0), False, None, FAIL, "worse by 20"),
+    ("latency_p99_ms", 80.0, ChangeBound(max_worse=10.0), False, None, PASS, "better by 20"),
+    ("latency_p99_ms", 105.0, ChangeBound(max_worse=10.0), False, None, PASS, "worse by 5"),
+    # relative: fractions of the predecessor's value
+    ("latency_p99_ms", 109.0, ChangeBound(max_worse=0.1, relative=True), False, None, PASS, "worse by 0.09"),
+    ("latency_p99_ms", 111.0, ChangeBound(max_worse=0.1, relative=True), False, None, FAIL, "worse by 0.11"),
+    ("f1_macro", 0.945, ChangeBound(min_better=0.05, relative=True), True, None, PASS, "better by 0.05"),
+    ("f1_macro", 0.94, ChangeBound(min_better=0.05, relative=True), True, None, FAIL, "less than the required"),
+    # required improvement (MLflow min_absolute_change)
+    ("f1_macro", 0.92, ChangeBound(min_better=0.01), True, None, PASS, "at least the required improvement"),
+    ("f1_macro", 0.905, ChangeBound(min_better=0.01), True, None, FAIL, "less than the required improvement"),
+    ("f1_macro", 0.90, ChangeBound(min_better=0.0), True, None, PASS, "better by 0"),
+    # an explicit direction overrides the metric's own
+    ("f1_macro", 0.95, ChangeBound(max_worse=0.01), False, None, FAIL, "worse by 0.05"),
+    # significance required
+    ("f1_macro", 0.80, ChangeBound(max_worse=0.01, significant=True), True, sig(True, -0.1), FAIL, "significant"),
+    ("f1_macro", 0.80, ChangeBound(max_worse=0.01, significant=True), True, sig(False, -0.1), PASS,
+     "not counted; inside the noise"),
+    ("f1_macro", 0.95, ChangeBound(min_better=0.01, significant=True), True, sig(True, 0.05), PASS, "significant"),
+    ("f1_macro", 0.95, ChangeBound(min_better=0.01, significant=True), True, sig(False, 0.05), FAIL,
+     "a significant improvement is required"),
+    ("f1_macro", 0.80, ChangeBound(max_worse=0.01, significant=True), True, "no predictions stored", INCONCLUSIVE,
+     "could not be tested: no predictions stored"),
+    ("f1_macro", 0.80, ChangeBound(max_worse=0.01, significant=True), True, None, INCONCLUSIVE,
+     "no significance test exists"),
+    # without a required significance, the test is still reported
+    ("f1_macro", 0.80, ChangeBound(max_worse=0.01), True, sig(False, -0.1), FAIL, "inside the noise"),
+    # missing, NaN, zero
+    ("f1_macro", None, ChangeBound(max_worse=0.01), True, None, INCONCLUSIVE, "was not measured"),
+    ("f1_macro", NAN, ChangeBound(max_worse=0.01), True, None, INCONCLUSIVE, "was not measured"),
+    ("nan", 1.0, ChangeBound(max_worse=0.01), True, None, INCONCLUSIVE, "not measured in the predecessor"),
+    ("none", 1.0, ChangeBound(max_worse=0.01), True, None, INCONCLUSIVE, "not measured in the predecessor"),
+    ("absent", 1.0, ChangeBound(max_worse=0.01), True, None, INCONCLUSIVE, "not measured in the predecessor"),
+    ("zero", 1.0, ChangeBound(max_worse=0.1, relative=True), False, None, INCONCLUSIVE, "undefined"),
+    ("zero", 0.0, ChangeBound(max_worse=0.1, relative=True), False, None, PASS, "within the tolerated"),
+    ("zero", 0.5, ChangeBound(max_worse=1.0), False, None, PASS, "worse by 0.5"),
+]
+
+
+@pytest.mark.parametrize(("metric", "value", "change", "higher", "significance", "status", "fragment"), CHANGE_CASES)
+def test_change_gate(metric, value, change, higher, significance, status, fragment):
+    check = evaluate_change(metric, value, PRED, change, higher, significance)
+    assert check.status == status, check.reason
+    assert fragment in check.reason
+    assert check.kind == "change"
+    assert check.required
+    expected_previous = PRED.metrics.get(metric)
+    if expected_previous is not None and not math.isnan(expected_previous) and status != INCONCLUSIVE:
+        assert check.predecessor == expected_previous
+
+
+@pytest.mark.parametrize(("blocks", "required"), [(False, False), (True, True)])
+def test_change_gate_without_predecessor(blocks, required):
+    check = evaluate_change("f1_macro", 0.9, None, ChangeBound(max_worse=0.01), True, None, True, blocks)
+    assert check.status == INCONCLUSIVE
+    assert check.required is required
+    assert "no predecessor" in check.reason
+
+
+@pytest.mark.parametrize(("statuses", "required", "expected"), [
+    ([PASS, PASS], [True, True], PASS),
+    ([PASS, FAIL], [True, True], FAIL),
+    ([PASS, INCONCLUSIVE], [True, True], INCONCLUSIVE),
+    ([FAIL, INCONCLUSIVE], [True, True], FAIL),
+    ([PASS, FAIL], [True, False], PASS),            # an optional failure does not block
+    ([PASS, INCONCLUSIVE], [True, False], PASS),
+    ([INCONCLUSIVE], [False], INCONCLUSIVE),       # nothing required could be judged
+    ([], [], INCONCLUSIVE),
+])
+def test_decide(statuses, required, expected):
+    checks = [Check(f"m{i}", s, 1.0, "", s, r) for i, (s, r) in enumerate(zip(statuses, required, strict=True))]
     assert decide(checks).status == expected
+
+
+@pytest.mark.parametrize(("name", "canonical"), [
+    ("accuracy", "accuracy"),
+    ("f1[3]", "f1[3]"),
+    ("precision[cat]", "precision[cat]"),
+    ("latency_p99_ms@100rps", "latency_p99_ms@100rps"),
+    ("latency_p99_ms@100.0rps", "latency_p99_ms@100rps"),
+    ("latency_p999_ms@12.5rps", "latency_p999_ms@12.5rps"),
+    ("error_rate@50rps", "error_rate@50rps"),
+])
+def test_metric_names(name, canonical):
+    assert normalise_metric(name) == canonical
+
+
+@pytest.mark.parametrize("name", ["acuracy", "", "f1[]", "latency_p99_ms@0rps", "latency_p99_ms@-5rps",
+                                  "memory_peak_bytes@100rps", "f1_macro[3]", "latency_p99_ms@fastrps"])
+def test_unknown_metric_names(name):
+    with pytest.raises(ValueError, match=r"unknown metric .*known: accuracy"):
+        normalise_metric(name)
+
+
+@pytest.mark.parametrize(("name", "higher"), [
+    ("accuracy", True), ("f1[3]", True), ("max_sustained_rps", True), ("capacity_per_node_rps", True),
+    ("latency_p99_ms", False), ("latency_p99_ms@100rps", False), ("error_rate", False),
+    ("memory_peak_bytes", False), ("cost_per_million", False), ("replicas_needed", False),
+])
+def test_direction(name, higher):
+    assert greater_is_better(name) is higher
+
+
+def stage(rate: float, p99: float | None, warmup: bool = False, errors: int = 0) -> dict:
+    keys = ("p50", "p90", "p95", "p99", "p999", "max")
+    latency = dict.fromkeys(keys) if p99 is None else {k: p99 / 2 if k == "p50" else p99 for k in keys}
+    return {"warmup": warmup, "offered_rps": rate, "sent": 100, "unsent": 0, "errors": errors,
+            "error_rate": errors / 100, "latency_ms": latency}
+
+
+REPORT = {
+    "accuracy": {"accuracy": 0.9, "f1_macro": 0.8, "scored": 10,
+                 "per_class": {"0": {"precision": 1.0, "recall": 0.5, "f1": 0.6667}, "1": {"precision": 0.5,
+                                                                                        "recall": 1.0, "f1": 0.6667}}},
+    "stages": [stage(10, 500.0, warmup=True), stage(10, 20.0), stage(50, 40.0, errors=2), stage(50, 60.0),
+               stage(100, None, errors=100)],
+    "capacity": {"max_sustained_rps": 50.0},
+    "resources": {"rss_peak_bytes": 100},
+    "requirements": {"capacity_per_node_rps": 500.0},
+}
+
+
+def test_flatten_metrics_per_class_and_per_rate():
+    metrics = flatten_metrics(REPORT)
+    assert metrics["f1[0]"] == pytest.approx(0.6667)
+    assert metrics["recall[1]"] == 1.0
+    assert metrics["latency_p99_ms"] == 60.0            # worst measured stage; warm-up left out
+    assert metrics["latency_p99_ms@10rps"] == 20.0
+    assert metrics["latency_p99_ms@50rps"] == 60.0      # two stages at one rate: the worse one
+    assert metrics["latency_p99_ms@100rps"] is None     # no successful request
+    assert metrics["error_rate@50rps"] == 0.02
+    assert metrics["error_rate@100rps"] == 1.0
+    assert metrics["capacity_per_node_rps"] == 500.0
+    assert metrics["cpu_cores"] is None
+    assert "latency_p99_ms@10rps" in metrics and "latency_p99_ms@500rps" not in metrics
+
+
+def test_judge_gates_on_qualified_metrics_and_tuples():
+    gates = [Gate("f1[0]", min=0.6), Gate("latency_p99_ms@50rps", max=50.0), Gate("f1[7]", min=0.5),
+             ("accuracy", 0.85, None, True)]
+    verdict = judge(REPORT, gates)
+    statuses = {c.metric: c.status for c in verdict.checks}
+    assert statuses == {"f1[0]": PASS, "latency_p99_ms@50rps": FAIL, "f1[7]": INCONCLUSIVE, "accuracy": PASS}
+    missing = next(c for c in verdict.checks if c.metric == "f1[7]")
+    assert "no such class" in missing.reason
+    assert verdict.status == FAIL
+
+
+def test_judge_change_uses_significance_function():
+    asked = []
+
+    def significance(metric: str, alpha: float) -> Significance:
+        asked.append((metric, alpha))
+        return sig(True, -0.1)
+
+    gate = Gate("f1_macro", min=0.5, change=ChangeBound(max_worse=0.01, significant=True, alpha=0.01))
+    verdict = judge(REPORT, [gate], Predecessor("run-1", {"f1_macro": 0.9}), significance)
+    assert [c.kind for c in verdict.checks] == ["absolute", "change"]
+    assert verdict.checks[1].status == FAIL
+    assert verdict.checks[1].significance is not None and verdict.checks[1].significance["significant"]
+    assert asked == [("f1_macro", 0.01)]
+    assert verdict.status == FAIL
+
+
+def test_first_run_passes_on_absolute_gates_only():
+    gate = Gate("f1_macro", min=0.5, change=ChangeBound(max_worse=0.01))
+    verdict = judge(REPORT, [gate])
+    assert verdict.status == PASS
+    assert "1 change checks had no predecessor" in verdict.reason
+    assert judge(REPORT, [gate], first_run_blocks=True).status == INCONCLUSIVE
