@@ -4,7 +4,7 @@
 # Stage 1 builds the wheel; stage 2 installs it with its runtime dependencies (no dev tools).
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml ./
+COPY pyproject.toml README.md ./
 COPY profiler ./profiler
 RUN pip install --no-cache-dir --upgrade pip setuptools wheel \
     && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
