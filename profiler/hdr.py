@@ -69,5 +69,7 @@ def counts_at_or_below(histogram: HdrHistogram, bounds: Sequence[float]) -> list
 def total_of(histogram: HdrHistogram) -> float:
     """The sum of the recorded values, each at its HDR bucket's middle (as hdrh's mean takes it)."""
     counts, (_, _, middle) = _arrays(histogram)
-    # uint64 counts times int64 values: numpy computes the mixed product in float64.
-    return float(counts @ middle)
+    # numpy's mixed uint64 x int64 product is slow; as int64 it is exact while it cannot overflow.
+    if histogram.get_total_count() * int(middle[-1]) < 2**63:
+        return float(counts.view(np.int64) @ middle)
+    return float(counts.astype(np.float64) @ middle.astype(np.float64))

@@ -100,3 +100,9 @@ def test_layout_matches_hdrh_for_every_slot() -> None:
         assert highest[index] == histogram.get_highest_equivalent_value(value)
         assert middle[index] == histogram._hdr_median_equiv_value(value)
     assert all(lowest[1:] > lowest[:-1])
+
+
+def test_total_stays_right_past_the_int64_range() -> None:
+    histogram = new_histogram()
+    histogram.record_value(3_600_000_000, 3_000_000_000)  # 3e9 values of 1 h: the sum is past 2**63
+    assert total_of(histogram) == pytest.approx(3_000_000_000 * 3_600_000_000, rel=1e-3)
