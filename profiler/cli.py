@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=9090, help="the sidecar's port with --serve")
     demo.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                       help="extra flag for the example server, e.g. --server-arg=--delay-ms=20")
+    demo.add_argument("--protocol", default="v2-rest",
+                      choices=["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"],
+                      help="the wire protocol the demo profile speaks to the example model")
 
     history = sub.add_parser("history", help="list the recorded runs, newest first")
     history.add_argument("--db", type=Path, help="the history file (default: the one --config names, else "
@@ -124,7 +127,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from profiler.demo import run_demo
 
         return run_demo(args.dir, variant=args.variant, serve_port=args.port if args.serve else None,
-                        server_args=args.server_arg)
+                        server_args=args.server_arg, protocol=args.protocol)
     if args.command == "example-holdout":
         from profiler.examples.holdout import write_holdout
 

@@ -12,8 +12,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from profiler.errors import ConfigError
 
-Protocol = Literal["v2-rest"]
-"""Wire protocols the codecs speak (more arrive with the codecs issue)."""
+Protocol = Literal["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"]
+"""Wire protocols the codecs speak (docs/protocols.md)."""
+
+Datatype = Literal["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES"]
+"""Input tensor datatypes (Open Inference Protocol names)."""
 
 HISTORY_FILE = "profiler-history.sqlite"
 """The run history's file name when history.path is not given: it sits next to the report."""
@@ -26,6 +29,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SecretSource(_Strict):
+    """Where a secret is read at run time: an environment variable or a mounted file, never the value itself."""
+
+    env: str | None = None
+    file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' (a variable name) or 'file' (a path)")
+        return self
+
+
+class TensorConfig(_Strict):
+    """One input tensor: name, datatype and per-sample shape (no batch dimension)."""
+
+    name: str
+    datatype: Datatype = "FP32"
+    shape: list[Annotated[int, Field(ge=1)]] | None = None
+    """Elements per sample in this tensor; omitted for a single input: all the sample's values."""
+
+
 class TargetConfig(_Strict):
     """Where the served model is and how to talk to it."""
 
@@ -34,17 +59,57 @@ class TargetConfig(_Strict):
     model: str
     version: str | None = None
     input_name: str = "input-0"
-    datatype: Literal["FP32", "FP64", "INT32", "INT64"] = "FP32"
+    datatype: Datatype = "FP32"
     timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     ready_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
     max_connections: Annotated[int, Field(ge=1, le=10_000)] = 64
+    inputs: Annotated[list[TensorConfig], Field(min_length=1)] | None = None
+    """Several input tensors, filled in order from each sample's values (replaces input_name/datatype)."""
+    output_name: str | None = None
+    """The output (V2), output key (V1 columnar / object predictions) holding the prediction; default the first."""
+    prediction: Literal["auto", "value", "argmax"] = "auto"
+    """auto: one value per sample is the class, a row of values is a probability vector (argmax)."""
+    labels: list[str] | dict[int | str, str] | None = None
+    """Label map: class index (or value) -> class name as the hold-out file spells it."""
+    request_template: Any = None
+    """protocol json: the request body template (JSON value with {{placeholders}})."""
+    response_path: str | None = None
+    """protocol json: the JSONPath of the prediction in the response, e.g. $.label."""
+    infer_path: str | None = None
+    """protocol json: the path to POST to, e.g. /predict."""
+    ready_path: str | None = None
+    """protocol json: a path that answers 200 when the model is ready (default: no readiness check)."""
+    headers: dict[str, str | SecretSource] = {}
+    """Extra request headers (gRPC metadata): a literal value, or {env: VAR} / {file: PATH} for a secret."""
+    bearer_token: SecretSource | None = None
+    """Sent as 'Authorization: Bearer <token>', read from an environment variable or a file."""
+    tls_ca_file: Path | None = None
+    """gRPC over TLS (grpcs://): the CA bundle that signed the server's certificate (default: system roots)."""
+    keepalive_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    """gRPC keepalive ping interval on the long-lived channel."""
+    check_metadata: bool = True
+    """V2: fetch the model's metadata and check the inputs against it before the load starts."""
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")) or len(value) <= len("http://"):
-            raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+        schemes = ("http://", "https://", "grpc://", "grpcs://")
+        if not value.startswith(schemes) or value.endswith("://"):
+            raise ValueError(f"must be an http://, https://, grpc:// or grpcs:// URL, got {value!r}")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _protocol_fits(self) -> TargetConfig:
+        grpc_url = self.url.startswith(("grpc://", "grpcs://"))
+        if self.protocol == "v2-grpc" and not grpc_url:
+            raise ValueError(f"protocol v2-grpc needs a grpc://host:port or grpcs://host:port url, got {self.url!r}")
+        if self.protocol != "v2-grpc" and grpc_url:
+            raise ValueError(f"a {self.url.split(':')[0]}:// url needs protocol v2-grpc, not {self.protocol}")
+        if self.protocol == "json":
+            missing = [f for f in ("request_template", "response_path", "infer_path") if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"protocol json needs {', '.join(missing)}")
+        return self
 
 
 class DatasetConfig(_Strict):
@@ -365,7 +430,7 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     dataset = config.dataset.model_copy(update={"path": anchor(config.dataset.path)})
     report = config.report.model_copy(update={"path": anchor(config.report.path)})
     history_path = anchor(config.history.path or report.path.parent / HISTORY_FILE)
-    update: dict[str, Any] = {"dataset": dataset, "report": report,
+    update: dict[str, Any] = {"dataset": dataset, "report": report, "target": _anchor_target(config.target, anchor),
                               "history": config.history.model_copy(update={"path": history_path})}
     if config.resources.artifact_path is not None:
         update["resources"] = config.resources.model_copy(
@@ -373,6 +438,20 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     if config.server.token_file is not None:
         update["server"] = config.server.model_copy(update={"token_file": anchor(config.server.token_file)})
     return config.model_copy(update=update)
+
+
+def _anchor_target(target: TargetConfig, anchor: Any) -> TargetConfig:
+    """Secret files and the CA file are relative to the config file, like the hold-out file."""
+    update: dict[str, Any] = {}
+    if target.tls_ca_file is not None:
+        update["tls_ca_file"] = anchor(target.tls_ca_file)
+    if target.bearer_token is not None and target.bearer_token.file is not None:
+        update["bearer_token"] = SecretSource(file=anchor(target.bearer_token.file))
+    headers = {k: SecretSource(file=anchor(v.file)) if isinstance(v, SecretSource) and v.file else v
+               for k, v in target.headers.items()}
+    if headers != target.headers:
+        update["headers"] = headers
+    return target.model_copy(update=update) if update else target
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:

@@ -13,9 +13,13 @@ from profiler.examples.holdout import write_holdout
 
 DEMO_PROFILE = """\
 # Written by `profiler demo`: a profile of the bundled example model.
+# The example model speaks every protocol: change `protocol:` (and, for v2-grpc, `url:`) to switch.
+#   v2-rest | v1-rest | v1-rest-columnar: url {url}
+#   v2-grpc:                              url {grpc_url}
+#   json: add request_template, response_path and infer_path (docs/protocols.md)
 target:
-  url: {url}
-  protocol: v2-rest
+  url: {target_url}
+  protocol: {protocol}
   model: digits
   timeout_s: 5
   ready_timeout_s: 60
@@ -28,10 +32,13 @@ load:
   warmup_s: 1
   arrival: constant
   stages:
-    - {{rate_rps: 25, duration_s: 3}}
-    - {{rate_rps: 50, duration_s: 3}}
-    - {{rate_rps: 100, duration_s: 3}}
-    - {{rate_rps: 200, duration_s: 3}}
+    - {{rate_rps: 25, duration_s: 2}}
+    - {{rate_rps: 50, duration_s: 2}}
+    - {{rate_rps: 100, duration_s: 2}}
+    - {{rate_rps: 200, duration_s: 2}}
+    # A soak at a rate already reached: memory at a new concurrency level is not a leak,
+    # growth that goes on at a constant rate is.
+    - {{rate_rps: 100, duration_s: 5}}
 objective:
   percentile: 99
   latency_ms: 100
@@ -51,8 +58,12 @@ resources:
   pid: {pid}
   interval_s: 0.25
   settle_s: 1
+  artifact_path: model.joblib
   node_memory_bytes: 16Gi
   node_cpu_cores: 4
+  # About 1,000 requests after warm-up, with memory wandering by ~1 MB, can rule out leaks of
+  # 4 KB per request and more; a longer soak rules out smaller ones (the default is 256 B).
+  leak_min_bytes_per_request: 4096
 report:
   path: report.json
 server:
@@ -82,6 +93,38 @@ def start_example_server(extra_args: list[str], timeout_s: float = 120.0) -> tup
     return proc, line[0].split()[1]
 
 
+def read_grpc_url(proc: subprocess.Popen[str], timeout_s: float = 30.0) -> str:
+    """The "GRPC grpc://host:port" line the example server prints after READY when --grpc-port is given."""
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""),
+                              daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if not line or not line[0].startswith("GRPC "):
+        raise TargetError(f"the example server printed no gRPC address within {timeout_s:g} s")
+    return line[0].split()[1]
+
+
+DEMO_PROTOCOLS = ("v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json")
+
+JSON_TARGET = """  request_template: {instances: ["{{inputs}}"]}
+  response_path: predictions[0]
+  infer_path: /v1/models/digits:predict
+  ready_path: /v1/models/digits
+"""
+
+
+def demo_profile(url: str, grpc_url: str, protocol: str, pid: int, port: int) -> str:
+    """The demo's profile text for one protocol (the example server's REST and gRPC addresses)."""
+    if protocol not in DEMO_PROTOCOLS:
+        raise ValueError(f"unknown demo protocol {protocol!r}")
+    text = DEMO_PROFILE.format(url=url, grpc_url=grpc_url, target_url=grpc_url if protocol == "v2-grpc" else url,
+                               protocol=protocol, pid=pid, port=port)
+    if protocol == "json":
+        text = text.replace("  model: digits\n", "  model: digits\n" + JSON_TARGET, 1)
+    return text
+
+
 def stop_process(proc: subprocess.Popen[str]) -> None:
     """Terminate, then kill if it lingers; close its pipes."""
     if proc.poll() is None:
@@ -97,7 +140,7 @@ def stop_process(proc: subprocess.Popen[str]) -> None:
 
 
 def run_demo(directory: Path, variant: str = "good", serve_port: int | None = None,
-             server_args: list[str] | None = None) -> int:
+             server_args: list[str] | None = None, protocol: str = "v2-rest") -> int:
     """Profile the example model once (or serve the run with serve_port); returns the exit code."""
     from profiler import aio
     from profiler.cli import run_once
@@ -106,12 +149,14 @@ def run_demo(directory: Path, variant: str = "good", serve_port: int | None = No
     directory.mkdir(parents=True, exist_ok=True)
     count = write_holdout(directory / "holdout.jsonl")
     print(f"demo: wrote {count} hold-out samples to {directory / 'holdout.jsonl'}")
-    proc, url = start_example_server(["--variant", variant, *(server_args or [])])
+    proc, url = start_example_server(["--variant", variant, "--grpc-port", "0",
+                                      "--save-model", str(directory / "model.joblib"), *(server_args or [])])
     print(f"demo: example model ({variant}) serving on {url} as pid {proc.pid}")
     try:
+        grpc_url = read_grpc_url(proc)
         profile = directory / "profile.yaml"
         port = 9090 if serve_port is None else serve_port
-        profile.write_text(DEMO_PROFILE.format(url=url, pid=proc.pid, port=port), encoding="utf-8")
+        profile.write_text(demo_profile(url, grpc_url, protocol, proc.pid, port), encoding="utf-8")
         print(f"demo: profile written to {profile}; profiling (about 20 s) ...\n", flush=True)
         config = load_config(profile)
         if serve_port is None:

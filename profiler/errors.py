@@ -20,7 +20,7 @@ class TargetError(ProfilerError):
 
 
 class TransportError(Exception):
-    """One request failed; `kind` classifies it for the report (timeout, connection, http_status)."""
+    """One request failed; `kind` classifies it for the report (timeout, connection, http_status, grpc_status)."""
 
     def __init__(self, kind: str, detail: str, status: int = 0) -> None:
         super().__init__(detail)

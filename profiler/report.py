@@ -88,7 +88,8 @@ def render_text(report: dict[str, Any]) -> str:
 def render_resources(res: dict[str, Any]) -> list[str]:
     """Memory before/peak/after with its source, CPU, the leak test and the footprint, as text lines."""
     mem, cpu, leak, fit = res["memory"], res["cpu"], res["leak"], res["footprint"]
-    lines = ["", f"memory   {res['source']}",
+    source = res["source"] if res.get("measured") else "not measured (see below)"
+    lines = ["", f"memory   {source}",
              f"         before {_mib(mem['before_bytes'])}  peak {_mib(mem['peak_bytes'])}  steady "
              f"{_mib(mem['steady_bytes'])}  after {_mib(mem['after_bytes'])}  growth "
              f"{_num(mem['growth_pct'], '{:+.1f}%')}  limit {_mib(mem['limit_bytes'])}",
@@ -105,7 +106,7 @@ def render_resources(res: dict[str, Any]) -> list[str]:
     if leak.get("hours_to_limit") is not None:
         lines.append(f"         the limit is reached in {leak['hours_to_limit']:.1f} h at this load")
     if fit.get("replicas_per_node") is not None or fit.get("artifact_bytes") is not None:
-        lines.append(f"fit      artifact {_mib(fit['artifact_bytes'])}  replicas per node "
+        lines.append(f"fit      artifact {_size(fit['artifact_bytes'])}  replicas per node "
                      f"{fit['replicas_per_node'] or '-'} (limited by {fit['replicas_limited_by'] or '-'})  "
                      f"{_num(fit['max_sustained_rps_per_node'], '{:g}')} rps per node")
     if not res.get("complete") and res.get("incomplete"):
@@ -113,6 +114,20 @@ def render_resources(res: dict[str, Any]) -> list[str]:
     for problem in res["problems"]:
         lines.append(f"         not measured: {problem}")
     return lines
+
+
+def _size(value: float | None) -> str:
+    """Bytes in the largest binary unit (up to GiB) that keeps the number at or above 1."""
+    if value is None:
+        return "-"
+    if abs(value) < 1024:
+        return f"{value:.0f} B"
+    units = ["KiB", "MiB", "GiB"]
+    value /= 1024
+    while abs(value) >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{value:.1f} {units[0]}"
 
 
 def render_history(report: dict[str, Any]) -> list[str]:

@@ -9,8 +9,9 @@ OK = "ok"
 TIMEOUT = "timeout"
 CONNECTION = "connection"
 HTTP_STATUS = "http_status"
+GRPC_STATUS = "grpc_status"
 DECODE = "decode"
-OUTCOMES = (OK, TIMEOUT, CONNECTION, HTTP_STATUS, DECODE)
+OUTCOMES = (OK, TIMEOUT, CONNECTION, HTTP_STATUS, GRPC_STATUS, DECODE)
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from profiler import __version__
 from profiler.accuracy import PredictionLog, accuracy_metrics
 from profiler.auth import redact_url
 from profiler.capacity import judge_stage, max_sustained_rps
-from profiler.codecs import Codec, make_codec
+from profiler.codecs import Codec, codec_from_config
 from profiler.config import Config
 from profiler.dataset import Dataset, load_dataset
 from profiler.engine import Engine, build_bodies
@@ -80,12 +80,22 @@ def new_state(config: Config) -> RunState:
 
 
 def make_transport(config: Config, codec: Codec) -> Transport:
-    """The transport for the configured protocol."""
+    """The transport for the configured protocol, with the target's headers and secrets."""
+    from profiler.secrets import resolve_headers
+
+    headers = resolve_headers(config.target)
+    if config.target.protocol == "v2-grpc":
+        from profiler.transports.grpc import GrpcTransport
+
+        return GrpcTransport(config.target.url, model=config.target.model, version=config.target.version,
+                             timeout_s=config.target.timeout_s, headers=headers,
+                             tls_ca_file=config.target.tls_ca_file, keepalive_s=config.target.keepalive_s)
     return HttpTransport(
         config.target.url,
         timeout_s=config.target.timeout_s,
         max_connections=config.target.max_connections,
         content_type=codec.content_type,
+        headers=headers,
     )
 
 
@@ -115,8 +125,7 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
     )
     state.dataset = dataset
     state.baseline = await asyncio.to_thread(find_baseline, config, dataset.sha256, state.run_id)
-    codec = make_codec(config.target.protocol, model=config.target.model, version=config.target.version,
-                       input_name=config.target.input_name, datatype=config.target.datatype)
+    codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
     bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
     transport = make_transport(config, codec)
     state.predictions = PredictionLog(len(dataset.samples))
@@ -128,6 +137,9 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
     try:
         state.phase = "waiting for target"
         await wait_ready(transport, codec, redact_url(config.target.url), config.target.ready_timeout_s)
+        from profiler.transports.metadata import check_model_inputs
+
+        await check_model_inputs(config.target, codec, transport, dataset.samples[0])
         state.phase = "before"
         await asyncio.sleep(config.resources.settle_s)
         engine = Engine(

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from profiler.auth import bearer_matches, redact_url
-from profiler.codecs import Codec, make_codec
+from profiler.codecs import Codec, codec_from_config
 from profiler.config import Config, ServerConfig
 from profiler.errors import ConfigError, ProfilerError
 from profiler.history import record
@@ -68,8 +68,7 @@ def load_token(server: ServerConfig) -> str | None:
 
 def readiness_codec(config: Config) -> Codec:
     """The configured protocol's codec, built as the run builds it; /readyz needs only its ready_paths."""
-    return make_codec(config.target.protocol, model=config.target.model, version=config.target.version,
-                      input_name=config.target.input_name, datatype=config.target.datatype)
+    return codec_from_config(config.target, config.dataset.inputs, config.load.batch_size)
 
 
 class TargetProbe:

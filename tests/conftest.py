@@ -29,7 +29,15 @@ def start_server() -> Iterator[Callable[..., ExampleServer]]:
 
 @pytest.fixture(scope="session")
 def example_server() -> Iterator[ExampleServer]:
-    """One well-behaved example model for the whole session (read-only use)."""
-    proc, url = start_example_server([])
+    """One well-behaved example model for the whole session (read-only use); also serves V2 gRPC."""
+    proc, url = start_example_server(["--grpc-port", "0"])
     yield proc, url
     stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def example_grpc_url(example_server: ExampleServer) -> str:
+    """The session example model's V2 gRPC address, grpc://127.0.0.1:PORT."""
+    from profiler.demo import read_grpc_url
+
+    return read_grpc_url(example_server[0])

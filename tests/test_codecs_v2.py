@@ -5,9 +5,10 @@ import json
 import pytest
 
 from profiler.codecs import make_codec
-from profiler.codecs.v2 import V2RestCodec, decode_tensor
+from profiler.codecs.predictions import PredictionReader
+from profiler.codecs.v2 import V2RestCodec
 from profiler.dataset import Sample
-from profiler.errors import DecodeError
+from profiler.errors import ConfigError, DatasetError, DecodeError
 
 
 def test_encode_batch_as_one_tensor() -> None:
@@ -25,7 +26,7 @@ def test_versioned_paths_and_int_datatype() -> None:
 
 
 def test_encode_rejects_ragged_batches() -> None:
-    with pytest.raises(ValueError, match="sample b has 1 inputs, expected 2"):
+    with pytest.raises(DatasetError, match="sample b: holds 1 input values, the declared inputs take 2"):
         V2RestCodec(model="m").encode([Sample("a", [1, 2], 0), Sample("b", [3], 1)])
 
 
@@ -39,17 +40,17 @@ def test_encode_rejects_ragged_batches() -> None:
     ],
 )
 def test_decode_tensor(data: list, shape: list, count: int, expected: list) -> None:
-    assert decode_tensor(data, shape, count) == expected
+    assert PredictionReader().read(data, count) == expected
 
 
 @pytest.mark.parametrize(
     ("body", "message"),
     [
         (b"not json", "not a V2 inference response"),
-        (b'{"outputs": []}', "not a V2 inference response"),
+        (b'{"outputs": []}', "the response has no outputs"),
         (b'{"error": "x"}', "not a V2 inference response"),
-        (b'{"outputs": [{"data": 5, "shape": [1]}]}', "must be lists"),
-        (b'{"outputs": [{"data": [1, 2, 3], "shape": [3]}]}', "3 values for 2 samples"),
+        (b'{"outputs": [{"data": 5, "shape": [1]}]}', "must be a list"),
+        (b'{"outputs": [{"data": [1, 2, 3], "shape": [3]}]}', "3 values, not 2 equal rows"),
         (b'{"outputs": [{"data": ["a", "b", "c", "d"], "shape": [2, 2]}]}', "not numeric"),
     ],
 )
@@ -59,5 +60,5 @@ def test_decode_errors(body: bytes, message: str) -> None:
 
 
 def test_unknown_protocol() -> None:
-    with pytest.raises(ValueError, match="unknown protocol"):
+    with pytest.raises(ConfigError, match="unknown protocol"):
         make_codec("smoke-signals", model="m")

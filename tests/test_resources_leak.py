@@ -196,3 +196,23 @@ def test_recorded_demo_series(name: str, status: str, rate: float | None) -> Non
     assert verdict.status == status, verdict.reason
     if rate is not None:
         assert verdict.bytes_per_request == pytest.approx(rate, rel=0.2)
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "rate"),
+    [
+        ("bench_leak_1kb", LEAKED, 1024),
+        ("bench_cache_50mb", NO_LEAK, None),
+        ("bench_sawtooth_seed0", NO_LEAK, None),
+        ("bench_sawtooth_seed2", INCONCLUSIVE, None),  # floors too noisy for 6 cycles: not a leak, not cleared
+        ("bench_noisy", NO_LEAK, None),
+    ],
+)
+def test_recorded_bench_series(name: str, status: str, rate: float | None) -> None:
+    """Series recorded by bench/leak_detection.py --dump from real target processes."""
+    series = json.loads((FIXTURES / f"{name}.json").read_text())["series"]
+    verdict = detect_leak([p["requests"] for p in series], [p["t_s"] for p in series],
+                          [p["memory_bytes"] for p in series])
+    assert verdict.status == status, verdict.reason
+    if rate is not None:
+        assert verdict.bytes_per_request == pytest.approx(rate, rel=0.2)

@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from profiler.config import parse_config
 from profiler.errors import ConfigError
 from profiler.examples.holdout import write_holdout
+from profiler.metrics import RunCollector
 from profiler.report import render_text
 from profiler.run import execute, new_state
 
@@ -40,7 +42,8 @@ def profile(tmp_path: Path, url: str, pid: int, rate: float = 150, duration: flo
 @pytest.mark.slow
 async def test_leaking_server_is_flagged(tmp_path: Path, start_server: Callable[..., Any]) -> None:
     proc, url = start_server("--leak-kb-per-request=10")
-    report = await execute(new_state(profile(tmp_path, url, proc.pid)))
+    state = new_state(profile(tmp_path, url, proc.pid))
+    report = await execute(state)
     res = report["resources"]
     assert res["memory_figure"] == "pss" and res["source"].startswith("PSS from /proc/<pid>/smaps_rollup")
     assert res["complete"] and res["problems"] == []
@@ -54,6 +57,11 @@ async def test_leaking_server_is_flagged(tmp_path: Path, start_server: Callable[
     assert fit["artifact_bytes"] == (tmp_path / "holdout.jsonl").stat().st_size
     assert fit["replicas_per_node"] is not None and fit["replicas_limited_by"] in ("memory", "cpu")
     assert report["metrics"]["replicas_per_node"] == fit["replicas_per_node"]
+    registry = CollectorRegistry()
+    registry.register(RunCollector(lambda: state))
+    exposition = generate_latest(registry).decode()
+    assert 'profiler_memory_leak{model="digits"} 1.0' in exposition
+    assert 'profiler_target_memory_bytes{figure="pss",model="digits"}' in exposition
     text = render_text(report)
     assert "leak     LEAKED" in text and "memory   PSS from" in text
     json.dumps(report, allow_nan=False)

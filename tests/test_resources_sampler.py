@@ -132,6 +132,16 @@ def test_pattern_finds_the_process_and_its_children(grower: Callable[..., Grower
     assert tree.lost == f"no process matches the pattern {marker!r}"
 
 
+def test_pattern_that_matches_only_later(grower: Callable[..., Grower]) -> None:
+    """A model that starts after the sidecar: the early misses are not reported once it is found."""
+    marker = f"profiler-late-marker-{os.getpid()}"
+    tree = ProcessTree(pattern=marker)
+    assert tree.read_tree() is None and tree.problems == [f"no process matches the pattern {marker!r}"]
+    grower(GROWER, marker)
+    assert tree.read_tree() is not None
+    assert tree.problems == [] and tree.lost is None
+
+
 def test_pattern_matching_nothing() -> None:
     sampler = ResourceSampler(processes=ProcessTree(pattern="no-such-process-[0-9]{40}"))
     assert sampler.read() is None

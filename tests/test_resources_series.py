@@ -57,6 +57,7 @@ def test_before_peak_after() -> None:
     assert cpu["cores_before"] == pytest.approx(0.0)
     assert section["measured"] and section["complete"]
     assert [p["phase"] for p in section["series"]][:2] == [STARTING, BEFORE]
+    assert [p["cores"] for p in section["series"]] == [None, 1.0, 0.0, 0.0, 0.5, 1.0, 2.0, 1.0, 0.0, 0.1]
 
 
 def test_nothing_measured() -> None:

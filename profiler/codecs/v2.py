@@ -6,67 +6,85 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from profiler.codecs.predictions import PredictionReader
+from profiler.codecs.tensors import TensorSpec, batch_columns, resolve_specs
 from profiler.dataset import Sample
 from profiler.errors import DecodeError
 
-_PY_TYPES = {"FP32": float, "FP64": float, "INT32": int, "INT64": int}
+
+def v2_base_path(model: str, version: str | None) -> str:
+    """/v2/models/{model}[/versions/{version}]."""
+    return f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
 
 
 class V2RestCodec:
-    """Encodes a batch of samples as one [N, F] input tensor; reads a class index, name or argmax."""
+    """Encodes a batch of N samples as tensors of shape [N, *shape]; reads one output per sample."""
 
     name = "v2-rest"
     content_type = "application/json"
 
     def __init__(
-        self, model: str, version: str | None = None, input_name: str = "input-0", datatype: str = "FP32"
+        self,
+        model: str,
+        version: str | None = None,
+        input_name: str = "input-0",
+        datatype: str = "FP32",
+        *,
+        inputs: Sequence[TensorSpec] | None = None,
+        output_name: str | None = None,
+        reader: PredictionReader | None = None,
     ) -> None:
-        base = f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
+        base = v2_base_path(model, version)
+        self.model = model
         self.infer_path = f"{base}/infer"
         self.ready_paths: tuple[str, ...] = ("/v2/health/ready", f"{base}/ready")
         self.metadata_path = base
-        self.input_name = input_name
-        self.datatype = datatype
-        self._cast = _PY_TYPES[datatype]
+        self.specs: tuple[TensorSpec, ...] = tuple(inputs or (TensorSpec(input_name, datatype),))
+        self.output_name = output_name
+        self.reader = reader or PredictionReader()
 
-    def encode(self, samples: Sequence[Sample]) -> bytes:
-        """One tensor of shape [len(samples), features], row-major."""
+    def _resolved(self, samples: Sequence[Sample]) -> tuple[TensorSpec, ...]:
+        """The specs with every shape known (a single shapeless input takes the first sample's length)."""
         if not samples:
             raise ValueError("encode needs at least one sample")
-        width = len(samples[0].inputs)
-        data: list[Any] = []
-        for sample in samples:
-            if len(sample.inputs) != width:
-                raise ValueError(f"sample {sample.id} has {len(sample.inputs)} inputs, expected {width}")
-            data.extend(self._cast(v) for v in sample.inputs)
-        tensor = {"name": self.input_name, "shape": [len(samples), width], "datatype": self.datatype, "data": data}
-        return json.dumps({"inputs": [tensor]}, separators=(",", ":")).encode()
+        if any(spec.shape is None for spec in self.specs):
+            self.specs = resolve_specs(self.specs, samples[0])
+        return self.specs
+
+    def encode(self, samples: Sequence[Sample]) -> bytes:
+        """One JSON document; each tensor's data is flat row-major with shape [len(samples), *shape]."""
+        columns = batch_columns(samples, self._resolved(samples))
+        tensors = [
+            {"name": spec.name, "shape": [len(samples), *(spec.shape or (len(data) // len(samples),))],
+             "datatype": spec.datatype, "data": data}
+            for spec, data in zip(self.specs, columns, strict=True)
+        ]
+        return json.dumps({"inputs": tensors}, separators=(",", ":")).encode()
 
     def decode(self, body: bytes, count: int) -> list[Any]:
-        """The first output tensor: shape [N] or [N, 1] is one class per sample, [N, K] is argmax."""
+        """The configured output (or the first): one class per sample, or the argmax of each row."""
         try:
             document = json.loads(body)
-            output = document["outputs"][0]
+            outputs = document["outputs"]
+            output = pick_output(outputs, self.output_name)
             data = output["data"]
-            shape = output.get("shape") or [len(data)]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise DecodeError(f"not a V2 inference response: {type(exc).__name__}: {exc}") from None
-        if not isinstance(data, list) or not isinstance(shape, list):
-            raise DecodeError("V2 output 'data' and 'shape' must be lists")
-        return decode_tensor(data, shape, count)
+        if not isinstance(data, list):
+            raise DecodeError("V2 output 'data' must be a list")
+        if data and isinstance(data[0], list):  # some servers nest rows instead of flattening
+            data = [x for row in data for x in (row if isinstance(row, list) else [row])]
+        return self.reader.read(data, count)
 
 
-def decode_tensor(data: list[Any], shape: list[int], count: int) -> list[Any]:
-    """Predictions from a flat row-major tensor: one value per row, or the argmax of each row."""
-    if len(data) == count:
-        return list(data)
-    if count <= 0 or len(data) % count:
-        raise DecodeError(f"output holds {len(data)} values for {count} samples (shape {shape})")
-    width = len(data) // count
-    predictions = []
-    for row in range(count):
-        chunk = data[row * width : (row + 1) * width]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in chunk):
-            raise DecodeError(f"output row {row} is not numeric, cannot take its argmax")
-        predictions.append(max(range(width), key=chunk.__getitem__))
-    return predictions
+def pick_output(outputs: Any, name: str | None) -> Any:
+    """The output tensor named `name`, or the first one; DecodeError when absent."""
+    if not isinstance(outputs, list) or not outputs:
+        raise DecodeError("the response has no outputs")
+    if name is None:
+        return outputs[0]
+    for output in outputs:
+        if isinstance(output, dict) and output.get("name") == name:
+            return output
+    names = ", ".join(repr(o.get("name")) for o in outputs if isinstance(o, dict))
+    raise DecodeError(f"no output named {name!r} in the response (it has {names})")

@@ -1,12 +1,15 @@
-"""The bundled example model: a scikit-learn digits classifier served over Open Inference Protocol V2 REST.
+"""The bundled example model: a scikit-learn digits classifier served over V2 REST, V2 gRPC and V1 REST.
 
 It trains at start on scikit-learn's bundled digits data (no download) and serves
-/v2/health/{live,ready}, /v2/models/{name}, /v2/models/{name}/ready and POST /v2/models/{name}/infer.
+/v2/health/{live,ready}, /v2/models/{name}, /v2/models/{name}/ready and POST /v2/models/{name}/infer
+(Open Inference Protocol V2 REST); GET /v1/models/{name} and POST /v1/models/{name}:predict (KServe V1 /
+TF Serving: `instances` -> `predictions`, or columnar `inputs` -> `outputs`); and, with --grpc-port,
+the V2 gRPC service (ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer).
 Flags make it misbehave on purpose, so the profiler has something to catch: a weaker model,
 added latency, a capacity limit, periodic stalls, a memory leak.
 
 Run: python -m profiler.examples.server --port 8000  (port 0 picks a free port; the first line
-printed is "READY http://127.0.0.1:PORT").
+printed is "READY http://127.0.0.1:PORT"; with --grpc-port the second is "GRPC grpc://127.0.0.1:PORT").
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -63,6 +67,11 @@ class Behaviour:
     stall_every_s: float = 0.0
     stall_s: float = 0.0
     leak_kb_per_request: float = 0.0
+    bad_output_every: int = 0
+    """Every Nth response carries one value too few (a response of the wrong shape)."""
+    token: str | None = None
+    """When set, requests must carry 'Authorization: Bearer <token>'."""
+    served: int = 0
     leaked: list[bytearray] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     started: float = field(default_factory=time.monotonic)
@@ -75,6 +84,13 @@ def make_app(model: Any, behaviour: Behaviour, name: str = MODEL_NAME) -> web.Ap
         "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, FEATURES]}],
         "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}],
     }
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Any) -> web.StreamResponse:
+        if behaviour.token is not None and request.headers.get("Authorization") != f"Bearer {behaviour.token}":
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def ok(_: web.Request) -> web.Response:
         return web.json_response({"live": True})
@@ -98,14 +114,38 @@ def make_app(model: Any, behaviour: Behaviour, name: str = MODEL_NAME) -> web.Ap
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             return web.json_response({"error": f"bad request: {exc}"}, status=400)
         await misbehave(behaviour)
-        labels = model.predict(rows / 16.0)
+        labels = predict(model, rows, behaviour)
         return web.json_response({
             "model_name": name, "model_version": "1", "id": document.get("id", ""),
-            "outputs": [{"name": "label", "datatype": "INT64", "shape": [len(labels)],
-                         "data": [int(v) for v in labels]}],
+            "outputs": [{"name": "label", "datatype": "INT64", "shape": [len(labels)], "data": labels}],
         })
 
-    app = web.Application()
+    async def v1_status(request: web.Request) -> web.Response:
+        model_name = request.match_info["name"]
+        if model_name != name:
+            return web.json_response({"error": f"unknown model {model_name}"}, status=404)
+        return web.json_response({"name": name, "ready": True,
+                                  "model_version_status": [{"version": "1", "state": "AVAILABLE"}]})
+
+    async def v1_predict(request: web.Request) -> web.Response:
+        target = request.match_info["target"]
+        model_name, _, verb = target.partition(":")
+        if model_name != name or verb != "predict":
+            return web.json_response({"error": f"unknown model or verb {target}"}, status=404)
+        try:
+            document = json.loads(await request.read())
+            columnar = "inputs" in document
+            values = document["inputs"] if columnar else document["instances"]
+            if isinstance(values, dict):
+                values = next(iter(values.values()))
+            rows = np.asarray(values, dtype=np.float32).reshape(-1, FEATURES)
+        except (ValueError, KeyError, IndexError, TypeError, StopIteration) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        await misbehave(behaviour)
+        labels = predict(model, rows, behaviour)
+        return web.json_response({"outputs": labels} if columnar else {"predictions": labels})
+
+    app = web.Application(middlewares=[auth])
     app.router.add_get("/v2/health/live", ok)
     app.router.add_get("/v2/health/ready", ok)
     app.router.add_get("/v2/models/{name}", model_metadata)
@@ -113,7 +153,18 @@ def make_app(model: Any, behaviour: Behaviour, name: str = MODEL_NAME) -> web.Ap
     app.router.add_post("/v2/models/{name}/infer", infer)
     app.router.add_get("/v2/models/{name}/versions/{version}/ready", model_ready)
     app.router.add_post("/v2/models/{name}/versions/{version}/infer", infer)
+    app.router.add_get("/v1/models/{name}", v1_status)
+    app.router.add_post("/v1/models/{target}", v1_predict)
     return app
+
+
+def predict(model: Any, rows: Any, behaviour: Behaviour) -> list[int]:
+    """Class labels for the rows; every Nth call one short when --bad-output-every asks for it."""
+    labels = [int(v) for v in model.predict(rows / 16.0)]
+    behaviour.served += 1
+    if behaviour.bad_output_every and behaviour.served % behaviour.bad_output_every == 0:
+        return labels[:-1]
+    return labels
 
 
 async def misbehave(behaviour: Behaviour) -> None:
@@ -145,22 +196,47 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall-every-s", type=float, default=0.0)
     parser.add_argument("--stall-s", type=float, default=0.0)
     parser.add_argument("--leak-kb-per-request", type=float, default=0.0)
+    parser.add_argument("--grpc-port", type=int, default=None,
+                        help="also serve V2 gRPC on this port (0 picks a free port)")
+    parser.add_argument("--bad-output-every", type=int, default=0,
+                        help="every Nth response has one prediction too few (a wrong-shape response)")
+    parser.add_argument("--require-bearer-env", metavar="VAR", default=None,
+                        help="require 'Authorization: Bearer <value of VAR>' on every request")
+    parser.add_argument("--save-model", metavar="PATH", help="write the trained model here (joblib): its artifact")
     return parser.parse_args(argv)
 
 
 async def serve(args: argparse.Namespace) -> None:
     model = train(args.variant)
+    if args.save_model:
+        import joblib
+
+        joblib.dump(model, args.save_model)
+    token = None
+    if args.require_bearer_env:
+        token = os.environ.get(args.require_bearer_env)
+        if not token:
+            raise SystemExit(f"example server: environment variable {args.require_bearer_env} is not set")
     behaviour = Behaviour(args.delay_ms, args.service_ms, args.stall_every_s, args.stall_s,
-                          args.leak_kb_per_request)
+                          args.leak_kb_per_request, args.bad_output_every, token)
     runner = web.AppRunner(make_app(model, behaviour, args.name), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()
     port = runner.addresses[0][1]
+    grpc_server = None
+    if args.grpc_port is not None:
+        from profiler.examples.grpc_server import start_grpc_server
+
+        grpc_server, grpc_port = await start_grpc_server(model, behaviour, args.name, args.host, args.grpc_port)
     print(f"READY http://{args.host}:{port}", flush=True)
+    if grpc_server is not None:
+        print(f"GRPC grpc://{args.host}:{grpc_port}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(grace=None)
         await runner.cleanup()
 
 

@@ -204,8 +204,12 @@ def detect_leak(requests: Sequence[float], t_s: Sequence[float], memory_bytes: S
             reason = (f"memory grew early in the window then levelled off (last half: {tail.slope:,.0f} B per "
                       f"request, at most {tail.high:,.0f}): a cache or warm-up, not a leak")
         else:
-            upper = min(tail.high, overall.high) if tail is not None else overall.high
-            reason = f"growth is at most {upper:,.0f} B per request, below the threshold {material:g}"
+            if tail is not None and tail.high < material:
+                reason = (f"growth in the last half is at most {tail.high:,.0f} B per request, below the "
+                          f"threshold {material:g}")
+            else:
+                reason = (f"growth over the window is at most {overall.high:,.0f} B per request, below the "
+                          f"threshold {material:g}, and the last half does not grow materially")
     else:
         status = INCONCLUSIVE
         if significant and not enough_floors:

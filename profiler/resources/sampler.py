@@ -98,6 +98,10 @@ class _Problems:
         if text not in self.problems:
             self.problems.append(text)
 
+    def _forget(self, text: str) -> None:
+        if text in self.problems:
+            self.problems.remove(text)
+
 
 class ProcessTree(_Problems):
     """The model's processes with all their children: by PID, by command-line pattern, or the pod's others.
@@ -176,6 +180,8 @@ class ProcessTree(_Problems):
                 self._lose(f"no process matches the pattern {self.pattern.pattern!r}")
                 return []
             pids = {p.pid for p in roots}
+            if self._roots_seen is None:  # found at last: not finding it while it started is no problem
+                self._forget(f"no process matches the pattern {self.pattern.pattern!r}")
             if self._roots_seen is not None and pids != self._roots_seen:
                 self._lose(f"the processes matching {self.pattern.pattern!r} changed from pids "
                            f"{sorted(self._roots_seen)} to {sorted(pids)} (a restart?)")
@@ -195,8 +201,11 @@ class ProcessTree(_Problems):
                 self._problem(f"no permission to inspect pid {pid}")
                 continue
             members.append(proc)
+        why = "no other process is visible in this pod (is shareProcessNamespace set?)"
         if not members:
-            self._lose("no other process is visible in this pod (is shareProcessNamespace set?)")
+            self._lose(why)
+        elif not self._cpu_seen:
+            self._forget(why)
         return members
 
     def _with_children(self, roots: list[psutil.Process]) -> list[psutil.Process]:

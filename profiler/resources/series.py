@@ -161,8 +161,13 @@ def summarise(series: BoundedSeries, source: str, problems: list[str], *, incomp
         "series_stride": series.stride,
         "series": [
             {"t_s": round(p.t_s, 3), "memory_bytes": p.memory_bytes, "rss_bytes": p.rss_bytes,
-             "cpu_s": round(p.cpu_s, 3) if p.cpu_s is not None else None, "phase": p.phase,
-             "requests": p.requests, "processes": p.processes}
-            for p in series.points
+             "cpu_s": round(p.cpu_s, 3) if p.cpu_s is not None else None,
+             "cores": _round(cores_between([prev, p])) if prev is not None else None,
+             "phase": p.phase, "requests": p.requests, "processes": p.processes}
+            for prev, p in zip([None, *series.points], series.points, strict=False)
         ],
     }
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None

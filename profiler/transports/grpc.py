@@ -1,0 +1,133 @@
+"""gRPC transport on grpc.aio: one long-lived channel, pre-serialized requests sent as raw bytes.
+
+The unary call is made with no serializer and no deserializer, so a request body goes to the wire
+as it was encoded before the load and the response comes back as bytes for the codec to read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from profiler._proto import grpc_predict_v2_pb2 as pb
+from profiler.codecs.v2_grpc import MODEL_METADATA_METHOD, MODEL_READY_METHOD, SERVER_READY_METHOD, metadata_dict
+from profiler.errors import TargetError, TransportError
+
+_KINDS = {grpc.StatusCode.DEADLINE_EXCEEDED: "timeout", grpc.StatusCode.UNAVAILABLE: "connection"}
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+def grpc_target(url: str) -> tuple[str, bool]:
+    """host:port and whether TLS is on, from a grpc:// or grpcs:// URL."""
+    for scheme, tls in (("grpcs://", True), ("grpc://", False)):
+        if url.startswith(scheme):
+            return url[len(scheme):].rstrip("/"), tls
+    raise ValueError(f"not a grpc:// or grpcs:// URL: {url!r}")
+
+
+class GrpcTransport:
+    """Sends ModelInfer bytes over one channel; readiness and metadata through the V2 service."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        model: str,
+        version: str | None = None,
+        timeout_s: float,
+        headers: dict[str, str] | None = None,
+        tls_ca_file: Path | None = None,
+        keepalive_s: float = 30.0,
+    ) -> None:
+        self.url = url
+        self._address, self._tls = grpc_target(url)
+        self._model = model
+        self._version = version or ""
+        self._timeout_s = timeout_s
+        # gRPC metadata keys are lower case; the values never leave this object.
+        # None, not an empty tuple, when there is nothing to send: grpc skips the metadata work then.
+        self._metadata: tuple[tuple[str, str], ...] | None = (
+            tuple((k.lower(), v) for k, v in headers.items()) if headers else None)
+        self._ca_file = tls_ca_file
+        self._keepalive_ms = int(keepalive_s * 1000)
+        self._channel: aio.Channel | None = None
+        self._calls: dict[str, Any] = {}
+
+    def _open(self) -> aio.Channel:
+        # Created on first use, inside the running loop, and kept for the transport's life.
+        if self._channel is None:
+            options: Sequence[tuple[str, Any]] = (
+                ("grpc.keepalive_time_ms", self._keepalive_ms),
+                ("grpc.keepalive_timeout_ms", min(self._keepalive_ms, 20_000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            )
+            if self._tls:
+                root = self._read_ca() if self._ca_file is not None else None
+                credentials = grpc.ssl_channel_credentials(root_certificates=root)
+                self._channel = aio.secure_channel(self._address, credentials, options=options)
+            else:
+                self._channel = aio.insecure_channel(self._address, options=options)
+        return self._channel
+
+    def _read_ca(self) -> bytes:
+        assert self._ca_file is not None
+        try:
+            return self._ca_file.read_bytes()
+        except OSError as exc:
+            raise TargetError(f"target.tls_ca_file: cannot read {self._ca_file}: {exc.strerror or exc}") from None
+
+    def _call(self, method: str) -> Any:
+        call = self._calls.get(method)
+        if call is None:
+            # No serializer or deserializer: bytes in, bytes out.
+            call = self._open().unary_unary(method, request_serializer=None, response_deserializer=None)
+            self._calls[method] = call
+        return call
+
+    async def send(self, path: str, body: bytes) -> bytes:
+        """One unary call of method `path` with the pre-serialized `body`; the response bytes."""
+        try:
+            response: bytes = await self._call(path)(body, timeout=self._timeout_s, metadata=self._metadata)
+        except aio.AioRpcError as exc:
+            code = exc.code()
+            kind = _KINDS.get(code, "grpc_status")
+            raise TransportError(kind, f"gRPC {code.name}: {exc.details() or ''}"[:300], code.value[0]) from None
+        return response
+
+    async def probe(self, path: str) -> int:
+        """ServerReady or ModelReady: 200 ready, 503 not ready, 0 no answer."""
+        if path == SERVER_READY_METHOD:
+            body = pb.ServerReadyRequest().SerializeToString()
+        elif path == MODEL_READY_METHOD:
+            body = pb.ModelReadyRequest(name=self._model, version=self._version).SerializeToString()
+        else:
+            raise ValueError(f"not a readiness method: {path}")
+        try:
+            raw = await self.send(path, body)
+        except TransportError as exc:
+            return 0 if exc.kind in ("connection", "timeout") else 503
+        ready = pb.ServerReadyResponse.FromString(raw).ready  # both responses hold `bool ready = 1`
+        return 200 if ready else 503
+
+    async def model_metadata(self) -> dict[str, Any]:
+        """The model's ModelMetadata, in the REST document's shape."""
+        body = pb.ModelMetadataRequest(name=self._model, version=self._version).SerializeToString()
+        try:
+            raw = await self.send(MODEL_METADATA_METHOD, body)
+        except TransportError as exc:
+            raise TargetError(f"{self.url}: ModelMetadata for model {self._model!r} failed: {exc}") from None
+        return metadata_dict(pb.ModelMetadataResponse.FromString(raw))
+
+    async def close(self) -> None:
+        """Close the channel."""
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._calls.clear()

@@ -1,0 +1,55 @@
+"""Before the load: fetch the model's V2 metadata and check the configured inputs against it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from profiler.codecs import Codec
+from profiler.codecs.tensors import check_metadata
+from profiler.config import TargetConfig
+from profiler.dataset import Sample
+from profiler.errors import TargetError
+from profiler.secrets import resolve_headers
+from profiler.transports import Transport
+
+
+async def fetch_rest_metadata(url: str, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
+    """GET a V2 model metadata document; TargetError names the URL on any failure."""
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session, session.get(url) as response:
+            body = await response.read()
+            if response.status != 200:
+                raise TargetError(f"{url}: model metadata answered HTTP {response.status}")
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise TargetError(f"{url}: cannot fetch model metadata: {type(exc).__name__}") from None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise TargetError(f"{url}: model metadata is not JSON") from None
+    if not isinstance(document, dict):
+        raise TargetError(f"{url}: model metadata is not a JSON object")
+    return document
+
+
+async def check_model_inputs(target: TargetConfig, codec: Codec, transport: Transport, first: Sample) -> bool:
+    """Check the codec's input tensors against the model's declared inputs (V2 only).
+
+    Returns whether a check was made; raises TargetError naming the sample and field on a mismatch.
+    """
+    specs = getattr(codec, "specs", None)
+    if not target.check_metadata or specs is None:
+        return False
+    fetch = getattr(transport, "model_metadata", None)
+    if fetch is not None:
+        metadata = await fetch()
+    elif hasattr(codec, "metadata_path"):
+        url = target.url + codec.metadata_path
+        metadata = await fetch_rest_metadata(url, resolve_headers(target), target.timeout_s)
+    else:
+        return False
+    check_metadata(specs, metadata, target.model, first)
+    return True
