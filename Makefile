@@ -3,17 +3,24 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.installed-runtime
+STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck bench clean
 
-$(STAMP): pyproject.toml
+# The demo needs only the runtime; the tests also need the dev tools and the optional extras
+# (MLflow tracking, and the independent V2 servers/clients the interop tests profile).
+$(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop]'
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/profiler demo
 
 test: $(STAMP)

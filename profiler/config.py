@@ -438,6 +438,22 @@ class ServerConfig(_Strict):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9090
+    start: Literal["on-start", "on-trigger"] = "on-start"
+    """on-start: run the profile when the server starts; on-trigger: wait for POST /runs."""
+    token_file: Path | None = None
+    """File holding the bearer token that POST /runs must present (e.g. a mounted Kubernetes Secret)."""
+    token_env: str | None = None
+    """Or: the name of the environment variable holding that token."""
+    shutdown_grace_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    """On SIGTERM, how long to wait for in-flight requests before the aborted report is written."""
+
+    @model_validator(mode="after")
+    def _trigger_needs_token(self) -> ServerConfig:
+        if self.token_file is not None and self.token_env is not None:
+            raise ValueError("give token_file or token_env, not both")
+        if self.start == "on-trigger" and self.token_file is None and self.token_env is None:
+            raise ValueError("start: on-trigger needs token_file or token_env (POST /runs is the trigger)")
+        return self
 
 
 class Config(_Strict):
@@ -504,12 +520,14 @@ def _anchor_paths(config: Config, base: Path) -> Config:
 
     dataset = config.dataset.model_copy(update={"path": anchor(config.dataset.path)})
     report = config.report.model_copy(update={"path": anchor(config.report.path)})
-    history_path = anchor(config.history.path or report.path.parent / HISTORY_FILE)
+    history_path = anchor(config.history.path) if config.history.path else report.path.parent / HISTORY_FILE
     update: dict[str, Any] = {"dataset": dataset, "report": report, "target": _anchor_target(config.target, anchor),
                               "history": config.history.model_copy(update={"path": history_path})}
     if config.resources.artifact_path is not None:
         update["resources"] = config.resources.model_copy(
             update={"artifact_path": anchor(config.resources.artifact_path)})
+    if config.server.token_file is not None:
+        update["server"] = config.server.model_copy(update={"token_file": anchor(config.server.token_file)})
     return config.model_copy(update=update)
 
 

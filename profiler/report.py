@@ -178,3 +178,11 @@ def render_history(report: dict[str, Any]) -> list[str]:
         where = tracking.get("mlflow_run_id") or f"NOT LOGGED: {tracking.get('error')}"
         lines.append(f"mlflow   {tracking.get('uri')} run {where}")
     return lines
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of the report document (profiler/report.schema.json; $defs.progress for a live run)."""
+    from importlib import resources
+
+    schema: dict[str, Any] = json.loads(resources.files("profiler").joinpath("report.schema.json").read_text("utf-8"))
+    return schema

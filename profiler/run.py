@@ -15,6 +15,7 @@ from typing import Any
 
 from profiler import __version__
 from profiler.accuracy import PredictionLog, accuracy_metrics
+from profiler.auth import redact_url
 from profiler.capacity import capacity_summary, judge_stage, judge_window_stage
 from profiler.codecs import Codec, codec_from_config
 from profiler.config import Config
@@ -143,7 +144,7 @@ async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[st
     status = "completed"
     try:
         state.phase = "waiting for target"
-        await wait_ready(transport, codec, config.target.url, config.target.ready_timeout_s)
+        await wait_ready(transport, codec, redact_url(config.target.url), config.target.ready_timeout_s)
         from profiler.transports.metadata import check_model_inputs
 
         await check_model_inputs(config.target, codec, transport, dataset.samples[0])
@@ -262,8 +263,8 @@ def build_report(state: RunState, status: str, duration_s: float) -> dict[str, A
         "profiler_version": __version__,
         "run": {"id": state.run_id, "status": status, "started_at": state.started_at,
                 "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "duration_s": round(duration_s, 3)},
-        "target": {"url": config.target.url, "protocol": config.target.protocol, "model": config.target.model,
-                   "version": config.target.version},
+        "target": {"url": redact_url(config.target.url), "protocol": config.target.protocol,
+                   "model": config.target.model, "version": config.target.version},
         "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
                     "sha256": dataset.sha256 if dataset else None,
                     "samples": len(dataset.samples) if dataset else 0},

@@ -67,3 +67,12 @@ def test_config_must_be_a_mapping(tmp_path: Path, text: str) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read config"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_relative_config_dir_anchors_history_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "p.yaml").write_text(GOOD)
+    monkeypatch.chdir(tmp_path)
+    config = load_config(Path("demo/p.yaml"))
+    assert config.report.path == Path("demo/report.json")
+    assert config.history.path is not None and config.history.path.parent == Path("demo")

@@ -146,7 +146,7 @@ def test_serve_mode_answers_report_metrics_healthz(tmp_path: Path, example_serve
         assert f'profiler_requests_total{{model="digits",outcome="ok",stage="stage-1"}} {float(sent)}' in metrics
         assert "profiler_request_latency_seconds_bucket" in metrics
         assert "profiler_target_memory_rss_bytes" in metrics
-        assert "profiler_verdict 1.0" in metrics
+        assert 'profiler_verdict{model="digits"} 1.0' in metrics
         _, text = get(base + "/report?format=text")
         assert "verdict  PASS" in text
     finally:

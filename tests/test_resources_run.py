@@ -60,7 +60,7 @@ async def test_leaking_server_is_flagged(tmp_path: Path, start_server: Callable[
     registry = CollectorRegistry()
     registry.register(RunCollector(lambda: state))
     exposition = generate_latest(registry).decode()
-    assert "profiler_memory_leak 1.0" in exposition
+    assert 'profiler_memory_leak{model="digits"} 1.0' in exposition
     assert 'profiler_target_memory_bytes{figure="pss",model="digits"}' in exposition
     text = render_text(report)
     assert "leak     LEAKED" in text and "memory   PSS from" in text
