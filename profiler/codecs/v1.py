@@ -7,15 +7,16 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from profiler.codecs.base import TensorCodec
 from profiler.codecs.predictions import PredictionReader, nested_rows
-from profiler.codecs.tensors import TensorSpec, resolve_specs, split_sample
+from profiler.codecs.tensors import TensorSpec, split_sample
 from profiler.dataset import Sample
 from profiler.errors import DecodeError
 
 FORMS = ("rows", "columns")
 
 
-class V1RestCodec:
+class V1RestCodec(TensorCodec):
     """Row form: one instance per sample; columnar form: one list per input tensor (TF Serving)."""
 
     content_type = "application/json"
@@ -39,23 +40,11 @@ class V1RestCodec:
         self.form = form
         self.infer_path = f"{base}:predict"
         self.ready_paths: tuple[str, ...] = (base,)
-        self.specs: tuple[TensorSpec, ...] = tuple(inputs or (TensorSpec(input_name, datatype),))
-        self.output_name = output_name
-        self.reader = reader or PredictionReader()
-
-    def _resolved(self, samples: Sequence[Sample]) -> tuple[TensorSpec, ...]:
-        """The specs with every shape known (a single shapeless input takes the first sample's length)."""
-        if not samples:
-            raise ValueError("encode needs at least one sample")
-        if any(spec.shape is None for spec in self.specs):
-            self.specs = resolve_specs(self.specs, samples[0])
-        return self.specs
+        super().__init__(input_name, datatype, inputs=inputs, output_name=output_name, reader=reader)
 
     def encode(self, samples: Sequence[Sample]) -> bytes:
         """Rows: each instance is the sample's inputs (a list, or an object by tensor name when there are
         several); columns: `inputs` is the list of rows, or an object of per-tensor lists."""
-        if not samples:
-            raise ValueError("encode needs at least one sample")
         specs = self._resolved(samples)
         parts = [split_sample(s, specs) for s in samples]
         named = len(self.specs) > 1

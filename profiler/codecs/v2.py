@@ -6,8 +6,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from profiler.codecs.base import TensorCodec
 from profiler.codecs.predictions import PredictionReader
-from profiler.codecs.tensors import TensorSpec, batch_columns, resolve_specs
+from profiler.codecs.tensors import TensorSpec, batch_columns
 from profiler.dataset import Sample
 from profiler.errors import DecodeError
 
@@ -17,7 +18,7 @@ def v2_base_path(model: str, version: str | None) -> str:
     return f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
 
 
-class V2RestCodec:
+class V2RestCodec(TensorCodec):
     """Encodes a batch of N samples as tensors of shape [N, *shape]; reads one output per sample."""
 
     name = "v2-rest"
@@ -39,17 +40,7 @@ class V2RestCodec:
         self.infer_path = f"{base}/infer"
         self.ready_paths: tuple[str, ...] = ("/v2/health/ready", f"{base}/ready")
         self.metadata_path = base
-        self.specs: tuple[TensorSpec, ...] = tuple(inputs or (TensorSpec(input_name, datatype),))
-        self.output_name = output_name
-        self.reader = reader or PredictionReader()
-
-    def _resolved(self, samples: Sequence[Sample]) -> tuple[TensorSpec, ...]:
-        """The specs with every shape known (a single shapeless input takes the first sample's length)."""
-        if not samples:
-            raise ValueError("encode needs at least one sample")
-        if any(spec.shape is None for spec in self.specs):
-            self.specs = resolve_specs(self.specs, samples[0])
-        return self.specs
+        super().__init__(input_name, datatype, inputs=inputs, output_name=output_name, reader=reader)
 
     def encode(self, samples: Sequence[Sample]) -> bytes:
         """One JSON document; each tensor's data is flat row-major with shape [len(samples), *shape]."""

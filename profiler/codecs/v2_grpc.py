@@ -12,8 +12,9 @@ from typing import Any
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from profiler._proto import grpc_predict_v2_pb2 as pb
+from profiler.codecs.base import TensorCodec
 from profiler.codecs.predictions import PredictionReader
-from profiler.codecs.tensors import TensorSpec, batch_columns, decode_raw, resolve_specs
+from profiler.codecs.tensors import TensorSpec, batch_columns, decode_raw
 from profiler.dataset import Sample
 from profiler.errors import DecodeError
 
@@ -30,7 +31,7 @@ CONTENTS_FIELD = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT32": "in
 """Which InferTensorContents field carries each datatype (the specification's mapping)."""
 
 
-class V2GrpcCodec:
+class V2GrpcCodec(TensorCodec):
     """ModelInferRequest bytes in, predictions out of ModelInferResponse bytes."""
 
     name = "v2-grpc"
@@ -51,17 +52,7 @@ class V2GrpcCodec:
     ) -> None:
         self.model = model
         self.version = version or ""
-        self.specs: tuple[TensorSpec, ...] = tuple(inputs or (TensorSpec(input_name, datatype),))
-        self.output_name = output_name
-        self.reader = reader or PredictionReader()
-
-    def _resolved(self, samples: Sequence[Sample]) -> tuple[TensorSpec, ...]:
-        """The specs with every shape known (a single shapeless input takes the first sample's length)."""
-        if not samples:
-            raise ValueError("encode needs at least one sample")
-        if any(spec.shape is None for spec in self.specs):
-            self.specs = resolve_specs(self.specs, samples[0])
-        return self.specs
+        super().__init__(input_name, datatype, inputs=inputs, output_name=output_name, reader=reader)
 
     def request(self, samples: Sequence[Sample]) -> pb.ModelInferRequest:
         """The request message for a batch: each tensor of shape [len(samples), *shape]."""

@@ -1,0 +1,34 @@
+"""What every tensor codec shares: the declared input tensors and how predictions are read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from profiler.codecs.predictions import PredictionReader
+from profiler.codecs.tensors import TensorSpec, resolve_specs
+from profiler.dataset import Sample
+
+
+class TensorCodec:
+    """Holds the input specs (one tensor by default), the output to read, and the prediction reader."""
+
+    def __init__(
+        self,
+        input_name: str = "input-0",
+        datatype: str = "FP32",
+        *,
+        inputs: Sequence[TensorSpec] | None = None,
+        output_name: str | None = None,
+        reader: PredictionReader | None = None,
+    ) -> None:
+        self.specs: tuple[TensorSpec, ...] = tuple(inputs or (TensorSpec(input_name, datatype),))
+        self.output_name = output_name
+        self.reader = reader or PredictionReader()
+
+    def _resolved(self, samples: Sequence[Sample]) -> tuple[TensorSpec, ...]:
+        """The specs with every shape known (a single shapeless input takes the first sample's length)."""
+        if not samples:
+            raise ValueError("encode needs at least one sample")
+        if any(spec.shape is None for spec in self.specs):
+            self.specs = resolve_specs(self.specs, samples[0])
+        return self.specs
