@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from array import array
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from profiler.hdr import values_at_percentiles
 from profiler.results import OK, Result
 from profiler.schedule import Stage
 
@@ -89,81 +88,6 @@ class Recording:
 def record_ns(histogram: HdrHistogram, value_ns: int) -> None:
     """Record a duration, clamped into the histogram's range."""
     histogram.record_value(min(max(value_ns // 1000, LOWEST_US), HIGHEST_US))
-
-
-def cumulative_counts(histogram: HdrHistogram, bounds_us: list[float]) -> list[int]:
-    """How many recorded values are at or below each bound (us), from the counts array in one pass.
-
-    hdrh's Python iterators walk ~23,000 buckets one at a time (~100 ms); this is one numpy
-    cumulative sum, so /metrics stays cheap while the load runs. A bucket counts as below a bound
-    when its highest equivalent value is (HDR's 0.1% resolution).
-    """
-    counts = np.ctypeslib.as_array(histogram.counts)[: histogram.counts_len]
-    running = np.cumsum(counts, dtype=np.int64)
-    out = []
-    for bound in bounds_us:
-        value = int(bound)
-        if value < LOWEST_US:
-            out.append(0)
-            continue
-        value = min(value, HIGHEST_US)
-        index = histogram.get_counts_array_index(value)
-        if histogram.get_highest_equivalent_value(value) > bound:
-            index -= 1
-        out.append(int(running[index]) if index >= 0 else 0)
-    return out
-
-
-def values_at_percentiles(histogram: HdrHistogram, percentiles: Sequence[float]) -> list[int]:
-    """hdrh's get_value_at_percentile for several percentiles at once, in one numpy pass (same values).
-
-    hdrh walks the counts array in Python per call (~8 ms each); this is a cumulative sum and
-    a binary search, so reports and /metrics stay cheap while load runs.
-    """
-    total = histogram.get_total_count()
-    if total == 0:
-        return [0 for _ in percentiles]
-    counts = np.ctypeslib.as_array(histogram.counts)[: histogram.counts_len]
-    running = np.cumsum(counts, dtype=np.int64)
-    out = []
-    for percentile in percentiles:
-        target = histogram.get_target_count_at_percentile(percentile)
-        index = int(np.searchsorted(running, target, side="left"))
-        if index >= histogram.counts_len:
-            out.append(0)
-            continue
-        value = histogram.get_value_from_index(index)
-        out.append(histogram.get_highest_equivalent_value(value) if percentile else
-                   histogram.get_lowest_equivalent_value(value))
-    return out
-
-
-def mean_us(histogram: HdrHistogram) -> float:
-    """hdrh's get_mean_value (each bucket's median-equivalent value, weighted by its count), vectorised."""
-    total = histogram.get_total_count()
-    if total == 0:
-        return 0.0
-    counts = np.ctypeslib.as_array(histogram.counts)[: histogram.counts_len]
-    medians = _medians(histogram.lowest_trackable_value, histogram.highest_trackable_value,
-                       histogram.significant_figures)
-    weighted: float = float(np.dot(counts.astype(np.float64), medians))
-    return weighted / float(total)
-
-
-@functools.lru_cache(maxsize=4)
-def _medians(lowest: int, highest: int, digits: int) -> Any:
-    """The median-equivalent value of every bucket of a histogram layout, computed with numpy (hdrh's formulas)."""
-    layout = HdrHistogram(lowest, highest, digits)
-    index = np.arange(layout.counts_len, dtype=np.int64)
-    half = layout.sub_bucket_half_count
-    bucket = (index >> layout.sub_bucket_half_count_magnitude) - 1
-    sub = (index & (half - 1)) + half
-    first = bucket < 0
-    sub[first] -= half
-    bucket[first] = 0
-    unit = layout.unit_magnitude
-    value = sub << (bucket + unit)
-    return (value + ((np.int64(1) << (unit + bucket)) >> 1)).astype(np.float64)
 
 
 def spectrum_ms(histogram: HdrHistogram) -> dict[str, float | None]:
