@@ -67,7 +67,8 @@ def log_run(report: dict[str, Any], config: Config) -> dict[str, Any]:
         metrics = [Metric(mlflow_metric_name(k), float(v), now_ms, 0)
                    for k, v in (report.get("metrics") or {}).items()
                    if isinstance(v, int | float) and not isinstance(v, bool) and v == v]
-        params = [Param(k, v) for k, v in flat_params(redact(config.model_dump(mode="json", exclude_none=True))).items()]
+        settings = redact(config.model_dump(mode="json", exclude_none=True))
+        params = [Param(k, v) for k, v in flat_params(settings).items()]
         verdict_code = {"pass": 0.0, "fail": 1.0, "inconclusive": 2.0}.get(report["verdict"]["status"], 3.0)
         metrics.append(Metric("verdict_code", verdict_code, now_ms, 0))
         for start in range(0, max(len(metrics), len(params)), 100):
