@@ -133,3 +133,42 @@ def test_metadata_request_round_trip() -> None:
     # The readiness probe reads either answer through ServerReadyResponse: both carry `bool ready = 1`.
     raw = pb.ModelReadyResponse(ready=True).SerializeToString()
     assert pb.ServerReadyResponse.FromString(raw).ready is True
+
+
+async def submitted(transport: GrpcTransport, body: bytes) -> tuple[bytes, TransportError | None]:
+    """The engine's callback path, awaited: what `done` was called with."""
+    import asyncio
+
+    outcome: asyncio.Future[tuple[bytes, TransportError | None]] = asyncio.get_running_loop().create_future()
+    transport.submit(INFER_METHOD, body, lambda payload, error: outcome.set_result((payload, error)))
+    return await asyncio.wait_for(outcome, 10)
+
+
+async def test_submit_reports_answers_and_each_error_kind(grpc_server: str) -> None:
+    codec = V2GrpcCodec("digits")
+    transport = GrpcTransport(grpc_server, model="digits", timeout_s=5)
+    payload, error = await submitted(transport, codec.encode([SEVEN]))
+    assert error is None and codec.decode(payload, 1) == [7]
+    await transport.close()
+
+    unknown = GrpcTransport(grpc_server, model="cats", timeout_s=5)
+    _, error = await submitted(unknown, V2GrpcCodec("cats").encode([ZERO]))
+    assert error is not None and error.kind == "grpc_status" and "NOT_FOUND" in str(error)
+    await unknown.close()
+
+    nobody = GrpcTransport(f"grpc://127.0.0.1:{closed_port()}", model="digits", timeout_s=2)
+    _, error = await submitted(nobody, codec.encode([ZERO]))
+    assert error is not None and error.kind == "connection"
+    await nobody.close()
+
+    server = aio.server()
+    server.add_generic_rpc_handlers((make_handler(train("weak"), Behaviour(delay_ms=300), "digits"),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        slow = GrpcTransport(f"grpc://127.0.0.1:{port}", model="digits", timeout_s=0.05)
+        _, error = await submitted(slow, codec.encode([ZERO]))
+        assert error is not None and error.kind == "timeout" and "DEADLINE_EXCEEDED" in str(error)
+        await slow.close()
+    finally:
+        await server.stop(grace=None)

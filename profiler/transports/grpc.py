@@ -6,7 +6,9 @@ as it was encoded before the load and the response comes back as bytes for the c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,30 @@ def grpc_target(url: str) -> tuple[str, bool]:
         if url.startswith(scheme):
             return url[len(scheme):].rstrip("/"), tls
     raise ValueError(f"not a grpc:// or grpcs:// URL: {url!r}")
+
+
+def _rpc_error(exc: aio.AioRpcError) -> TransportError:
+    code = exc.code()
+    kind = _KINDS.get(code, "grpc_status")
+    return TransportError(kind, f"gRPC {code.name}: {exc.details() or ''}"[:300], code.value[0])
+
+
+def _call_ended(call: Any, done: Callable[[bytes, TransportError | None], None], _: Any) -> None:
+    """Read a finished call's outcome through its public awaitable (it completes without suspending)."""
+    step = call.__await__()
+    try:
+        step.send(None)
+    except StopIteration as stop:
+        done(stop.value, None)
+        return
+    except aio.AioRpcError as exc:
+        done(b"", _rpc_error(exc))
+        return
+    except asyncio.CancelledError:
+        done(b"", TransportError("connection", "the call was cancelled"))
+        return
+    step.close()  # not finished after all (cannot happen once its task is done)
+    done(b"", TransportError("connection", "the call ended without an outcome"))
 
 
 class GrpcTransport:
@@ -91,14 +117,25 @@ class GrpcTransport:
             self._calls[method] = call
         return call
 
+    def submit(self, path: str, body: bytes, done: Callable[[bytes, TransportError | None], None]) -> None:
+        """The load engine's hot path: start the call and run `done(body, error)` when it ends.
+
+        grpc.aio runs every call as a task of its own; the engine hooks onto that task instead of
+        wrapping the call in a second one (a bare client's `ensure_future(call)` makes two).
+        """
+        call = self._call(path)(body, timeout=self._timeout_s, metadata=self._metadata)
+        # grpc.aio keeps the call's task private; if that ever changes, wrap the call (one more task).
+        task = getattr(call, "_call_response", None)
+        if not isinstance(task, asyncio.Future):
+            task = asyncio.ensure_future(call)
+        task.add_done_callback(partial(_call_ended, call, done))
+
     async def send(self, path: str, body: bytes) -> bytes:
         """One unary call of method `path` with the pre-serialized `body`; the response bytes."""
         try:
             response: bytes = await self._call(path)(body, timeout=self._timeout_s, metadata=self._metadata)
         except aio.AioRpcError as exc:
-            code = exc.code()
-            kind = _KINDS.get(code, "grpc_status")
-            raise TransportError(kind, f"gRPC {code.name}: {exc.details() or ''}"[:300], code.value[0]) from None
+            raise _rpc_error(exc) from None
         return response
 
     async def probe(self, path: str) -> int:
