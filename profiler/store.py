@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from profiler.auth import redact_url
 from profiler.errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -63,12 +64,15 @@ _SECRET = re.compile(r"token|secret|password|passwd|authorization|api[_-]?key|cr
 
 
 def redact(value: Any) -> Any:
-    """A copy of plain config data with the values of secret-looking keys replaced by '***'."""
+    """A copy of plain config data with the values of secret-looking keys replaced by '***', and any
+    URL's user:password and query values replaced (a URL can carry credentials too)."""
     if isinstance(value, dict):
         return {k: ("***" if _SECRET.search(str(k)) and v not in (None, "", {}, []) else redact(v))
                 for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
     return value
 
 

@@ -130,6 +130,8 @@ def test_missing_history_for_reading(db):
     ({"a": [{"secret": "s"}]}, {"a": [{"secret": "***"}]}),
     ([], []),
     ("plain", "plain"),
+    ({"url": "http://user:pw@model:8080/v2?key=abc"}, {"url": "http://REDACTED@model:8080/v2?key=REDACTED"}),
+    ({"url": "grpc://127.0.0.1:8001"}, {"url": "grpc://127.0.0.1:8001"}),
 ])
 def test_redact(data, expected):
     assert redact(data) == expected
