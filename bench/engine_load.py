@@ -41,12 +41,14 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         from profiler.transports.http import HttpTransport
 
         transport = HttpTransport(args.url, timeout_s=args.timeout, max_connections=args.connections)
+    if args.no_poll:
+        transport.set_polled = None  # type: ignore[attr-defined]  # the engine then never polls
     codec = V2RestCodec("digits")
     bodies = [request_body(i) for i in range(64)]
     log = PredictionLog(64)
     engine = Engine(transport, codec.infer_path, bodies, codec.decode, sample_count=64,  # type: ignore[arg-type]
                     max_in_flight=args.cap, timeout_s=args.timeout, consumers=[log],
-                    quantum_ns=int(args.quantum_ms * 1e6))
+                    lag_budget_ns=int(args.lag_budget_ms * 1e6))
     warm = make_stage(0, min(args.rate, 2000), 0.5, warmup=True)
     await engine.run_stage(warm, arrival_offsets_ns(warm), StageRecorder(warm))
     stage = make_stage(1, args.rate, args.duration)
@@ -56,7 +58,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     deadline = time.monotonic_ns() + int(args.duration * 1e9)
     # A flat-out rate would hold rate x duration requests: end the stage at the duration instead.
     await engine.run_stage(stage, arrival_offsets_ns(stage, args.arrival), recorder,
-                           until=lambda: time.monotonic_ns() >= deadline)
+                           until=lambda: time.monotonic_ns() >= deadline, even=args.arrival == "constant")
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
     await transport.close()  # type: ignore[attr-defined]
@@ -76,7 +78,9 @@ if __name__ == "__main__":
     parser.add_argument("--cap", type=int, default=16)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--arrival", default="constant")
-    parser.add_argument("--quantum-ms", type=float, default=0.5, help="shortest gap between two dispatcher wakes")
+    parser.add_argument("--lag-budget-ms", type=float, default=1.5,
+                        help="how late a send may be to share a wake (the engine's LAG_BUDGET_NS)")
+    parser.add_argument("--no-poll", action="store_true", help="never drain answers at the dispatcher's wakes")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="per-request timeout; also how late a request may be sent before it counts unsent")
     print(json.dumps(aio.run(main(parser.parse_args()))))

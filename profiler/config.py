@@ -204,6 +204,8 @@ class LoadConfig(_Strict):
     """Generator processes; None picks from the cores and the highest rate (1 = in the sidecar's own loop)."""
     client: Literal["http1", "aiohttp"] = "http1"
     """HTTP client: the lean keep-alive HTTP/1.1 client, or aiohttp's."""
+    lag_budget_ms: Annotated[float, Field(ge=0, le=100)] = 1.5
+    """How late a send may be made so that it shares a wake with others (0: every request its own wake)."""
 
     @model_validator(mode="after")
     def _one_schedule(self) -> LoadConfig:

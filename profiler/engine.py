@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from functools import partial
@@ -17,10 +18,18 @@ from profiler.timer import MIN_SLEEP_NS, Sleeper
 from profiler.transports import Transport
 
 Decoder = Callable[[bytes, int], list[Any]]
-WAKE_QUANTUM_NS = 500_000
-"""The dispatcher wakes at most once per 0.5 ms: each wake costs tens of microseconds of CPU (more in a
-VM), so above ~2,000 rps requests due together are sent together, at most 0.5 ms late (and the lag
-histogram says so). Below that rate every request gets its own, exact wake."""
+LAG_BUDGET_NS = 1_500_000
+"""How late the dispatcher may send a request so that it shares a wake with others (1.5 ms).
+
+A wake costs tens of microseconds of CPU (more in a VM), more than the send itself. Below
+1 / budget (667 rps) every request gets its own wake, on time. Above it the dispatcher wakes on a
+fixed grid and sends whatever is due: for evenly spaced arrivals the grid is laid on them, with a
+period of whole gaps (at 1,000 rps, every 2 ms: half the requests go on time, half 1 ms late);
+for Poisson arrivals its period is the budget. Either way no send is later than the budget plus
+the OS's own wake-up delay, the lag histogram shows what it was, and latency is still measured
+from the intended time."""
+Done = Callable[[bytes, "TransportError | None", int], None]
+"""A transport's report of one request: (body, error, received_ns), received_ns 0 when it has no kernel time."""
 
 
 class Engine:
@@ -32,7 +41,7 @@ class Engine:
     `timeout_s` of its intended time is counted as unsent instead of being sent (later ones are
     sent late, and their latency shows it). Requests still open `timeout_s` + 1 s after the
     stage's last send are cancelled and counted as timeouts, so a stage always ends.
-    `quantum_ns` is the shortest gap between two wakes of the dispatcher (see WAKE_QUANTUM_NS).
+    `lag_budget_ns` bounds how late a send may be made to share a wake (see LAG_BUDGET_NS).
     """
 
     def __init__(
@@ -49,7 +58,7 @@ class Engine:
         consumers: Iterable[Consumer] = (),
         clock: Callable[[], int] = time.monotonic_ns,
         cpu_clock: Callable[[], float] = time.process_time,
-        quantum_ns: int = WAKE_QUANTUM_NS,
+        lag_budget_ns: int = LAG_BUDGET_NS,
     ) -> None:
         if not bodies:
             raise ValueError("the engine needs at least one request body")
@@ -66,12 +75,15 @@ class Engine:
         self._clock = clock
         self._cpu_clock = cpu_clock
         self._in_flight = 0
-        self._quantum_ns = quantum_ns
+        self._budget_ns = lag_budget_ns
         self._slot_waiter: asyncio.Future[None] | None = None
         self._idle: asyncio.Future[None] | None = None
         submit = getattr(transport, "submit", None)
-        self._submit: Callable[[str, bytes, Callable[[bytes, TransportError | None], None]], None] | None = (
-            submit if callable(submit) else None)
+        self._submit: Callable[[str, bytes, Done], None] | None = submit if callable(submit) else None
+        poll, set_polled = getattr(transport, "poll", None), getattr(transport, "set_polled", None)
+        self._poll: Callable[[], None] | None = poll if callable(poll) and callable(set_polled) else None
+        self._set_polled: Callable[[bool], None] | None = set_polled if self._poll is not None else None
+        self._polled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._cursor = 0
@@ -91,7 +103,8 @@ class Engine:
         return self._stopping
 
     async def run_stage(self, stage: Stage, offsets_ns: Iterable[int], recorder: StageRecorder,
-                        until: Callable[[], bool] | None = None, start_ns: int | None = None) -> None:
+                        until: Callable[[], bool] | None = None, start_ns: int | None = None,
+                        gap_ns: float | None = None, even: bool = False) -> None:
         """Send the stage's timetable, then wait for its requests to finish (bounded by the timeout).
 
         Accounting: every offset taken from the timetable is `scheduled` and then either sent
@@ -100,6 +113,9 @@ class Engine:
         process on the machine) lets worker processes start a stage together. The lag histogram
         gets how late the dispatcher woke for each send, measured from when it could have sent
         (a wait for an in-flight slot is the model's doing and shows as `late` and in the latency).
+        `gap_ns` is the mean gap between this engine's arrivals (default: the stage's rate; a worker
+        that gets every Nth arrival has N times that), and `even` says they are evenly spaced (the
+        constant process), which lets the wake grid sit on them.
         """
         sinks: list[Consumer] = [recorder, *self._consumers]
         self._create_task = asyncio.get_running_loop().create_task
@@ -113,17 +129,39 @@ class Engine:
         # milliseconds that lands in the latency of whatever is in flight.
         gc.freeze()
         sleeper = Sleeper(precise=self._clock is time.monotonic_ns)
+        offsets = iter(offsets_ns)
+        first = next(offsets, None)
+        if first is None:
+            offsets = iter(())
+        else:
+            offsets = itertools.chain((first,), offsets)
+            if sleeper.precise:
+                self._lay_grid(sleeper, start_ns + first, gap_ns or NS_PER_S / stage.rate_rps, even)
         try:
-            scheduled, unsent, late = await self._dispatch(stage.index, start_ns, offsets_ns, recorder, sinks, until,
+            scheduled, unsent, late = await self._dispatch(stage.index, start_ns, offsets, recorder, sinks, until,
                                                            sleeper, recorder.record_lag)
         finally:
             sleeper.close()
+            self._use_polled(False)
         recorder.ended_ns = clock()
         recorder.scheduled = scheduled
         recorder.late = late
         recorder.unsent = unsent
         await self.drain()
         recorder.cpu_s = self._cpu_clock() - cpu_start
+
+    def _lay_grid(self, sleeper: Sleeper, first_ns: int, gap_ns: float, even: bool) -> None:
+        """Above 1 / budget, wake on a periodic grid (see LAG_BUDGET_NS) and read answers at those wakes.
+
+        Polled mode: the event loop no longer wakes for each answer; the dispatcher drains them at its
+        own wakes. The kernel's receive times keep their latency exact; they are only read later.
+        """
+        budget = self._budget_ns
+        if gap_ns > budget:
+            return
+        period = gap_ns * (budget // gap_ns + 1) if even else budget
+        if sleeper.tick(first_ns, round(period)):
+            self._use_polled(self._set_polled is not None)
 
     async def _dispatch(self, stage_index: int, start_ns: int, offsets_ns: Iterable[int], recorder: StageRecorder,
                         sinks: list[Consumer], until: Callable[[], bool] | None, sleeper: Sleeper,
@@ -134,7 +172,8 @@ class Engine:
         scheduled = unsent = late = 0
         free_ns = 0  # when the dispatcher last came out of a wait for a slot
         precise = sleeper.precise
-        quantum_ns = self._quantum_ns
+        ticking = sleeper.ticking
+        budget_ns = self._budget_ns
         woke_ns = 0
         for offset in offsets_ns:
             if self._stopping or (until is not None and until()):
@@ -143,10 +182,13 @@ class Engine:
             intended = start_ns + offset
             now = clock()
             if intended > now:
-                if precise:
-                    # At most one wake per quantum: a wake costs far more CPU than a send, so requests
-                    # due within a quantum of the last wake go together (each at most a quantum late).
-                    wake_ns = woke_ns + quantum_ns
+                if ticking:
+                    await sleeper.until(intended)  # the first tick of the grid at or after it
+                    if self._polled:
+                        self._poll()  # type: ignore[misc]
+                elif precise:
+                    # Within the budget of the last wake, a wake of its own is not worth its CPU.
+                    wake_ns = woke_ns + budget_ns
                     await sleeper.until(intended if intended > wake_ns else wake_ns)
                     woke_ns = clock()
                 else:
@@ -159,6 +201,8 @@ class Engine:
             if now - intended > stale_ns:
                 unsent += 1
                 continue
+            if self._polled and self._in_flight >= self._max_in_flight:
+                self._poll()  # type: ignore[misc]  # answers already in may free a slot
             if self._in_flight >= self._max_in_flight:
                 if not await self._wait_slot(intended + stale_ns):
                     unsent += 1
@@ -181,6 +225,7 @@ class Engine:
         One bare future and one timer per wait (no Event, no timeout context): when the target is
         the limit this runs once per request.
         """
+        self._use_polled(False)  # the target is the limit now: wake for its answers for the rest of the stage
         loop = asyncio.get_running_loop()
         while self._in_flight >= self._max_in_flight and not self._stopping:
             left_ns = deadline_ns - self._clock()
@@ -195,6 +240,11 @@ class Engine:
                 timer.cancel()
                 self._slot_waiter = None
         return not self._stopping
+
+    def _use_polled(self, polled: bool) -> None:
+        if self._set_polled is not None and polled != self._polled:
+            self._set_polled(polled)
+            self._polled = polled
 
     def _launch(self, stage_index: int, intended_ns: int, sinks: list[Consumer]) -> None:
         index = self._cursor
@@ -212,9 +262,15 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     def _finished(self, stage_index: int, index: int, intended_ns: int, sent_ns: int, sinks: list[Consumer],
-                  payload: bytes, error: TransportError | None) -> None:
-        """The callback path's end of one request: the same Result as _one makes."""
+                  payload: bytes, error: TransportError | None, received_ns: int) -> None:
+        """The callback path's end of one request: the same Result as _one makes.
+
+        The answer's time is the kernel's receive time when the transport has one (and the engine
+        runs on the real clock), else now.
+        """
         done_ns = self._clock()
+        if sent_ns <= received_ns <= done_ns and self._clock is time.monotonic_ns:
+            done_ns = received_ns
         predictions = None
         detail = None
         status = 0

@@ -170,6 +170,7 @@ async def _execute(state: RunState, stop: asyncio.Event | None) -> dict[str, Any
             transport, codec.infer_path, bodies, codec.decode, batch=config.load.batch_size,
             sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
             timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
+            lag_budget_ns=round(config.load.lag_budget_ms * 1e6),
         )
         driver = make_driver(config, engine, bodies, codec, state)
         watcher = asyncio.create_task(_watch_stop(stop, driver)) if stop is not None else None

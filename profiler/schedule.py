@@ -137,13 +137,14 @@ def arrival_offsets_ns(stage: Stage, arrival: str = "constant", seed: int = 0, *
     if not 0 <= part < parts:
         raise ValueError(f"part {part} out of {parts}")
     if arrival == "constant":
-        sent = part
-        while True:
-            wait_ns, stop = pace(stage, 0, sent)
-            if stop:
+        # pace(stage, 0, i) for i = part, part + parts, ... until it says stop, with its checks hoisted.
+        rate = stage.rate_rps
+        end_ns = None if stage.requests is not None else int(stage.duration_s * NS_PER_S)
+        for sent in range(part, stage.expected_requests, parts):
+            due_ns = int(sent * NS_PER_S / rate)
+            if end_ns is not None and due_ns >= end_ns:
                 return
-            yield wait_ns
-            sent += parts
+            yield due_ns
     elif arrival == "poisson":
         rng = random.Random(f"{seed}:{stage.index}")
         duration_ns = stage.duration_s * NS_PER_S

@@ -57,7 +57,8 @@ class LocalDriver:
 
     async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None) -> None:
         """Send the stage's timetable from this process."""
-        await self.engine.run_stage(stage, arrival_offsets_ns(stage, self._arrival, self._seed), recorder, until)
+        await self.engine.run_stage(stage, arrival_offsets_ns(stage, self._arrival, self._seed), recorder, until,
+                                    even=self._arrival == "constant")
 
     async def close(self) -> None:
         """Nothing to release: the transport belongs to the run."""

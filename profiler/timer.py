@@ -55,18 +55,45 @@ class Sleeper:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._spec = _Itimerspec()
+        self._interval_ns = 0
         if self._libc is not None:
             fd = int(self._libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC))
             if fd >= 0:
                 self._fd = fd
 
     @property
+    def ticking(self) -> bool:
+        """Whether the timer is periodic (see tick)."""
+        return self._interval_ns > 0
+
+    @property
     def precise(self) -> bool:
         """Whether sleeps use the timerfd (else the millisecond fallback)."""
         return self._fd >= 0
 
+    def tick(self, first_ns: int, interval_ns: int) -> bool:
+        """Periodic mode: the timer fires at `first_ns` and every `interval_ns` after, armed once.
+
+        until() then returns at the first tick at or after its deadline, so a dispatcher that wakes
+        on a fixed grid anyway saves re-arming the timer (a system call) at every wake. False (and
+        no change) without a timerfd.
+        """
+        if self._fd < 0 or interval_ns <= 0:
+            return False
+        spec = _Itimerspec()
+        spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(max(first_ns, 1), NS_PER_S)
+        spec.it_interval.tv_sec, spec.it_interval.tv_nsec = divmod(interval_ns, NS_PER_S)
+        assert self._libc is not None
+        if self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(spec), None) != 0:
+            return False
+        self._interval_ns = interval_ns
+        return True
+
     async def until(self, deadline_ns: int) -> None:
         """Return at `deadline_ns` (monotonic), or at once if it has passed."""
+        if self._interval_ns:
+            await self._ticks_until(deadline_ns)
+            return
         if self._fd < 0:
             await asyncio.sleep(max(deadline_ns - time.monotonic_ns(), MIN_SLEEP_NS) / NS_PER_S)
             return
@@ -88,6 +115,20 @@ class Sleeper:
             await waiter
         finally:
             self._waiter = None
+
+    async def _ticks_until(self, deadline_ns: int) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._loop is not None:
+                self._loop.remove_reader(self._fd)
+            loop.add_reader(self._fd, self._ready)
+            self._loop = loop
+        while time.monotonic_ns() < deadline_ns:
+            waiter = self._waiter = loop.create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
 
     def _ready(self) -> None:
         try:

@@ -27,7 +27,7 @@ from profiler.engine import Engine
 from profiler.errors import ProfilerError
 from profiler.latency import StageRecorder
 from profiler.results import OK, Consumer, Result
-from profiler.schedule import Stage, arrival_offsets_ns
+from profiler.schedule import NS_PER_S, Stage, arrival_offsets_ns
 from profiler.search import Driver, LocalDriver
 
 PER_PROCESS_RPS = 10_000.0
@@ -99,7 +99,8 @@ async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequenc
     engine = Engine(transport, codec.infer_path, bodies, codec.decode, batch=config.load.batch_size,
                     sample_count=sample_count,
                     max_in_flight=max(1, math.ceil(config.load.max_in_flight / count)),
-                    timeout_s=config.target.timeout_s, consumers=[batcher])
+                    timeout_s=config.target.timeout_s, consumers=[batcher],
+                    lag_budget_ns=round(config.load.lag_budget_ms * 1e6))
     inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
     current: list[StageRecorder | None] = [None]
     ending = [False]
@@ -142,7 +143,8 @@ async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequenc
             offsets = arrival_offsets_ns(stage, config.load.arrival, config.load.seed, part=index, parts=count)
             ending[0] = False
             current[0] = recorder
-            await engine.run_stage(stage, offsets, recorder, until=lambda: ending[0], start_ns=start_ns)
+            await engine.run_stage(stage, offsets, recorder, until=lambda: ending[0], start_ns=start_ns,
+                                   gap_ns=count * NS_PER_S / stage.rate_rps, even=config.load.arrival == "constant")
             current[0] = None
             batcher.flush()
             conn.send(("stage", recorder.to_wire()))

@@ -140,7 +140,7 @@ async def submitted(transport: GrpcTransport, body: bytes) -> tuple[bytes, Trans
     import asyncio
 
     outcome: asyncio.Future[tuple[bytes, TransportError | None]] = asyncio.get_running_loop().create_future()
-    transport.submit(INFER_METHOD, body, lambda payload, error: outcome.set_result((payload, error)))
+    transport.submit(INFER_METHOD, body, lambda payload, error, _: outcome.set_result((payload, error)))
     return await asyncio.wait_for(outcome, 10)
 
 

@@ -132,6 +132,24 @@ def test_constant_offsets(rate, duration, requests, count):
         assert offsets[-1] < duration * NS_PER_S
 
 
+@pytest.mark.parametrize(
+    ("rate", "duration", "requests"),
+    [(100, 1.0, None), (3, 1.0, None), (1000, 0.0015, None), (10, None, 3), (0.7, 10.0, None), (333.3, 0.5, None)],
+)
+def test_constant_offsets_are_what_pace_says(rate, duration, requests):
+    """The generator hoists pace's checks out of its loop; it must still yield exactly pace's timetable."""
+    stage = make_stage(1, rate, duration, requests)
+    expected = []
+    while True:
+        wait_ns, stop = pace(stage, 0, len(expected))
+        if stop:
+            break
+        expected.append(wait_ns)
+    assert list(arrival_offsets_ns(stage)) == expected
+    for parts in (2, 3):
+        assert list(arrival_offsets_ns(stage, part=1, parts=parts)) == expected[1::parts]
+
+
 @pytest.mark.parametrize("arrival", ["constant", "poisson"])
 @pytest.mark.parametrize("parts", [1, 2, 3, 5])
 def test_parts_deal_out_exactly_the_whole_timetable(arrival, parts):

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from typing import Any
+
+import orjson
 
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.tensors import TensorSpec, resolve_specs
 from profiler.dataset import Sample
+
+
+def loads(body: bytes) -> Any:
+    """Parse a JSON answer: orjson (the hot path), else the standard library (NaN, Infinity, huge integers)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 class TensorCodec:

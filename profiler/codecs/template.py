@@ -23,6 +23,7 @@ from typing import Any
 from jsonpath_ng.exceptions import JSONPathError
 from jsonpath_ng.ext.parser import parse as parse_jsonpath
 
+from profiler.codecs.base import loads
 from profiler.codecs.predictions import PredictionReader, nested_rows
 from profiler.codecs.tensors import TensorSpec, split_sample
 from profiler.dataset import Sample
@@ -149,7 +150,7 @@ class JsonTemplateCodec:
     def decode(self, body: bytes, count: int) -> list[Any]:
         """The values the response path selects: one per sample, or a single list of them."""
         try:
-            document = json.loads(body)
+            document = loads(body)
         except ValueError as exc:
             raise DecodeError(f"response is not JSON: {exc}") from None
         found = [m.value for m in self._path.find(document)]

@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.codecs.base import TensorCodec
+from profiler.codecs.base import TensorCodec, loads
 from profiler.codecs.predictions import PredictionReader, nested_rows
 from profiler.codecs.tensors import TensorSpec, split_sample
 from profiler.dataset import Sample
@@ -64,7 +64,7 @@ class V1RestCodec(TensorCodec):
         """`predictions` (rows) or `outputs` (columns): a list per sample, or an object of such lists."""
         key = "predictions" if self.form == "rows" else "outputs"
         try:
-            document = json.loads(body)
+            document = loads(body)
             values = document[key]
         except (ValueError, KeyError, TypeError) as exc:
             raise DecodeError(f"not a V1 response with {key!r}: {type(exc).__name__}: {exc}") from None

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.codecs.base import TensorCodec
+from profiler.codecs.base import TensorCodec, loads
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.tensors import TensorSpec, batch_columns
 from profiler.dataset import Sample
@@ -55,7 +55,7 @@ class V2RestCodec(TensorCodec):
     def decode(self, body: bytes, count: int) -> list[Any]:
         """The configured output (or the first): one class per sample, or the argmax of each row."""
         try:
-            document = json.loads(body)
+            document = loads(body)
             outputs = document["outputs"]
             output = pick_output(outputs, self.output_name)
             data = output["data"]

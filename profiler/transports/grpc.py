@@ -37,22 +37,25 @@ def _rpc_error(exc: aio.AioRpcError) -> TransportError:
     return TransportError(kind, f"gRPC {code.name}: {exc.details() or ''}"[:300], code.value[0])
 
 
-def _call_ended(call: Any, done: Callable[[bytes, TransportError | None], None], _: Any) -> None:
-    """Read a finished call's outcome through its public awaitable (it completes without suspending)."""
+def _call_ended(call: Any, done: Callable[[bytes, TransportError | None, int], None], _: Any) -> None:
+    """Read a finished call's outcome through its public awaitable (it completes without suspending).
+
+    grpc reads the sockets in its own threads, so no kernel receive time is known: the third argument is 0.
+    """
     step = call.__await__()
     try:
         step.send(None)
     except StopIteration as stop:
-        done(stop.value, None)
+        done(stop.value, None, 0)
         return
     except aio.AioRpcError as exc:
-        done(b"", _rpc_error(exc))
+        done(b"", _rpc_error(exc), 0)
         return
     except asyncio.CancelledError:
-        done(b"", TransportError("connection", "the call was cancelled"))
+        done(b"", TransportError("connection", "the call was cancelled"), 0)
         return
     step.close()  # not finished after all (cannot happen once its task is done)
-    done(b"", TransportError("connection", "the call ended without an outcome"))
+    done(b"", TransportError("connection", "the call ended without an outcome"), 0)
 
 
 class GrpcTransport:
@@ -117,8 +120,8 @@ class GrpcTransport:
             self._calls[method] = call
         return call
 
-    def submit(self, path: str, body: bytes, done: Callable[[bytes, TransportError | None], None]) -> None:
-        """The load engine's hot path: start the call and run `done(body, error)` when it ends.
+    def submit(self, path: str, body: bytes, done: Callable[[bytes, TransportError | None, int], None]) -> None:
+        """The load engine's hot path: start the call and run `done(body, error, 0)` when it ends.
 
         grpc.aio runs every call as a task of its own; the engine hooks onto that task instead of
         wrapping the call in a second one (a bare client's `ensure_future(call)` makes two).
