@@ -1,16 +1,19 @@
-"""gRPC generator cost: CPU per request through the engine vs a bare grpc.aio client, same calls, same server.
+"""gRPC generator cost: CPU per call through the engine vs a bare grpc.aio client, same calls, same server.
 
-The server is a separate process that answers ModelInfer with one fixed, pre-serialized response and
-does no protobuf work, so the client side is what is measured. Both sides run on uvloop in this
-process and send the same pre-serialized ModelInferRequest bytes with a raw (no serializer) unary call.
+The server is a separate process (core 0) that answers ModelInfer with one fixed, pre-serialized
+response and does no protobuf work, so the client side (core 1) is what is measured. Every client
+runs on uvloop and sends the same pre-serialized ModelInferRequest bytes.
 
-- bare:    a grpc.aio client, `concurrency` calls in flight, N calls; no decoding.
-- paced:   the same client sending at the engine's open-loop rate, one task per call (the fair baseline:
-           an open-loop generator pays for its timer wake-ups whatever it is built on).
-- engine:  profiler.engine.Engine + GrpcTransport + V2GrpcCodec at a fixed open-loop rate, which also
-           decodes every response into predictions and records latency (what a real run does).
+- bare, closed loop: a grpc.aio client with `concurrency` calls in flight (no decoding). The engine
+  flat out with the same cap on calls in flight is compared with it.
+- bare, paced: the same client sending at a fixed open-loop rate, one task per call. The engine at
+  that rate is compared with it.
+- engine + lean h2: profiler.engine.Engine with the project's HTTP/2 client (the default for
+  grpc://), decoding every answer into predictions and recording latency, as a real run does.
+- engine + grpc.aio: the same with the grpc.aio transport (load.client: library; TLS targets).
 
-Run: python bench/grpc_bench.py [--calls 4000] [--rate 1500] [--seconds 3]. Prints both and the ratio.
+Rounds are interleaved and medians printed, because this shared machine is noisy.
+Run: python bench/grpc_bench.py [--rate 1000] [--seconds 3] [--repeats 3].
 """
 
 from __future__ import annotations
@@ -113,24 +116,33 @@ async def bare_paced(url: str, rate_rps: float, seconds: float) -> tuple[float, 
     return cpu / count, count
 
 
-async def engine(url: str, rate_rps: float, seconds: float) -> tuple[float, int, dict[str, Any]]:
-    """CPU seconds per request through the engine at an open-loop rate; requests sent; stage summary."""
+async def engine(url: str, rate_rps: float, seconds: float, client: str = "lean",
+                 cap: int = 512) -> tuple[float, int, dict[str, Any]]:
+    """CPU seconds per request through the engine at an open-loop rate; requests sent; stage summary.
+
+    client "lean" is the project's own HTTP/2 client (the default for grpc://), "library" is grpc.aio.
+    A rate of 1e6 with a cap runs flat out: `cap` calls in flight, like the closed-loop bare client.
+    """
     from profiler.codecs.v2_grpc import V2GrpcCodec
     from profiler.engine import Engine
     from profiler.latency import StageRecorder
     from profiler.schedule import arrival_offsets_ns, plan_stages
     from profiler.transports.grpc import GrpcTransport
+    from profiler.transports.grpc_h2 import H2GrpcTransport
 
     codec = V2GrpcCodec("digits")
-    transport = GrpcTransport(f"grpc://{url}", model="digits", timeout_s=5)
+    kind = H2GrpcTransport if client == "lean" else GrpcTransport
+    transport = kind(f"grpc://{url}", model="digits", timeout_s=5)
     body = request_body()
     for _ in range(200):
         await transport.send(INFER, body)
     runner = Engine(transport, codec.infer_path, [body], codec.decode, batch=1, sample_count=1,
-                    max_in_flight=512, timeout_s=5)
+                    max_in_flight=cap, timeout_s=5)
     [stage] = plan_stages([(rate_rps, seconds)])
     recorder = StageRecorder(stage)
-    await runner.run_stage(stage, arrival_offsets_ns(stage, "constant"), recorder)
+    deadline = time.monotonic_ns() + int(seconds * 1e9)
+    await runner.run_stage(stage, arrival_offsets_ns(stage, "constant"), recorder,
+                           until=lambda: time.monotonic_ns() >= deadline, even=True)
     await transport.close()
     summary = recorder.summary()
     return recorder.cpu_s / max(summary["sent"], 1), summary["sent"], summary
@@ -138,40 +150,65 @@ async def engine(url: str, rate_rps: float, seconds: float) -> tuple[float, int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=4000, help="bare client calls")
+    parser.add_argument("--calls", type=int, default=4000, help="bare closed-loop client calls")
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rate", type=float, default=1000.0, help="engine open-loop rate (requests/s)")
-    parser.add_argument("--seconds", type=float, default=3.0, help="engine stage length")
+    parser.add_argument("--rate", type=float, default=1000.0, help="open-loop rate (requests/s)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="open-loop stage length")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds, interleaved; medians are printed")
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve)
         return
-    server = subprocess.Popen([sys.executable, __file__, "--serve", "0"], stdout=subprocess.PIPE, text=True)
+    import os
+    import statistics
+
+    import uvloop
+
+    if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+        os.sched_setaffinity(0, {1})  # the generator on core 1, the server (started next) on core 0
+    server = subprocess.Popen(["taskset", "-c", "0", sys.executable, __file__, "--serve", "0"], stdout=subprocess.PIPE,
+                              text=True)
+    rows: dict[str, list[float]] = {}
+    notes: dict[str, str] = {}
     try:
         assert server.stdout is not None
         line = server.stdout.readline()
         if not line.startswith("PORT "):
             raise SystemExit("bench server did not start")
         url = f"127.0.0.1:{line.split()[1]}"
-        import uvloop
-
-        bare_cpu, bare_rps = uvloop.run(bare(url, args.calls, args.concurrency))
-        paced_cpu, paced_sent = uvloop.run(bare_paced(url, args.rate, args.seconds))
-        engine_cpu, sent, summary = uvloop.run(engine(url, args.rate, args.seconds))
+        for _ in range(args.repeats):
+            cpu, rps = uvloop.run(bare(url, args.calls, args.concurrency))
+            rows.setdefault("bare grpc.aio, closed loop", []).append(cpu)
+            notes["bare grpc.aio, closed loop"] = f"{rps:.0f}/s"
+            for client in ("lean", "library"):
+                cpu, _, summary = uvloop.run(engine(url, 1e6, args.seconds, client, cap=args.concurrency))
+                name = f"engine + {'lean h2' if client == 'lean' else 'grpc.aio'}, flat out"
+                rows.setdefault(name, []).append(cpu)
+                notes[name] = f"{summary['achieved_rps'] or 0:.0f}/s"
+            cpu, _ = uvloop.run(bare_paced(url, args.rate, args.seconds))
+            rows.setdefault(f"bare grpc.aio, paced {args.rate:g}/s", []).append(cpu)
+            for client in ("lean", "library"):
+                cpu, _, summary = uvloop.run(engine(url, args.rate, args.seconds, client))
+                name = f"engine + {'lean h2' if client == 'lean' else 'grpc.aio'}, {args.rate:g}/s"
+                rows.setdefault(name, []).append(cpu)
+                notes[name] = (f"lag p99 {summary['schedule_lag_ms']['p99']} ms, "
+                               f"p50 {summary['latency_ms']['p50']} ms, errors {summary['errors']}")
     finally:
         server.terminate()
         server.wait(timeout=10)
         if server.stdout is not None:
             server.stdout.close()
-    print(f"{'client':<34}{'requests':>10}{'CPU us/request':>16}{'rate':>14}")
-    print(f"{'bare grpc.aio (closed loop)':<34}{args.calls:>10}{bare_cpu * 1e6:>16.1f}{bare_rps:>11.0f}/s")
-    print(f"{'bare grpc.aio (paced, open loop)':<34}{paced_sent:>10}{paced_cpu * 1e6:>16.1f}{args.rate:>11.0f}/s")
-    print(f"{'engine + GrpcTransport + decode':<34}{sent:>10}{engine_cpu * 1e6:>16.1f}"
-          f"{summary['achieved_rps'] or 0:>11.0f}/s")
-    print(f"ratio engine/bare paced: {engine_cpu / paced_cpu:.2f}, engine/bare closed loop: "
-          f"{engine_cpu / bare_cpu:.2f}  (engine errors: {summary['errors']}, "
-          f"p50 {summary['latency_ms']['p50']} ms, p99 {summary['latency_ms']['p99']} ms)")
+    medians = {name: statistics.median(values) * 1e6 for name, values in rows.items()}
+    closed = medians["bare grpc.aio, closed loop"]
+    paced = medians[f"bare grpc.aio, paced {args.rate:g}/s"]
+    print(f"gRPC generator CPU per call, median of {args.repeats} interleaved rounds (us); "
+          "ratio to the bare grpc.aio client doing the same")
+    print(f"{'client':<40}{'us/call':>9}{'ratio':>8}  runs / notes")
+    for name, value in medians.items():
+        base = closed if "flat out" in name or "closed" in name else paced
+        runs = " ".join(f"{v * 1e6:.0f}" for v in rows[name])
+        print(f"{name:<40}{value:>9.1f}{value / base:>7.2f}x  [{runs}] {notes.get(name, '')}")
 
 
 if __name__ == "__main__":

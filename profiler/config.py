@@ -202,8 +202,9 @@ class LoadConfig(_Strict):
     """After a stage whose error rate broke the objective's budget: go on with the next stage, or stop."""
     workers: Annotated[int, Field(ge=1)] | None = None
     """Generator processes; None picks from the cores and the highest rate (1 = in the sidecar's own loop)."""
-    client: Literal["http1", "aiohttp"] = "http1"
-    """HTTP client: the lean keep-alive HTTP/1.1 client, or aiohttp's."""
+    client: Literal["lean", "library", "http1", "aiohttp"] = "lean"
+    """lean: the project's own clients (HTTP/1.1 for http://, HTTP/2 gRPC for grpc://); library: aiohttp and
+    grpc.aio. TLS targets always use the library clients. http1 and aiohttp are the older names."""
     lag_budget_ms: Annotated[float, Field(ge=0, le=100)] = 1.5
     """How late a send may be made so that it shares a wake with others (0: every request its own wake)."""
 

@@ -87,13 +87,19 @@ def make_transport(config: Config, codec: Codec) -> Transport:
     from profiler.secrets import resolve_headers
 
     headers = resolve_headers(config.target)
+    lean = config.load.client in ("lean", "http1")
     if config.target.protocol == "v2-grpc":
         from profiler.transports.grpc import GrpcTransport
 
+        if lean and config.target.url.startswith("grpc://"):
+            from profiler.transports.grpc_h2 import H2GrpcTransport
+
+            return H2GrpcTransport(config.target.url, model=config.target.model, version=config.target.version,
+                                   timeout_s=config.target.timeout_s, headers=headers)
         return GrpcTransport(config.target.url, model=config.target.model, version=config.target.version,
                              timeout_s=config.target.timeout_s, headers=headers,
                              tls_ca_file=config.target.tls_ca_file, keepalive_s=config.target.keepalive_s)
-    if config.load.client == "http1" and config.target.url.startswith("http://"):
+    if lean and config.target.url.startswith("http://"):
         from profiler.transports.http1 import Http1Transport
 
         return Http1Transport(config.target.url, timeout_s=config.target.timeout_s,

@@ -1,0 +1,633 @@
+"""A lean gRPC client: unary calls over one HTTP/2 connection on a non-blocking socket, in the event loop.
+
+grpc.aio hands every call between threads: its own I/O threads read the socket, a poller thread
+waits on the completion queue and wakes the event loop through a socket pair. On this VM that is
+about eight context switches per call, most of the generator's CPU. This client does what a load
+generator needs of gRPC and no more, with no thread at all:
+
+- one HTTP/2 connection (h2c, prior knowledge), many concurrent streams (up to the server's
+  SETTINGS_MAX_CONCURRENT_STREAMS; calls beyond it wait their turn);
+- a request is a HEADERS frame whose HPACK block was encoded once per method (literal fields, no
+  dynamic table) and DATA frames holding the gRPC length-prefixed message, split to the server's
+  frame size and sent within its flow-control windows;
+- answers are read like the lean HTTP/1.1 client's: kernel receive timestamps (SO_TIMESTAMPNS), and
+  a polled mode in which the engine drains the socket at its own wakes;
+- the server's header blocks are decoded with `hpack` (the python-hyper HPACK codec). We ask the
+  server for a dynamic table of size 0, so its blocks are context free and each distinct block
+  is decoded once and then looked up;
+- SETTINGS, PING, WINDOW_UPDATE, RST_STREAM and GOAWAY are honoured; grpc-status and grpc-message
+  become TransportError (DEADLINE_EXCEEDED -> timeout, UNAVAILABLE -> connection, others
+  grpc_status with the code), deadlines are sent as grpc-timeout and enforced by a sweep.
+
+TLS (grpcs://) is not spoken here: those targets use the grpc.aio transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import unquote
+
+import grpc
+import hpack
+
+from profiler.errors import TransportError
+from profiler.transports.grpc import GrpcTransport
+from profiler.transports.http1 import _ANC_BYTES, _SO_TIMESTAMPNS, _TIMESPEC
+
+Done = Callable[[bytes, "TransportError | None", int], None]
+_NS = 1_000_000_000
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
+    0, 1, 3, 4, 5, 6, 7, 8, 9)
+_END_STREAM = _ACK = 0x1
+_END_HEADERS, _PADDED, _PRIORITY = 0x4, 0x8, 0x20
+_MAX_WINDOW = 2**31 - 1
+_DEFAULT_WINDOW = 65_535
+_LAST_STREAM_ID = 2**31 - 1
+READ_BYTES = 256 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_FRAME_HEAD = struct.Struct(">BHBBI")  # length as 1 + 2 bytes, type, flags, stream id
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+_KINDS = {grpc.StatusCode.DEADLINE_EXCEEDED: "timeout", grpc.StatusCode.UNAVAILABLE: "connection"}
+_CANCEL, _REFUSED_STREAM = 0x8, 0x7
+
+
+def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    """One HTTP/2 frame."""
+    size = len(payload)
+    return _FRAME_HEAD.pack(size >> 16, size & 0xFFFF, kind, flags, stream) + payload
+
+
+def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _literal(name: str | int, value: str) -> bytes:
+    """A literal header field without indexing (name by static index, or spelled out), no Huffman."""
+    raw = value.encode("latin-1")
+    if isinstance(name, int):
+        head = _hpack_int(name, 4, 0x00)
+    else:
+        spelled = name.encode("latin-1")
+        head = b"\x00" + _hpack_int(len(spelled), 7, 0x00) + spelled
+    return head + _hpack_int(len(raw), 7, 0x00) + raw
+
+
+def request_block(path: str, authority: str, timeout_s: float, metadata: tuple[tuple[str, str], ...]) -> bytes:
+    """The HPACK block of a unary call's request headers (static table entries and literals only)."""
+    parts = [
+        b"\x20",  # dynamic table size update to 0: this encoder never indexes, whatever the server allows
+        b"\x83",  # :method POST (static index 3)
+        b"\x86",  # :scheme http (static index 6)
+        _literal(4, path),  # :path
+        _literal(1, authority),  # :authority
+        _literal(31, "application/grpc"),  # content-type
+        _literal("te", "trailers"),
+        _literal("grpc-timeout", f"{max(1, min(int(timeout_s * 1000), 99_999_999))}m"),
+    ]
+    parts += [_literal(key, value) for key, value in metadata]
+    return b"".join(parts)
+
+
+class _Stream:
+    __slots__ = ("body", "data", "deadline_ns", "done", "headers", "id", "out", "path", "received_ns", "size", "status",
+                 "window")
+
+    def __init__(self, stream_id: int, path: str, body: bytes, done: Done, deadline_ns: int, window: int) -> None:
+        self.id = stream_id
+        self.path = path
+        self.body = body
+        self.done = done
+        self.deadline_ns = deadline_ns
+        self.window = window
+        self.out: bytes = b""  # DATA payload still to send (flow control)
+        self.data: list[bytes] = []
+        self.size = 0
+        self.headers: dict[str, str] | None = None
+        self.status = 0
+        self.received_ns = 0
+
+
+class H2GrpcTransport(GrpcTransport):
+    """GrpcTransport's calls on the lean client: same readiness, metadata and error classes; grpc:// only."""
+
+    def __init__(self, url: str, *, model: str, version: str | None = None, timeout_s: float,
+                 headers: dict[str, str] | None = None, **_: Any) -> None:
+        super().__init__(url, model=model, version=version, timeout_s=timeout_s, headers=headers)
+        if self._tls:
+            raise ValueError(f"the lean gRPC client speaks plain grpc:// only, got {url!r}")
+        host, _colon, port = self._address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"a gRPC target needs host:port, got {self._address!r}")
+        self._h2_host = host.strip("[]")
+        self._port = int(port)
+        self._timeout_ns = int(timeout_s * _NS)
+        self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
+        self._blocks: dict[str, bytes] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sock: socket.socket | None = None
+        self._connecting: asyncio.Task[None] | None = None
+        self._waiting: deque[tuple[str, bytes, Done]] = deque()
+        self._streams: dict[int, _Stream] = {}
+        self._blocked: deque[_Stream] = deque()  # streams with DATA held back by flow control
+        self._next_id = 1
+        self._watching = False
+        self._polled = False
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._out: bytearray = bytearray()
+        self._writing = False
+        self._inbuf = bytearray()
+        self._buffer = bytearray(READ_BYTES)
+        self._view = memoryview(self._buffer)
+        self._views = [self._view]
+        self._decoder = hpack.Decoder()
+        self._decoded: dict[bytes, dict[str, str]] = {}
+        self._fragment: tuple[int, int, bytearray] | None = None  # a header block awaiting CONTINUATION
+        self._reset_connection_state()
+
+    def _reset_connection_state(self) -> None:
+        self._send_window = _DEFAULT_WINDOW
+        self._peer_window = _DEFAULT_WINDOW  # the server's initial window for each new stream
+        self._max_frame = 16_384
+        self._max_streams = 1 << 30
+        self._recv_unacked = 0
+        self._going_away = False
+        self._settled = False  # the server's first SETTINGS (its stream limit, windows) has arrived
+        self._decoder = hpack.Decoder()
+        self._decoded = {}
+        self._fragment = None
+        self._inbuf = bytearray()
+
+    # -- connection
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(self._h2_host, self._port, type=socket.SOCK_STREAM)
+            error: OSError = OSError(f"no address for {self._h2_host}")
+            sock = None
+            for family, kind, proto, _, address in infos:
+                candidate = socket.socket(family, kind, proto)
+                candidate.setblocking(False)
+                try:
+                    await loop.sock_connect(candidate, address)
+                except OSError as exc:
+                    candidate.close()
+                    error = exc
+                    continue
+                except BaseException:
+                    candidate.close()
+                    raise
+                sock = candidate
+                break
+            if sock is None:
+                raise error
+        except OSError as exc:
+            self._fail_waiting(TransportError("connection", f"cannot connect to {self._address}: "
+                                                            f"{exc.strerror or exc}"))
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if _SO_TIMESTAMPNS is not None:
+            with contextlib.suppress(OSError):  # without it answers are timed when read
+                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        if self._sock is not None:  # a connection made in another event loop
+            self._close_socket()
+            self._fail_streams(TransportError("connection", "reconnected in a new event loop"))
+        self._reset_connection_state()
+        self._sock = sock
+        self._loop = loop
+        self._next_id = 1
+        self._watching = False
+        self._watch(not self._polled)
+        settings = struct.pack(">HIHIHI", 0x1, 0, 0x2, 0, 0x4, _MAX_WINDOW)  # no dynamic table, no push, big windows
+        self._write(PREFACE + frame(_SETTINGS, 0, 0, settings)
+                    + frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW)))
+        # Calls wait for the server's SETTINGS: opening more streams than it allows gets them refused.
+
+    def _watch(self, on: bool) -> None:
+        if self._loop is None or self._sock is None or on == self._watching:
+            return
+        if on:
+            self._loop.add_reader(self._sock.fileno(), self.poll)
+        else:
+            self._loop.remove_reader(self._sock.fileno())
+        self._watching = on
+
+    def set_polled(self, polled: bool) -> None:
+        """Polled mode: the event loop stops watching the socket and the caller drains it with poll()."""
+        self._polled = polled
+        self._watch(not polled)
+
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                if self._watching:
+                    self._loop.remove_reader(sock.fileno())
+                if self._writing:
+                    self._loop.remove_writer(sock.fileno())
+            sock.close()
+        self._watching = self._writing = False
+        self._out = bytearray()
+
+    def _drop(self, reason: str) -> None:
+        """The connection is gone: every open call fails with a connection error."""
+        self._close_socket()
+        error = TransportError("connection", reason)
+        self._fail_streams(error)
+        self._fail_waiting(error)
+
+    def _fail_streams(self, error: TransportError) -> None:
+        streams, self._streams = self._streams, {}
+        self._blocked.clear()
+        for stream in streams.values():
+            self._finish(stream, b"", error)
+
+    def _fail_waiting(self, error: TransportError) -> None:
+        waiting, self._waiting = self._waiting, deque()
+        for _, _, done in waiting:
+            done(b"", error, 0)
+
+    # -- writing
+
+    def _write(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        if self._writing:
+            self._out += data
+            return
+        try:
+            sent = sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._drop(f"{type(exc).__name__}: {exc}")
+            return
+        if sent < len(data):
+            self._out += data[sent:]
+            self._writing = True
+            assert self._loop is not None
+            self._loop.add_writer(sock.fileno(), self._flush)
+
+    def _flush(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sent = sock.send(self._out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._drop(f"{type(exc).__name__}: {exc}")
+            return
+        del self._out[:sent]
+        if not self._out:
+            self._writing = False
+            assert self._loop is not None
+            self._loop.remove_writer(sock.fileno())
+
+    def _send_data(self, stream: _Stream) -> bool:
+        """Send as much of the stream's message as the windows allow; True when all of it went."""
+        out = stream.out
+        frames = []
+        while out:
+            size = min(len(out), self._max_frame, self._send_window, stream.window)
+            if size <= 0:
+                break
+            chunk, out = out[:size], out[size:]
+            self._send_window -= size
+            stream.window -= size
+            frames.append(frame(_DATA, 0 if out else _END_STREAM, stream.id, chunk))
+        stream.out = out
+        if frames:
+            self._write(b"".join(frames))
+        return not out
+
+    # -- calls
+
+    def submit(self, path: str, body: bytes, done: Done) -> None:
+        """Start a unary call; `done(message, error, received_ns)` runs when it ends."""
+        if self._sock is None or self._loop is not asyncio.get_running_loop():
+            self._waiting.append((path, body, done))
+            if self._connecting is None or self._connecting.done():
+                self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            return
+        if (not self._settled or len(self._streams) >= self._max_streams or self._going_away
+                or self._next_id > _LAST_STREAM_ID - 2):
+            if self._going_away or self._next_id > _LAST_STREAM_ID - 2:
+                self._drop_when_idle()
+            self._waiting.append((path, body, done))
+            return
+        block = self._blocks.get(path)
+        if block is None:
+            block = self._blocks[path] = request_block(path, self._address, self._timeout_s, self._metadata or ())
+        stream_id = self._next_id
+        self._next_id += 2
+        stream = _Stream(stream_id, path, body, done, time.monotonic_ns() + self._timeout_ns, self._peer_window)
+        self._streams[stream_id] = stream
+        stream.out = b"\x00" + len(body).to_bytes(4, "big") + body
+        if len(block) > self._max_frame:
+            self._streams.pop(stream_id)
+            done(b"", TransportError("connection", "request metadata larger than the server's frame size"), 0)
+            return
+        head = frame(_HEADERS, _END_HEADERS, stream_id, block)
+        size = len(stream.out)
+        if not self._blocked and size <= self._max_frame and size <= self._send_window and size <= stream.window:
+            self._send_window -= size
+            stream.window -= size
+            self._write(head + frame(_DATA, _END_STREAM, stream_id, stream.out))
+            stream.out = b""
+        else:
+            self._write(head)
+            if self._blocked or not self._send_data(stream):
+                self._blocked.append(stream)
+        if self._sweeper is None and self._loop is not None:
+            self._sweeper = self._loop.call_later(self._sweep_s, self._sweep)
+
+    def _start_waiting(self) -> None:
+        waiting = self._waiting
+        while waiting and self._settled and len(self._streams) < self._max_streams and not self._going_away:
+            path, body, done = waiting.popleft()
+            self.submit(path, body, done)
+
+    def _drop_when_idle(self) -> None:
+        """A connection that takes no new calls (GOAWAY, or stream ids used up) is replaced once idle."""
+        if self._streams or self._sock is None:
+            return
+        self._close_socket()
+        if self._waiting and self._loop is not None and not self._loop.is_closed():
+            self._connecting = self._loop.create_task(self._connect())
+
+    async def send(self, path: str, body: bytes) -> bytes:
+        """One unary call of method `path` with the pre-serialized `body`; the response bytes."""
+        waiter: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        def done(message: bytes, error: TransportError | None, _: int) -> None:
+            if waiter.done():
+                return
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(message)
+
+        self.submit(path, body, done)
+        return await waiter
+
+    def _finish(self, stream: _Stream, message: bytes, error: TransportError | None) -> None:
+        try:
+            stream.done(message, error, stream.received_ns if error is None else 0)
+        except Exception as exc:  # a consumer's bug must not break the connection
+            if self._loop is not None:
+                self._loop.call_exception_handler({"message": "load engine result callback failed",
+                                                   "exception": exc})
+
+    def _end(self, stream: _Stream) -> None:
+        """The stream's trailers (or a trailers-only answer) arrived: report its outcome."""
+        self._streams.pop(stream.id, None)
+        headers = stream.headers or {}
+        status = headers.get("grpc-status")
+        if stream.status != 200:
+            self._finish(stream, b"", TransportError("connection", f"HTTP/2 status {stream.status} from the "
+                                                                   "server (not a gRPC answer)"))
+        elif status is None:
+            self._finish(stream, b"", TransportError("connection", "the answer ended without a grpc-status"))
+        elif status != "0":
+            code = _CODES.get(int(status) if status.isdigit() else 2, grpc.StatusCode.UNKNOWN)
+            detail = unquote(headers.get("grpc-message", ""))
+            self._finish(stream, b"", TransportError(_KINDS.get(code, "grpc_status"),
+                                                     f"gRPC {code.name}: {detail}"[:300], code.value[0]))
+        else:
+            payload = b"".join(stream.data)
+            if len(payload) < 5 or payload[0] != 0:
+                problem = "compressed" if payload[:1] == b"\x01" else "truncated"
+                self._finish(stream, b"", TransportError("connection", f"a {problem} gRPC message"))
+            else:
+                self._finish(stream, payload[5:5 + int.from_bytes(payload[1:5], "big")], None)
+        self._start_waiting()
+        if self._going_away:
+            self._drop_when_idle()
+
+    def _sweep(self) -> None:
+        """Cancel calls past their deadline (reading first whatever has arrived)."""
+        self._sweeper = None
+        self.poll()
+        now = time.monotonic_ns()
+        for stream in [s for s in self._streams.values() if s.deadline_ns <= now]:
+            self._streams.pop(stream.id, None)
+            with contextlib.suppress(ValueError):
+                self._blocked.remove(stream)
+            self._write(frame(_RST_STREAM, 0, stream.id, struct.pack(">I", _CANCEL)))
+            self._finish(stream, b"", TransportError("timeout", f"gRPC DEADLINE_EXCEEDED: no answer within "
+                                                                f"{self._timeout_s:g} s"))
+        if self._streams and self._loop is not None and not self._loop.is_closed():
+            self._sweeper = self._loop.call_later(self._sweep_s, self._sweep)
+
+    # -- reading
+
+    def poll(self) -> None:
+        """Read and act on every frame that has arrived, without waiting."""
+        sock = self._sock
+        if sock is None:
+            return
+        offset_ns = -1
+        while True:
+            try:
+                count, ancillary, _, _ = sock.recvmsg_into(self._views, _ANC_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._drop(f"{type(exc).__name__}: {exc}")
+                return
+            if count == 0:
+                self._drop("the server closed the connection")
+                return
+            received_ns = 0
+            if ancillary:
+                _, kind, data = ancillary[0]
+                if kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+                    if offset_ns < 0:
+                        offset_ns = time.time_ns() - time.monotonic_ns()
+                    sec, nsec = _TIMESPEC.unpack_from(data)
+                    received_ns = sec * _NS + nsec - offset_ns
+            self._inbuf += self._view[:count]
+            self._frames(received_ns)
+            if count < READ_BYTES or self._sock is None:
+                return
+
+    def _frames(self, received_ns: int) -> None:
+        buf = self._inbuf
+        pos = 0
+        end = len(buf)
+        while end - pos >= 9:
+            high, low, kind, flags, stream_id = _FRAME_HEAD.unpack_from(buf, pos)
+            size = (high << 16) | low
+            if end - pos - 9 < size:
+                break
+            payload = bytes(buf[pos + 9:pos + 9 + size])
+            pos += 9 + size
+            self._frame(kind, flags, stream_id & 0x7FFFFFFF, payload, received_ns)
+            if self._sock is None:
+                return
+        del buf[:pos]
+
+    def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        if self._fragment is not None and kind != _CONTINUATION:
+            self._drop("protocol error: a header block was interrupted")
+            return
+        if kind == _DATA:
+            self._recv_unacked += len(payload)
+            if self._recv_unacked > _MAX_WINDOW // 2:
+                self._write(frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self._recv_unacked)))
+                self._recv_unacked = 0
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                return
+            if flags & _PADDED:
+                payload = payload[1:len(payload) - payload[0]]
+            stream.data.append(payload)
+            stream.size += len(payload)
+            stream.received_ns = received_ns
+            if stream.size > MAX_MESSAGE_BYTES + 5:
+                self._streams.pop(stream_id, None)
+                self._write(frame(_RST_STREAM, 0, stream_id, struct.pack(">I", _CANCEL)))
+                self._finish(stream, b"", TransportError("connection", "answer larger than 64 MiB"))
+                return
+            if flags & _END_STREAM:
+                self._end(stream)
+        elif kind == _HEADERS:
+            if flags & _PADDED:
+                payload = payload[1:len(payload) - payload[0]]
+            if flags & _PRIORITY:
+                payload = payload[5:]
+            if flags & _END_HEADERS:
+                self._headers(stream_id, flags, payload, received_ns)
+            else:
+                self._fragment = (stream_id, flags, bytearray(payload))
+        elif kind == _CONTINUATION:
+            if self._fragment is None or self._fragment[0] != stream_id:
+                self._drop("protocol error: CONTINUATION without a header block")
+                return
+            self._fragment[2].extend(payload)
+            if flags & _END_HEADERS:
+                sid, first_flags, block = self._fragment
+                self._fragment = None
+                self._headers(sid, first_flags, bytes(block), received_ns)
+        elif kind == _SETTINGS:
+            if not flags & _ACK:
+                # Acknowledge first: the server holds us to its old limits (frame size) until it has our ACK.
+                self._write(frame(_SETTINGS, _ACK, 0))
+                self._settings(payload)
+        elif kind == _WINDOW_UPDATE:
+            if len(payload) != 4:
+                return
+            increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+            if stream_id == 0:
+                self._send_window += increment
+            else:
+                stream = self._streams.get(stream_id)
+                if stream is not None:
+                    stream.window += increment
+            self._unblock()
+        elif kind == _PING:
+            if not flags & _ACK:
+                self._write(frame(_PING, _ACK, 0, payload))
+        elif kind == _RST_STREAM:
+            stream = self._streams.pop(stream_id, None)
+            if stream is not None:
+                with contextlib.suppress(ValueError):
+                    self._blocked.remove(stream)
+                code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
+                if code == _REFUSED_STREAM and not stream.data and stream.headers is None:
+                    # Not processed at all (the server counts streams a little longer than we do): send again.
+                    self._waiting.appendleft((stream.path, stream.body, stream.done))
+                    self._start_waiting()
+                else:
+                    self._finish(stream, b"", TransportError("connection", f"the server reset the stream "
+                                                                           f"(HTTP/2 error {code})"))
+        elif kind == _GOAWAY:
+            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 4 else 0
+            self._going_away = True
+            for sid in [s for s in self._streams if s > last]:
+                stream = self._streams.pop(sid)
+                self._finish(stream, b"", TransportError("connection", "the server is going away (GOAWAY)"))
+            self._drop_when_idle()
+        # PRIORITY, PUSH_PROMISE (disabled by our settings) and unknown frames are ignored.
+
+    def _headers(self, stream_id: int, flags: int, block: bytes, received_ns: int) -> None:
+        headers = self._decoded.get(block)
+        if headers is None:
+            table = self._decoder.header_table
+            empty_before = not table.dynamic_entries
+            try:
+                headers = {str(k): str(v) for k, v in self._decoder.decode(block)}
+            except hpack.HPACKError as exc:
+                self._drop(f"cannot decode the server's headers: {exc}")
+                return
+            if empty_before and not table.dynamic_entries and len(self._decoded) < 256:
+                self._decoded[block] = headers  # context free: the same bytes always mean the same
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        stream.received_ns = received_ns
+        if stream.headers is None:
+            try:
+                stream.status = int(headers.get(":status", "0"))
+            except ValueError:
+                stream.status = 0
+            stream.headers = headers
+        else:
+            stream.headers = {**stream.headers, **headers}  # the trailers
+        if flags & _END_STREAM:
+            self._end(stream)
+
+    def _settings(self, payload: bytes) -> None:
+        for offset in range(0, len(payload) - 5, 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == 0x3:
+                self._max_streams = value
+            elif key == 0x4:
+                delta = value - self._peer_window
+                self._peer_window = value
+                for stream in self._streams.values():
+                    stream.window += delta
+            elif key == 0x5:
+                self._max_frame = value
+        self._unblock()
+        self._settled = True
+        self._start_waiting()
+
+    def _unblock(self) -> None:
+        blocked = self._blocked
+        while blocked:
+            if not self._send_data(blocked[0]):
+                return
+            if blocked:  # (a failed write drops the connection and empties it)
+                blocked.popleft()
+
+    async def close(self) -> None:
+        """Close the connection; calls still open end as connection errors."""
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._drop("the client was closed")
+        self._loop = None
+        await super().close()

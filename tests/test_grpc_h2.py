@@ -1,0 +1,177 @@
+"""The lean HTTP/2 gRPC client against real grpc.aio servers: what a hand-made HTTP/2 client can get wrong.
+
+Flow control both ways (messages far above the 64 KiB initial windows, split into frames), the
+server's stream limit, metadata on every call, status details, a server that goes away, and its
+use by the engine in polled mode with kernel receive times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc import aio
+
+from profiler.codecs.v2_grpc import INFER_METHOD as INFER
+from profiler.codecs.v2_grpc import V2GrpcCodec
+from profiler.engine import Engine
+from profiler.errors import TransportError
+from profiler.latency import StageRecorder
+from profiler.results import OK, Result
+from profiler.schedule import arrival_offsets_ns, make_stage
+from profiler.transports.grpc_h2 import H2GrpcTransport, request_block
+
+ECHO = "/test.Echo/Echo"
+
+
+async def echo(request: bytes, context: Any) -> bytes:
+    """Answers with the request, prefixed by the caller's authorization metadata; can be told to fail or wait."""
+    metadata = dict(context.invocation_metadata())
+    if request.startswith(b"fail:"):
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full: 100% (try later)")
+    if request.startswith(b"wait:"):
+        await asyncio.sleep(float(request[5:].split(b"#")[0]))
+    return metadata.get("authorization", "-").encode() + b"|" + request
+
+
+@pytest.fixture
+async def echo_url() -> AsyncIterator[str]:
+    server = aio.server(options=[("grpc.max_concurrent_streams", 4),
+                                 ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+                                 ("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    handler = grpc.unary_unary_rpc_method_handler(echo)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Echo": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield f"grpc://127.0.0.1:{port}"
+    await server.stop(grace=None)
+
+
+async def test_large_messages_cross_the_flow_control_windows_both_ways(echo_url):
+    client = H2GrpcTransport(echo_url, model="m", timeout_s=10)
+    big = bytes(range(256)) * 12_000  # 3 MB: 47 windows of 64 KiB, 188 frames of 16 KiB
+    answers = await asyncio.gather(*(client.send(ECHO, big + bytes([i])) for i in range(3)))
+    assert [a == b"-|" + big + bytes([i]) for i, a in enumerate(answers)] == [True] * 3
+    await client.close()
+
+
+async def test_more_calls_than_the_servers_stream_limit_wait_their_turn(echo_url):
+    client = H2GrpcTransport(echo_url, model="m", timeout_s=10)
+    answers = await asyncio.gather(*(client.send(ECHO, b"wait:0.05#%d" % i) for i in range(24)))
+    assert answers == [b"-|wait:0.05#%d" % i for i in range(24)]  # 4 at a time, none refused
+    await client.close()
+
+
+async def test_metadata_goes_with_every_call_and_status_details_come_back(echo_url):
+    client = H2GrpcTransport(echo_url, model="m", timeout_s=10, headers={"Authorization": "Bearer s3cret"})
+    assert await client.send(ECHO, b"x") == b"Bearer s3cret|x"
+    with pytest.raises(TransportError) as failed:
+        await client.send(ECHO, b"fail:")
+    assert failed.value.kind == "grpc_status"
+    assert failed.value.status == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert "RESOURCE_EXHAUSTED: queue full: 100% (try later)" in str(failed.value)  # percent-decoded
+    assert await client.send(ECHO, b"after") == b"Bearer s3cret|after"  # the connection is still good
+    await client.close()
+
+
+async def test_a_server_that_goes_away_fails_open_calls_and_the_next_call_reconnects():
+    async def start(port: int = 0) -> tuple[aio.Server, int]:
+        server = aio.server()
+        handler = grpc.unary_unary_rpc_method_handler(echo)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Echo": handler}),))
+        bound = server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        return server, bound
+
+    server, port = await start()
+    client = H2GrpcTransport(f"grpc://127.0.0.1:{port}", model="m", timeout_s=5)
+    assert await client.send(ECHO, b"one") == b"-|one"
+    pending = asyncio.ensure_future(client.send(ECHO, b"wait:2"))
+    await asyncio.sleep(0.2)
+    await server.stop(grace=None)
+    with pytest.raises(TransportError) as gone:
+        await asyncio.wait_for(pending, 5)
+    assert gone.value.kind == "connection"
+    server, _ = await start(port)
+    try:
+        assert await client.send(ECHO, b"two") == b"-|two"
+    finally:
+        await client.close()
+        await server.stop(grace=None)
+
+
+def test_the_request_header_block_is_plain_hpack():
+    import hpack
+
+    block = request_block("/inference.GRPCInferenceService/ModelInfer", "127.0.0.1:8001", 2.5,
+                          (("authorization", "Bearer t"),))
+    assert hpack.Decoder().decode(block) == [
+        (":method", "POST"), (":scheme", "http"), (":path", "/inference.GRPCInferenceService/ModelInfer"),
+        (":authority", "127.0.0.1:8001"), ("content-type", "application/grpc"), ("te", "trailers"),
+        ("grpc-timeout", "2500m"), ("authorization", "Bearer t")]
+
+
+@pytest.fixture(scope="module")
+def fixed_server() -> Iterator[str]:
+    """bench/grpc_bench.py's server in its own process: one fixed ModelInfer answer, no work per call."""
+    script = Path(__file__).resolve().parent.parent / "bench" / "grpc_bench.py"
+    proc = subprocess.Popen([sys.executable, str(script), "--serve", "0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        yield f"grpc://127.0.0.1:{line.split()[1]}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def test_an_answer_read_late_keeps_its_kernel_time(fixed_server):
+    client = H2GrpcTransport(fixed_server, model="digits", timeout_s=5)
+    await client.send(INFER, b"")
+    outcome: asyncio.Future[tuple[bytes, object, int]] = asyncio.get_running_loop().create_future()
+    start = time.monotonic_ns()
+    client.submit(INFER, b"", lambda body, error, received: outcome.set_result((body, error, received)))
+    time.sleep(0.06)  # the loop is blocked while the answer arrives
+    body, error, received = await asyncio.wait_for(outcome, 5)
+    await client.close()
+    assert error is None and body
+    assert time.monotonic_ns() - start > 60_000_000
+    assert 0 < received - start < 20_000_000  # the kernel's time of arrival, not the read's
+
+
+async def test_the_engine_polls_the_lean_client(fixed_server):
+    client = H2GrpcTransport(fixed_server, model="digits", timeout_s=5)
+    await client.send(INFER, b"")
+    results: list[Result] = []
+
+    class Sink:
+        def add(self, result: Result) -> None:
+            results.append(result)
+
+    modes: list[bool] = []
+    original = client.set_polled
+
+    def set_polled(polled: bool) -> None:
+        modes.append(polled)
+        original(polled)
+
+    client.set_polled = set_polled  # type: ignore[method-assign]
+    codec = V2GrpcCodec("digits")
+    engine = Engine(client, INFER, [b""], codec.decode, sample_count=1, timeout_s=5, consumers=[Sink()])
+    stage = make_stage(1, 1000, 0.3)
+    recorder = StageRecorder(stage)
+    await engine.run_stage(stage, arrival_offsets_ns(stage), recorder, even=True)
+    await client.close()
+    assert modes == [True, False]  # answers drained at the dispatcher's wakes, then events for the drain
+    assert len(results) == 300 and all(r.outcome == OK for r in results)
+    assert {tuple(r.predictions or ()) for r in results} == {(7,)}
