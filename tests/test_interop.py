@@ -160,18 +160,20 @@ dataset: {{path: holdout.jsonl, inputs: pixels, label: label, id: id}}
 load:
   stages: [{{rate_rps: 50, duration_s: 2}}]
   batch_size: {batch}
+  client: {client}
 resources: {{settle_s: 0}}
 report: {{path: report-{protocol}.json}}
 """
 
 
 @needs_mlserver
-@pytest.mark.parametrize("protocol", ["v2-rest", "v2-grpc"])
+@pytest.mark.parametrize(("protocol", "client"), [("v2-rest", "lean"), ("v2-grpc", "lean"), ("v2-grpc", "library")])
 @pytest.mark.parametrize("batch", [1, 8])
-async def test_profiles_a_real_mlserver(mlserver: Any, protocol: str, batch: int) -> None:
+async def test_profiles_a_real_mlserver(mlserver: Any, protocol: str, client: str, batch: int) -> None:
+    """lean: our HTTP/1.1 and HTTP/2 gRPC clients (the defaults); library: grpc.aio."""
     root, rest_url, grpc_url = mlserver
     text = PROFILE.format(url=grpc_url if protocol == "v2-grpc" else rest_url, protocol=protocol, extra="",
-                          batch=batch)
+                          batch=batch, client=client)
     report = await execute(new_state(parse_config(text, root / "profile.yaml")))
     stage = report["stages"][-1]
     assert stage["errors"] == 0, stage["error_examples"]
@@ -179,7 +181,7 @@ async def test_profiles_a_real_mlserver(mlserver: Any, protocol: str, batch: int
     assert report["accuracy"]["coverage"] == 1.0
     assert report["accuracy"]["accuracy"] > 0.9
     assert report["accuracy"]["consistency"]["inconsistent"] == 0
-    print(f"\nMLServer {protocol} batch {batch}: p50 {stage['latency_ms']['p50']} ms, p99 "
+    print(f"\nMLServer {protocol} ({client} client) batch {batch}: p50 {stage['latency_ms']['p50']} ms, p99 "
           f"{stage['latency_ms']['p99']} ms, accuracy {report['accuracy']['accuracy']:.4f}, "
           f"generator {stage['generator_cpu_us_per_request']} us/request")
 
@@ -189,7 +191,7 @@ async def test_profiles_a_real_mlserver(mlserver: Any, protocol: str, batch: int
 async def test_mlserver_metadata_mismatch_stops_before_load(mlserver: Any, protocol: str) -> None:
     root, rest_url, grpc_url = mlserver
     text = PROFILE.format(url=grpc_url if protocol == "v2-grpc" else rest_url, protocol=protocol,
-                          extra=", datatype: INT64", batch=1)
+                          extra=", datatype: INT64", batch=1, client="lean")
     with pytest.raises(TargetError, match=r"sample digits-0: input 'input-0': model 'digits' declares datatype "
                                           r"FP32, the config sends INT64"):
         await execute(new_state(parse_config(text, root / "profile.yaml")))
