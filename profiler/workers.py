@@ -129,6 +129,10 @@ async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequenc
                 conn.send(("partial", recorder.stage.index, recorder.to_wire()))
 
     loop.add_reader(conn.fileno(), readable)
+    # The loop's poller made the pipe non-blocking; a message must go (and come) whole, so it is
+    # blocking again: a full pipe then holds this worker until the parent reads (back-pressure),
+    # instead of failing the send halfway through a message.
+    os.set_blocking(conn.fileno(), True)
     flushing = loop.create_task(flusher())
     conn.send(("ready", index, os.getpid()))
     try:
@@ -194,6 +198,7 @@ class WorkerPool:
             await asyncio.to_thread(process.start)
             child.close()
             loop.add_reader(parent.fileno(), self._readable, index)
+            os.set_blocking(parent.fileno(), True)  # read whole messages (the poller made it non-blocking)
 
     @property
     def stopping(self) -> bool:

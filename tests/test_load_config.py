@@ -73,3 +73,34 @@ def test_bad_load_sections_name_the_field(section, message):
         load(section)
     assert message in str(info.value)
     assert str(info.value).startswith("p.yaml:")
+
+
+@pytest.mark.parametrize(
+    ("url", "protocol", "client", "expected"),
+    [
+        ("http://127.0.0.1:1", "v2-rest", "lean", "Http1Transport"),
+        ("http://127.0.0.1:1", "v2-rest", "http1", "Http1Transport"),  # the older name
+        ("http://127.0.0.1:1", "v2-rest", "library", "HttpTransport"),
+        ("https://127.0.0.1:1", "v2-rest", "lean", "HttpTransport"),  # TLS: the library client
+        ("grpc://127.0.0.1:1", "v2-grpc", "lean", "H2GrpcTransport"),
+        ("grpc://127.0.0.1:1", "v2-grpc", "library", "GrpcTransport"),
+        ("grpcs://127.0.0.1:1", "v2-grpc", "lean", "GrpcTransport"),
+    ],
+)
+def test_load_client_picks_the_transport(url, protocol, client, expected):
+    from profiler.codecs import make_codec
+    from profiler.run import make_transport
+
+    config = parse_config(f"""
+target: {{url: "{url}", protocol: {protocol}, model: digits}}
+dataset: {{path: d.jsonl, inputs: x, label: y}}
+load: {{stages: [{{rate_rps: 1, duration_s: 1}}], client: {client}}}
+""", Path("p.yaml"))
+    assert type(make_transport(config, make_codec(protocol, model="digits"))).__name__ == expected
+
+
+def test_lag_budget_is_bounded():
+    stages = "  stages: [{rate_rps: 1, duration_s: 1}]\n"
+    assert load(stages + "  lag_budget_ms: 0\n").load.lag_budget_ms == 0
+    with pytest.raises(ConfigError, match="lag_budget_ms"):
+        load(stages + "  lag_budget_ms: -1\n")

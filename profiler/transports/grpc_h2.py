@@ -223,6 +223,9 @@ class H2GrpcTransport(GrpcTransport):
     def _watch(self, on: bool) -> None:
         if self._loop is None or self._sock is None or on == self._watching:
             return
+        if self._loop.is_closed():
+            self._watching = False
+            return
         if on:
             self._loop.add_reader(self._sock.fileno(), self.poll)
         else:

@@ -413,6 +413,9 @@ class Http1Transport:
     def _watch(self, on: bool) -> None:
         if self._loop is None or self._inbox is None or on == self._watching:
             return
+        if self._loop.is_closed():
+            self._watching = False
+            return
         if on:
             self._loop.add_reader(self._inbox.fileno(), self.poll)
         else:
