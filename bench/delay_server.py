@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import heapq
 import os
+import socket
+import struct
 import time
 from collections.abc import Callable
 
+SO_TIMESTAMPNS = 35  # Linux (64-bit time_t); its control message has the same number
 REPLY = (b'{"model_name":"digits","model_version":"1","id":"","outputs":[{"name":"label","datatype":"INT64",'
          b'"shape":[1],"data":[3]}]}')
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(REPLY), REPLY)
@@ -29,17 +33,39 @@ def extra_ns(now_ns: int, epoch_ns: int, every_ns: int, stall_ns: int) -> int:
     return stall_ns - phase if phase < stall_ns else 0
 
 
-class Handler(asyncio.Protocol):
-    def __init__(self, timers: Timers, delay_ns: int, epoch_ns: int, every_ns: int, stall_ns: int) -> None:
-        self.timers = timers
+class Handler:
+    """One connection on a raw non-blocking socket, so that each request's arrival is the kernel's
+    receive time (SO_TIMESTAMPNS), not when this process got round to reading it: the injected
+    delay then runs from the true arrival, and this server's own wake-up delays stay out of the truth.
+    """
+
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, timers: Timers, delay_ns: int,
+                 epoch_ns: int, every_ns: int, stall_ns: int) -> None:
+        self.sock, self.loop, self.timers = sock, loop, timers
         self.delay_ns, self.epoch_ns, self.every_ns, self.stall_ns = delay_ns, epoch_ns, every_ns, stall_ns
         self.buffer = b""
-        self.transport: asyncio.Transport | None = None
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        loop.add_reader(sock.fileno(), self.readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
+    def readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(16))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.loop.remove_reader(self.sock.fileno())
+            self.sock.close()
+            return
+        arrived = time.monotonic_ns()
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(raw) >= 16:
+                sec, nsec = struct.unpack_from("@qq", raw)
+                arrived = min(arrived, sec * 1_000_000_000 + nsec - (time.time_ns() - time.monotonic_ns()))
         self.buffer += data
         while True:
             end = self.buffer.find(b"\r\n\r\n")
@@ -53,13 +79,13 @@ class Handler(asyncio.Protocol):
             if len(self.buffer) < end + 4 + length:
                 return
             self.buffer = self.buffer[end + 4 + length:]
-            now = time.monotonic_ns()
-            due_ns = now + extra_ns(now, self.epoch_ns, self.every_ns, self.stall_ns) + self.delay_ns
+            due_ns = arrived + extra_ns(arrived, self.epoch_ns, self.every_ns, self.stall_ns) + self.delay_ns
             self.timers.at(due_ns, self.answer)
 
     def answer(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(RESPONSE)
+        if self.sock.fileno() >= 0:
+            with contextlib.suppress(OSError):
+                self.sock.send(RESPONSE)
 
 
 class Timers:
@@ -104,12 +130,19 @@ async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     epoch_ns = time.monotonic_ns()
     timers = Timers(loop)
-    server = await loop.create_server(
-        lambda: Handler(timers, int(args.delay_ms * 1e6), epoch_ns, int(args.stall_every_s * 1e9),
-                        int(args.stall_s * 1e9)),
-        "127.0.0.1", args.port)
-    port = server.sockets[0].getsockname()[1]
-    print(f"READY http://127.0.0.1:{port} {epoch_ns}", flush=True)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", args.port))
+    listener.listen(1024)
+    listener.setblocking(False)
+
+    def accept() -> None:
+        with contextlib.suppress(BlockingIOError):
+            sock, _ = listener.accept()
+            Handler(sock, loop, timers, int(args.delay_ms * 1e6), epoch_ns, int(args.stall_every_s * 1e9),
+                    int(args.stall_s * 1e9))
+
+    loop.add_reader(listener.fileno(), accept)
+    print(f"READY http://127.0.0.1:{listener.getsockname()[1]} {epoch_ns}", flush=True)
     await asyncio.Event().wait()
 
 
