@@ -76,3 +76,14 @@ def test_relative_config_dir_anchors_history_once(tmp_path: Path, monkeypatch: p
     config = load_config(Path("demo/p.yaml"))
     assert config.report.path == Path("demo/report.json")
     assert config.history.path is not None and config.history.path.parent == Path("demo")
+
+
+def test_the_readme_profile_parses():
+    """The annotated profile in README.md is what a new user copies: it must stay a valid profile."""
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    match = re.search(r"```yaml\n(target:.*?)```", readme, re.S)
+    assert match is not None
+    config = parse_config(match.group(1), Path("profile.yaml"))
+    assert config.target.protocol == "v2-rest" and config.load.client == "lean"
