@@ -97,12 +97,7 @@ class Sleeper:
         if self._fd < 0:
             await asyncio.sleep(max(deadline_ns - time.monotonic_ns(), MIN_SLEEP_NS) / NS_PER_S)
             return
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            if self._loop is not None:
-                self._loop.remove_reader(self._fd)
-            loop.add_reader(self._fd, self._ready)
-            self._loop = loop
+        loop = self._watched_by_running_loop()
         spec = self._spec
         spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(max(deadline_ns, 1), NS_PER_S)
         waiter = self._waiter = loop.create_future()
@@ -116,13 +111,18 @@ class Sleeper:
         finally:
             self._waiter = None
 
-    async def _ticks_until(self, deadline_ns: int) -> None:
+    def _watched_by_running_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, watching the timerfd (a sleeper moved to another loop moves its watch)."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._loop is not None:
                 self._loop.remove_reader(self._fd)
             loop.add_reader(self._fd, self._ready)
             self._loop = loop
+        return loop
+
+    async def _ticks_until(self, deadline_ns: int) -> None:
+        loop = self._watched_by_running_loop()
         while time.monotonic_ns() < deadline_ns:
             waiter = self._waiter = loop.create_future()
             try:

@@ -39,7 +39,7 @@ import hpack
 
 from profiler.errors import TransportError
 from profiler.transports.grpc import GrpcTransport
-from profiler.transports.http1 import _ANC_BYTES, _SO_TIMESTAMPNS, _TIMESPEC
+from profiler.transports.sockets import ANCILLARY_BYTES, clock_offset_ns, connect, received_ns
 
 Done = Callable[[bytes, "TransportError | None", int], None]
 _NS = 1_000_000_000
@@ -179,33 +179,11 @@ class H2GrpcTransport(GrpcTransport):
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(self._h2_host, self._port, type=socket.SOCK_STREAM)
-            error: OSError = OSError(f"no address for {self._h2_host}")
-            sock = None
-            for family, kind, proto, _, address in infos:
-                candidate = socket.socket(family, kind, proto)
-                candidate.setblocking(False)
-                try:
-                    await loop.sock_connect(candidate, address)
-                except OSError as exc:
-                    candidate.close()
-                    error = exc
-                    continue
-                except BaseException:
-                    candidate.close()
-                    raise
-                sock = candidate
-                break
-            if sock is None:
-                raise error
+            sock = await connect(self._h2_host, self._port)
         except OSError as exc:
             self._fail_waiting(TransportError("connection", f"cannot connect to {self._address}: "
                                                             f"{exc.strerror or exc}"))
             return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if _SO_TIMESTAMPNS is not None:
-            with contextlib.suppress(OSError):  # without it answers are timed when read
-                sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         if self._sock is not None:  # a connection made in another event loop
             self._close_socket()
             self._fail_streams(TransportError("connection", "reconnected in a new event loop"))
@@ -452,7 +430,7 @@ class H2GrpcTransport(GrpcTransport):
         offset_ns = -1
         while True:
             try:
-                count, ancillary, _, _ = sock.recvmsg_into(self._views, _ANC_BYTES)
+                count, ancillary, _, _ = sock.recvmsg_into(self._views, ANCILLARY_BYTES)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -461,16 +439,10 @@ class H2GrpcTransport(GrpcTransport):
             if count == 0:
                 self._drop("the server closed the connection")
                 return
-            received_ns = 0
-            if ancillary:
-                _, kind, data = ancillary[0]
-                if kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
-                    if offset_ns < 0:
-                        offset_ns = time.time_ns() - time.monotonic_ns()
-                    sec, nsec = _TIMESPEC.unpack_from(data)
-                    received_ns = sec * _NS + nsec - offset_ns
+            if ancillary and offset_ns < 0:
+                offset_ns = clock_offset_ns()
             self._inbuf += self._view[:count]
-            self._frames(received_ns)
+            self._frames(received_ns(ancillary, offset_ns))
             if count < READ_BYTES or self._sock is None:
                 return
 

@@ -21,18 +21,16 @@ sweep every tenth of the timeout (at most 100 ms), not by a timer per request.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import select
 import selectors
 import socket
-import struct
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from profiler.errors import TransportError
+from profiler.transports.sockets import ANCILLARY_BYTES, clock_offset_ns, connect, received_ns
 
 MAX_CACHED_REQUESTS = 65_536
 """Assembled requests kept for reuse; bodies beyond this are assembled per send (memory stays bounded)."""
@@ -42,10 +40,6 @@ READ_BYTES = 256 * 1024
 """One read's buffer, shared by every connection of a transport (reads are never interleaved)."""
 _HEAD_OK, _HEAD_BAD, _HEAD_INTERIM = 0, 1, 2
 _NS = 1_000_000_000
-# SO_TIMESTAMPNS (and its control message) is 35 on Linux for 64-bit time_t; the socket module lacks the name.
-_SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
-_TIMESPEC = struct.Struct("@qq")
-_ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size) if hasattr(socket, "CMSG_SPACE") else 0
 Callback = Callable[[int, bytes, "TransportError | None", int], None]
 """(status, body, error, received_ns): how a connection reports the end of one exchange.
 received_ns is the kernel's monotonic time of the answer's last bytes, or 0 when unknown."""
@@ -159,7 +153,7 @@ class _Connection:
         owner = self._owner
         while not self.closed:
             try:
-                count, ancillary, _, _ = self.sock.recvmsg_into(owner._views, _ANC_BYTES)
+                count, ancillary, _, _ = self.sock.recvmsg_into(owner._views, ANCILLARY_BYTES)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -168,13 +162,7 @@ class _Connection:
             if count == 0:
                 self._ended(None)
                 return
-            received_ns = 0
-            if ancillary:
-                _, kind, data = ancillary[0]
-                if kind == _SO_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
-                    sec, nsec = _TIMESPEC.unpack_from(data)
-                    received_ns = sec * _NS + nsec - offset_ns
-            self._received_ns = received_ns
+            self._received_ns = received_ns(ancillary, offset_ns)
             self._data(bytes(owner._view[:count]))
             if count < READ_BYTES:
                 return  # the rest (if any) has not arrived yet
@@ -438,7 +426,7 @@ class Http1Transport:
         ready = inbox.ready()
         if not ready:
             return
-        offset_ns = time.time_ns() - time.monotonic_ns()
+        offset_ns = clock_offset_ns()
         conns = self._all
         for fd in ready:
             conn = conns.get(fd)
@@ -532,27 +520,8 @@ class Http1Transport:
         return conn
 
     async def _connect(self) -> socket.socket:
-        loop = self._bind()
-        infos = await loop.getaddrinfo(self._host, self._port, type=socket.SOCK_STREAM)
-        error: OSError = OSError(f"no address for {self._host}")
-        for family, kind, proto, _, address in infos:
-            sock = socket.socket(family, kind, proto)
-            sock.setblocking(False)
-            try:
-                await loop.sock_connect(sock, address)
-            except OSError as exc:
-                sock.close()
-                error = exc
-                continue
-            except BaseException:
-                sock.close()
-                raise
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if _SO_TIMESTAMPNS is not None:
-                with contextlib.suppress(OSError):  # without it answers are timed when read
-                    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-            return sock
-        raise error
+        self._bind()
+        return await connect(self._host, self._port)
 
     def _release(self, conn: _Connection) -> None:
         if conn.closed:
