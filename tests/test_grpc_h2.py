@@ -175,3 +175,28 @@ async def test_the_engine_polls_the_lean_client(fixed_server):
     assert modes == [True, False]  # answers drained at the dispatcher's wakes, then events for the drain
     assert len(results) == 300 and all(r.outcome == OK for r in results)
     assert {tuple(r.predictions or ()) for r in results} == {(7,)}
+
+
+async def test_a_server_that_never_speaks_http2_ends_calls_as_timeouts_or_connection_errors():
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts, reads, never answers (no SETTINGS: no call can start)
+        writer.close()
+
+    async def http1(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    for handler, kind in ((silent, "timeout"), (http1, "connection")):
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = H2GrpcTransport(f"grpc://127.0.0.1:{port}", model="m", timeout_s=0.3)
+        started = time.monotonic()
+        with pytest.raises(TransportError) as failed:
+            await asyncio.wait_for(client.send(ECHO, b"x"), 5)
+        assert failed.value.kind == kind
+        assert time.monotonic() - started < 2
+        await client.close()
+        server.close()
+        await server.wait_closed()

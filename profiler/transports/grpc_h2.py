@@ -143,7 +143,7 @@ class H2GrpcTransport(GrpcTransport):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._connecting: asyncio.Task[None] | None = None
-        self._waiting: deque[tuple[str, bytes, Done]] = deque()
+        self._waiting: deque[tuple[str, bytes, Done, int]] = deque()  # calls not yet on a stream, and deadlines
         self._streams: dict[int, _Stream] = {}
         self._blocked: deque[_Stream] = deque()  # streams with DATA held back by flow control
         self._next_id = 1
@@ -242,7 +242,7 @@ class H2GrpcTransport(GrpcTransport):
 
     def _fail_waiting(self, error: TransportError) -> None:
         waiting, self._waiting = self._waiting, deque()
-        for _, _, done in waiting:
+        for _, _, done, _ in waiting:
             done(b"", error, 0)
 
     # -- writing
@@ -305,23 +305,31 @@ class H2GrpcTransport(GrpcTransport):
 
     def submit(self, path: str, body: bytes, done: Done) -> None:
         """Start a unary call; `done(message, error, received_ns)` runs when it ends."""
+        self._start(path, body, done, 0)
+
+    def _start(self, path: str, body: bytes, done: Done, deadline_ns: int) -> None:
+        """Open a stream for the call, or queue it (with its deadline) until the connection can take it."""
+        if not deadline_ns:
+            deadline_ns = time.monotonic_ns() + self._timeout_ns
         if self._sock is None or self._loop is not asyncio.get_running_loop():
-            self._waiting.append((path, body, done))
+            self._waiting.append((path, body, done, deadline_ns))
             if self._connecting is None or self._connecting.done():
                 self._connecting = asyncio.get_running_loop().create_task(self._connect())
+            self._arm_sweeper(asyncio.get_running_loop())
             return
         if (not self._settled or len(self._streams) >= self._max_streams or self._going_away
                 or self._next_id > _LAST_STREAM_ID - 2):
             if self._going_away or self._next_id > _LAST_STREAM_ID - 2:
                 self._drop_when_idle()
-            self._waiting.append((path, body, done))
+            self._waiting.append((path, body, done, deadline_ns))
+            self._arm_sweeper(self._loop)
             return
         block = self._blocks.get(path)
         if block is None:
             block = self._blocks[path] = request_block(path, self._address, self._timeout_s, self._metadata or ())
         stream_id = self._next_id
         self._next_id += 2
-        stream = _Stream(stream_id, path, body, done, time.monotonic_ns() + self._timeout_ns, self._peer_window)
+        stream = _Stream(stream_id, path, body, done, deadline_ns, self._peer_window)
         self._streams[stream_id] = stream
         stream.out = b"\x00" + len(body).to_bytes(4, "big") + body
         if len(block) > self._max_frame:
@@ -339,14 +347,18 @@ class H2GrpcTransport(GrpcTransport):
             self._write(head)
             if self._blocked or not self._send_data(stream):
                 self._blocked.append(stream)
-        if self._sweeper is None and self._loop is not None:
-            self._sweeper = self._loop.call_later(self._sweep_s, self._sweep)
+        if self._sweeper is None:
+            self._arm_sweeper(self._loop)
+
+    def _arm_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._sweeper is None and not loop.is_closed():
+            self._sweeper = loop.call_later(self._sweep_s, self._sweep)
 
     def _start_waiting(self) -> None:
         waiting = self._waiting
         while waiting and self._settled and len(self._streams) < self._max_streams and not self._going_away:
-            path, body, done = waiting.popleft()
-            self.submit(path, body, done)
+            path, body, done, deadline_ns = waiting.popleft()
+            self._start(path, body, done, deadline_ns)
 
     def _drop_when_idle(self) -> None:
         """A connection that takes no new calls (GOAWAY, or stream ids used up) is replaced once idle."""
@@ -406,10 +418,16 @@ class H2GrpcTransport(GrpcTransport):
             self._drop_when_idle()
 
     def _sweep(self) -> None:
-        """Cancel calls past their deadline (reading first whatever has arrived)."""
+        """Cancel calls past their deadline (reading first whatever has arrived), queued ones included."""
         self._sweeper = None
         self.poll()
         now = time.monotonic_ns()
+        if any(deadline <= now for _, _, _, deadline in self._waiting):
+            late = [w for w in self._waiting if w[3] <= now]
+            self._waiting = deque(w for w in self._waiting if w[3] > now)
+            for _, _, done, _ in late:
+                done(b"", TransportError("timeout", f"gRPC DEADLINE_EXCEEDED: no stream to the server within "
+                                                    f"{self._timeout_s:g} s"), 0)
         for stream in [s for s in self._streams.values() if s.deadline_ns <= now]:
             self._streams.pop(stream.id, None)
             with contextlib.suppress(ValueError):
@@ -417,8 +435,9 @@ class H2GrpcTransport(GrpcTransport):
             self._write(frame(_RST_STREAM, 0, stream.id, struct.pack(">I", _CANCEL)))
             self._finish(stream, b"", TransportError("timeout", f"gRPC DEADLINE_EXCEEDED: no answer within "
                                                                 f"{self._timeout_s:g} s"))
-        if self._streams and self._loop is not None and not self._loop.is_closed():
-            self._sweeper = self._loop.call_later(self._sweep_s, self._sweep)
+        if self._streams or self._waiting:
+            with contextlib.suppress(RuntimeError):  # no loop left to sweep in
+                self._arm_sweeper(self._loop or asyncio.get_running_loop())
 
     # -- reading
 
@@ -531,7 +550,7 @@ class H2GrpcTransport(GrpcTransport):
                 code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
                 if code == _REFUSED_STREAM and not stream.data and stream.headers is None:
                     # Not processed at all (the server counts streams a little longer than we do): send again.
-                    self._waiting.appendleft((stream.path, stream.body, stream.done))
+                    self._waiting.appendleft((stream.path, stream.body, stream.done, stream.deadline_ns))
                     self._start_waiting()
                 else:
                     self._finish(stream, b"", TransportError("connection", f"the server reset the stream "
