@@ -97,3 +97,52 @@ async def test_workers_merge_exactly_and_the_control_plane_answers(example_serve
     consistency = report["accuracy"]["consistency"]
     assert consistency["compared"] == first["completed"] + flat_out["completed"]
     assert consistency["inconsistent"] == 0
+
+
+async def test_a_full_pipe_holds_a_worker_back_instead_of_killing_it(example_server, tmp_path: Path, monkeypatch):
+    """Results outrun a parent that is busy: the workers' pipes fill. A worker must wait, not fail mid-message.
+
+    The pipes are given tiny socket buffers and the parent's event loop is blocked for 1.5 s, past the
+    end of the stage, so they fill within milliseconds and each worker's last flush meets a full pipe
+    (the event loop's poller makes the pipe non-blocking; a send on a full non-blocking pipe fails
+    halfway through a message, and the worker died of it).
+    """
+    import multiprocessing.connection
+    import os
+    import socket
+
+    from profiler.accuracy import PredictionLog
+    from profiler.run import execute, new_state
+
+    real_pipe = multiprocessing.connection.Pipe
+
+    def tiny_pipe(duplex: bool = True) -> tuple[multiprocessing.connection.Connection, ...]:
+        ends = real_pipe(duplex)
+        for end in ends:
+            with socket.socket(fileno=os.dup(end.fileno())) as view:
+                view.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+                view.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        return ends
+
+    monkeypatch.setattr(multiprocessing.connection, "Pipe", tiny_pipe)
+    real_add = PredictionLog.add
+    blocked = [False]
+
+    def add_once_slowly(self: PredictionLog, result: object) -> None:
+        if not blocked[0]:
+            blocked[0] = True
+            time.sleep(1.5)  # the parent's loop reads nothing meanwhile, past the end of the stage
+        real_add(self, result)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PredictionLog, "add", add_once_slowly)
+    _, url = example_server
+    write_holdout(tmp_path / "holdout.jsonl")
+    config = parse_config(PROFILE.format(url=url, accuracy="false", stages="[{rate_rps: 400, duration_s: 0.6}]"),
+                          tmp_path / "p.yaml")
+    report = await execute(new_state(config))
+    assert blocked[0]
+    assert report["run"]["status"] == "completed", report["run"]
+    [stage] = report["stages"]
+    assert stage["processes"] == 2
+    assert stage["scheduled"] == 240
+    assert stage["sent"] == stage["completed"] + stage["errors"] and stage["completed"] > 0
