@@ -190,3 +190,21 @@ async def test_concurrent_sends_over_one_transport_complete_with_kernel_times(de
     assert all(error is None for _, error, _ in done)
     assert all(b'"outputs"' in body for body, _, _ in done)
     assert all(start < received <= time.monotonic_ns() for _, _, received in done)
+
+
+async def test_poisson_arrivals_wake_every_budget_and_none_is_sent_early(delayed_url):
+    transport = CountingTransport(delayed_url)
+    await transport.send("/v2/models/digits/infer", BODY)
+    sink = Sink()
+    engine = engine_for(transport, sink)
+    stage = make_stage(1, 1500, 0.5)
+    offsets = list(arrival_offsets_ns(stage, "poisson", seed=3))
+    recorder = StageRecorder(stage)
+    await engine.run_stage(stage, offsets, recorder, even=False)
+    await transport.close()
+    assert transport.modes == [True, False]
+    assert len(sink.results) == len(offsets) and all(r.outcome == OK for r in sink.results)
+    lateness = sorted((r.sent_ns - r.intended_ns) / 1e6 for r in sink.results)
+    assert lateness[0] >= 0
+    # On a grid of one budget (1.5 ms) the lateness spreads over [0, 1.5 ms): its median is near half of it.
+    assert 0.3 < lateness[len(lateness) // 2] < LAG_BUDGET_NS / 1e6 + 1
