@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -96,6 +97,14 @@ class TargetConfig(_Strict):
         schemes = ("http://", "https://", "grpc://", "grpcs://")
         if not value.startswith(schemes) or value.endswith("://"):
             raise ValueError(f"must be an http://, https://, grpc:// or grpcs:// URL, got {value!r}")
+        if value.startswith(("grpc://", "grpcs://")):
+            parts = urlsplit(value)
+            try:
+                port = parts.port
+            except ValueError:
+                port = None
+            if not parts.hostname or port is None or parts.path.strip("/"):
+                raise ValueError(f"a gRPC target is grpc://host:port or grpcs://host:port, got {value!r}")
         return value.rstrip("/")
 
     @model_validator(mode="after")

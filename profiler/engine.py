@@ -6,7 +6,7 @@ import asyncio
 import gc
 import itertools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -129,11 +129,9 @@ class Engine:
         # milliseconds that lands in the latency of whatever is in flight.
         gc.freeze()
         sleeper = Sleeper(precise=self._clock is time.monotonic_ns)
-        offsets = iter(offsets_ns)
+        offsets: Iterator[int] = iter(offsets_ns)
         first = next(offsets, None)
-        if first is None:
-            offsets = iter(())
-        else:
+        if first is not None:
             offsets = itertools.chain((first,), offsets)
             if sleeper.precise:
                 self._lay_grid(sleeper, start_ns + first, gap_ns or NS_PER_S / stage.rate_rps, even)

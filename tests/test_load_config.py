@@ -66,6 +66,7 @@ def test_warmup_goes_first():
         (f"  stages: [{{rate_rps: 10, duration_s: 1}}]\n  workers: {(os.cpu_count() or 1) + 1}\n",
          "more than the"),
         ("  stages: [{rate_rps: 10, duration_s: 1}]\n  workers: 0\n", "load.workers"),
+        ("  stages: [{rate_rps: 10, duration_s: 1}]\n  client: fast\n", "load.client: Input should be 'lean'"),
     ],
 )
 def test_bad_load_sections_name_the_field(section, message):
@@ -104,3 +105,10 @@ def test_lag_budget_is_bounded():
     assert load(stages + "  lag_budget_ms: 0\n").load.lag_budget_ms == 0
     with pytest.raises(ConfigError, match="lag_budget_ms"):
         load(stages + "  lag_budget_ms: -1\n")
+
+
+@pytest.mark.parametrize("url", ["grpc://127.0.0.1", "grpc://model:port", "grpcs://[::1]:8001/v2", "grpc://:8001"])
+def test_a_grpc_url_needs_host_and_port(url):
+    with pytest.raises(ConfigError, match=r"p.yaml:1: target.url: a gRPC target is grpc://host:port"):
+        parse_config(f'target: {{url: "{url}", protocol: v2-grpc, model: m}}\ndataset: {{path: d.jsonl}}\n'
+                     "load: {stages: [{rate_rps: 1, duration_s: 1}]}\n", Path("p.yaml"))
