@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -61,17 +63,93 @@ def wait_for_report(base: str, timeout_s: float = 60.0) -> dict[str, Any]:
         time.sleep(0.2)
     raise AssertionError(f"no report from {base} within {timeout_s} s")
 
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 
-def start_sidecar(profile: Path, env: dict[str, str], *flags: str) -> tuple[subprocess.Popen[str], str]:
+
+class Child:
+    """A child process whose stdout and stderr are read as they come, line by line, by two threads.
+
+    A pipe nobody reads blocks its writer once full, and a full stderr freezes a sidecar's event loop
+    in its next log line. Pipes can be as small as 8 KiB (a uid past fs.pipe-user-pages-soft, as on
+    a shared CI host), so no child is left writing into an undrained pipe. The sidecars' pipes are
+    shrunk to one page on purpose (Linux), so that a reader that falls behind fails every run, not
+    only on such a host.
+    """
+
+    def __init__(self, args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 pipe_bytes: int | None = None) -> None:
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+        if pipe_bytes is not None and sys.platform.startswith("linux"):
+            for pipe in (self.proc.stdout, self.proc.stderr):
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, pipe_bytes)  # type: ignore[union-attr]
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._first_line = threading.Event()
+        self._readers = [threading.Thread(target=self._drain, args=(self.proc.stdout, self._out), daemon=True),
+                         threading.Thread(target=self._drain, args=(self.proc.stderr, self._err), daemon=True)]
+        for reader in self._readers:
+            reader.start()
+
+    def _drain(self, stream: Any, lines: list[str]) -> None:
+        with contextlib.suppress(ValueError, OSError):  # the pipe was closed under us
+            for line in stream:
+                lines.append(line)
+                if lines is self._out:
+                    self._first_line.set()
+            stream.close()
+        self._first_line.set()  # end of output: a waiter for the first line stops waiting
+
+    def first_line(self, timeout_s: float) -> str:
+        """The first line of stdout ("" if there is none within the time or the child closed stdout)."""
+        self._first_line.wait(timeout_s)
+        return self._out[0] if self._out else ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
+
+    def poll(self) -> int | None:
+        return self.proc.poll()
+
+    def send_signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def terminate(self) -> None:
+        self.proc.terminate()
+
+    def kill(self) -> None:
+        self.proc.kill()
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Wait for the exit (subprocess.TimeoutExpired past `timeout`); everything it wrote to stdout and stderr."""
+        self.proc.wait(timeout)
+        for reader in self._readers:
+            reader.join(10)
+        return "".join(self._out), "".join(self._err)
+
+    def stop(self) -> tuple[str, str]:
+        """SIGTERM, then SIGKILL after 10 s; everything it wrote."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.communicate(10)
+
+
+def start_sidecar(profile: Path, env: dict[str, str], *flags: str) -> tuple[Child, str]:
     """Start `profiler serve`; returns the process and its base URL (read from its first line)."""
-    proc = subprocess.Popen([sys.executable, "-m", "profiler.cli", "serve", "-c", str(profile), *flags],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
-    line: list[str] = []
-    reader = threading.Thread(target=lambda: line.append(proc.stdout.readline() if proc.stdout else ""), daemon=True)
-    reader.start()
-    reader.join(60)
-    if not line or not line[0].startswith("profiler serving on "):
-        proc.kill()
-        out, err = proc.communicate(timeout=10)
-        raise AssertionError(f"the sidecar did not start: {line} {out} {err}")
-    return proc, line[0].split()[3]
+    child = Child([sys.executable, "-m", "profiler.cli", "serve", "-c", str(profile), *flags],
+                  env={**os.environ, **env}, pipe_bytes=4096)
+    line = child.first_line(60)
+    if not line.startswith("profiler serving on "):
+        child.kill()
+        out, err = child.communicate(timeout=10)
+        raise AssertionError(f"the sidecar did not start: {out} {err}")
+    return child, line.split()[3]

@@ -16,7 +16,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from sidecar_helpers import get_json
+from sidecar_helpers import Child, get_json
 
 from profiler.cli import EXIT_FAIL, EXIT_INCONCLUSIVE
 from profiler.config import Config, parse_config
@@ -306,13 +306,13 @@ def test_the_entrypoint_starts_from_an_installed_wheel(tmp_path: Path) -> None:
                        "load: {stages: [{rate_rps: 1, duration_s: 1}]}\n"
                        "server: {port: 0, start: on-trigger, token_env: PROFILER_IMAGE_TEST_TOKEN}\n")
     cmd[cmd.index("--config") + 1] = str(profile)
-    sidecar = subprocess.Popen([str(venv / "bin" / entrypoint[0]), *entrypoint[1:], *cmd], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                               env={**env, "PROFILER_IMAGE_TEST_TOKEN": "x"})
+    sidecar = Child([str(venv / "bin" / entrypoint[0]), *entrypoint[1:], *cmd], cwd=tmp_path,
+                    env={**env, "PROFILER_IMAGE_TEST_TOKEN": "x"})
     try:
-        assert sidecar.stdout is not None
-        line = sidecar.stdout.readline()
-        assert line.startswith("profiler serving on "), line + (sidecar.stderr.read() if sidecar.stderr else "")
+        line = sidecar.first_line(60)
+        if not line.startswith("profiler serving on "):
+            sidecar.kill()
+            raise AssertionError(f"the image's sidecar did not start: {sidecar.communicate(10)}")
         base = line.split()[3]
         assert get_json(f"{base}/healthz") == (200, {"status": "ok"})
         health = _json_form("HEALTHCHECK")

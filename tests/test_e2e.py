@@ -10,6 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from sidecar_helpers import Child
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from profiler.examples.holdout import write_holdout
@@ -121,11 +122,9 @@ def get(url: str) -> tuple[int, str]:
 def test_serve_mode_answers_report_metrics_healthz(tmp_path: Path, example_server) -> None:
     proc, url = example_server
     path = profile(tmp_path, url, proc.pid)
-    sidecar = subprocess.Popen([sys.executable, "-m", "profiler.cli", "serve", "--config", str(path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sidecar = Child([sys.executable, "-m", "profiler.cli", "serve", "--config", str(path)])
     try:
-        assert sidecar.stdout is not None
-        line = sidecar.stdout.readline()
+        line = sidecar.first_line(60)
         assert line.startswith("profiler serving on http://127.0.0.1:"), line
         base = line.split()[3]
         assert get(base + "/healthz") == (200, '{"status": "ok"}')

@@ -168,7 +168,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, example_server: tuple[Any, s
     finally:
         stop_process(prometheus)
         log.close()
-        stop_process(sidecar)
+        sidecar.stop()
 
 
 def _ready(base: str) -> bool:
