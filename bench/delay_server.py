@@ -4,6 +4,11 @@
 Prints "READY http://127.0.0.1:PORT EPOCH_NS" first: EPOCH_NS (time.monotonic_ns, shared by every process
 on the machine) is when its stall cycle starts, so the truth for a request meant to go at t is
 delay + (stall - (t - epoch) % every, when that phase is inside the stall).
+
+This server is a process on a shared VM too: now and then it answers late, when its own wake-up is
+held up. With --report-lateness each answer's one output value is that lateness in microseconds
+(when it was sent minus when it was due), so a benchmark can tell the server's hiccups, which are
+part of the latency it really served, from the generator's own measurement error.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import heapq
 import os
 import socket
@@ -23,6 +29,13 @@ SO_TIMESTAMPNS = 35  # Linux (64-bit time_t); its control message has the same n
 REPLY = (b'{"model_name":"digits","model_version":"1","id":"","outputs":[{"name":"label","datatype":"INT64",'
          b'"shape":[1],"data":[3]}]}')
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(REPLY), REPLY)
+LATE_REPLY = REPLY.replace(b"[3]", b"[%d]")
+
+
+def late_response(late_ns: int) -> bytes:
+    """The answer whose output value is this answer's lateness in microseconds."""
+    body = LATE_REPLY % (late_ns // 1000)
+    return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
 
 def extra_ns(now_ns: int, epoch_ns: int, every_ns: int, stall_ns: int) -> int:
@@ -40,8 +53,9 @@ class Handler:
     """
 
     def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop, timers: Timers, delay_ns: int,
-                 epoch_ns: int, every_ns: int, stall_ns: int) -> None:
+                 epoch_ns: int, every_ns: int, stall_ns: int, report_lateness: bool = False) -> None:
         self.sock, self.loop, self.timers = sock, loop, timers
+        self.report_lateness = report_lateness
         self.delay_ns, self.epoch_ns, self.every_ns, self.stall_ns = delay_ns, epoch_ns, every_ns, stall_ns
         self.buffer = b""
         sock.setblocking(False)
@@ -80,12 +94,13 @@ class Handler:
                 return
             self.buffer = self.buffer[end + 4 + length:]
             due_ns = arrived + extra_ns(arrived, self.epoch_ns, self.every_ns, self.stall_ns) + self.delay_ns
-            self.timers.at(due_ns, self.answer)
+            self.timers.at(due_ns, functools.partial(self.answer, due_ns))
 
-    def answer(self) -> None:
+    def answer(self, due_ns: int) -> None:
         if self.sock.fileno() >= 0:
+            response = late_response(time.monotonic_ns() - due_ns) if self.report_lateness else RESPONSE
             with contextlib.suppress(OSError):
-                self.sock.send(RESPONSE)
+                self.sock.send(response)
 
 
 class Timers:
@@ -139,7 +154,7 @@ async def main(args: argparse.Namespace) -> None:
         with contextlib.suppress(BlockingIOError):
             sock, _ = listener.accept()
             Handler(sock, loop, timers, int(args.delay_ms * 1e6), epoch_ns, int(args.stall_every_s * 1e9),
-                    int(args.stall_s * 1e9))
+                    int(args.stall_s * 1e9), args.report_lateness)
 
     loop.add_reader(listener.fileno(), accept)
     print(f"READY http://127.0.0.1:{listener.getsockname()[1]} {epoch_ns}", flush=True)
@@ -152,4 +167,6 @@ if __name__ == "__main__":
     parser.add_argument("--delay-ms", type=float, default=50)
     parser.add_argument("--stall-every-s", type=float, default=0)
     parser.add_argument("--stall-s", type=float, default=0)
+    parser.add_argument("--report-lateness", action="store_true",
+                        help="answer with this answer's own lateness (microseconds) as the output value")
     asyncio.run(main(parser.parse_args()))

@@ -95,7 +95,8 @@ def make_transport(config: Config, codec: Codec) -> Transport:
             from profiler.transports.grpc_h2 import H2GrpcTransport
 
             return H2GrpcTransport(config.target.url, model=config.target.model, version=config.target.version,
-                                   timeout_s=config.target.timeout_s, headers=headers)
+                                   timeout_s=config.target.timeout_s, headers=headers,
+                                   keepalive_s=config.target.keepalive_s)
         return GrpcTransport(config.target.url, model=config.target.model, version=config.target.version,
                              timeout_s=config.target.timeout_s, headers=headers,
                              tls_ca_file=config.target.tls_ca_file, keepalive_s=config.target.keepalive_s)

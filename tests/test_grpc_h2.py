@@ -26,7 +26,7 @@ from profiler.errors import TransportError
 from profiler.latency import StageRecorder
 from profiler.results import OK, Result
 from profiler.schedule import arrival_offsets_ns, make_stage
-from profiler.transports.grpc_h2 import H2GrpcTransport, request_block
+from profiler.transports.grpc_h2 import H2GrpcTransport, frame, request_block
 
 ECHO = "/test.Echo/Echo"
 
@@ -200,3 +200,80 @@ async def test_a_server_that_never_speaks_http2_ends_calls_as_timeouts_or_connec
         await client.close()
         server.close()
         await server.wait_closed()
+
+
+class _BareH2Server:
+    """Speaks just enough HTTP/2 to open calls (SETTINGS), then never answers one; counts the PINGs it gets.
+
+    With `ack_pings` it acknowledges them, as a live server does; without, it is a connection that
+    died silently (a crashed node behind a proxy, a dropped NAT entry).
+    """
+
+    def __init__(self, ack_pings: bool) -> None:
+        self.ack_pings = ack_pings
+        self.pings = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readexactly(24)  # the client preface
+            writer.write(frame(4, 0, 0))  # empty SETTINGS: the defaults
+            while True:
+                head = await reader.readexactly(9)
+                size = int.from_bytes(head[:3], "big")
+                payload = await reader.readexactly(size)
+                if head[3] == 6 and not head[4] & 1:  # a PING, not an ACK
+                    self.pings += 1
+                    if self.ack_pings:
+                        writer.write(frame(6, 1, 0, payload))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return f"grpc://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+async def test_keepalive_drops_a_connection_that_no_longer_answers():
+    bare = _BareH2Server(ack_pings=False)
+    async with bare as url:
+        client = H2GrpcTransport(url, model="m", timeout_s=30, keepalive_s=0.2)
+        started = time.monotonic()
+        with pytest.raises(TransportError) as failed:
+            await asyncio.wait_for(client.send(ECHO, b"x"), 10)
+        took = time.monotonic() - started
+        await client.close()
+    # Silent for 0.2 s with a call open: PING; no ACK within 0.2 s: dropped, long before the 30 s deadline.
+    assert failed.value.kind == "connection" and "keepalive PING" in str(failed.value)
+    assert bare.pings == client.pings_sent == 1
+    assert 0.3 < took < 3
+
+
+async def test_keepalive_acks_keep_a_slow_call_alive_until_its_deadline():
+    bare = _BareH2Server(ack_pings=True)
+    async with bare as url:
+        client = H2GrpcTransport(url, model="m", timeout_s=1.2, keepalive_s=0.2)
+        started = time.monotonic()
+        with pytest.raises(TransportError) as failed:
+            await asyncio.wait_for(client.send(ECHO, b"x"), 10)
+        took = time.monotonic() - started
+        await client.close()
+    assert failed.value.kind == "timeout"  # the deadline, not the keepalive, ended it
+    assert 1.1 < took < 3
+    assert bare.pings >= 3  # one per quiet keepalive interval, each answered
+
+
+async def test_an_idle_connection_is_not_pinged(echo_url):
+    client = H2GrpcTransport(echo_url, model="m", timeout_s=10, keepalive_s=0.2)
+    assert await client.send(ECHO, b"hello") == b"-|hello"
+    await asyncio.sleep(0.7)  # idle: no call open, so no PING (servers take pings without calls as abuse)
+    assert client.pings_sent == 0
+    assert await client.send(ECHO, b"again") == b"-|again"  # the idle connection is still good
+    await client.close()

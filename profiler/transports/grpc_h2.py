@@ -17,7 +17,11 @@ generator needs of gRPC and no more, with no thread at all:
   is decoded once and then looked up;
 - SETTINGS, PING, WINDOW_UPDATE, RST_STREAM and GOAWAY are honoured; grpc-status and grpc-message
   become TransportError (DEADLINE_EXCEEDED -> timeout, UNAVAILABLE -> connection, others
-  grpc_status with the code), deadlines are sent as grpc-timeout and enforced by a sweep.
+  grpc_status with the code), deadlines are sent as grpc-timeout and enforced by a sweep;
+- keepalive: while calls are open and the server has sent nothing for `keepalive_s`, a PING goes
+  out; a connection that does not answer it within min(keepalive_s, 20 s) is dropped and its calls
+  end as connection errors, as grpc.aio's keepalive does. An idle connection is not pinged (servers
+  count pings without calls as abuse and answer them with GOAWAY).
 
 TLS (grpcs://) is not spoken here: those targets use the grpc.aio transport.
 """
@@ -57,6 +61,7 @@ _FRAME_HEAD = struct.Struct(">BHBBI")  # length as 1 + 2 bytes, type, flags, str
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _KINDS = {grpc.StatusCode.DEADLINE_EXCEEDED: "timeout", grpc.StatusCode.UNAVAILABLE: "connection"}
 _CANCEL, _REFUSED_STREAM = 0x8, 0x7
+_KEEPALIVE_OPAQUE = b"profiler"  # the 8 bytes of our keepalive PINGs, echoed in the ACK
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -128,7 +133,7 @@ class H2GrpcTransport(GrpcTransport):
     """GrpcTransport's calls on the lean client: same readiness, metadata and error classes; grpc:// only."""
 
     def __init__(self, url: str, *, model: str, version: str | None = None, timeout_s: float,
-                 headers: dict[str, str] | None = None, **_: Any) -> None:
+                 headers: dict[str, str] | None = None, keepalive_s: float = 30.0, **_: Any) -> None:
         super().__init__(url, model=model, version=version, timeout_s=timeout_s, headers=headers)
         if self._tls:
             raise ValueError(f"the lean gRPC client speaks plain grpc:// only, got {url!r}")
@@ -139,6 +144,10 @@ class H2GrpcTransport(GrpcTransport):
         self._port = int(port)
         self._timeout_ns = int(timeout_s * _NS)
         self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
+        self._keepalive_ns = int(keepalive_s * _NS)
+        self._ping_timeout_ns = min(self._keepalive_ns, 20 * _NS)
+        self._pinger: asyncio.TimerHandle | None = None
+        self.pings_sent = 0  # keepalive PINGs, for the curious (and the tests)
         self._blocks: dict[str, bytes] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
@@ -167,6 +176,8 @@ class H2GrpcTransport(GrpcTransport):
         self._max_frame = 16_384
         self._max_streams = 1 << 30
         self._recv_unacked = 0
+        self._heard_ns = time.monotonic_ns()  # when the server last sent anything
+        self._ping_sent_ns = 0  # when our unanswered keepalive PING went out (0: none out)
         self._going_away = False
         self._settled = False  # the server's first SETTINGS (its stream limit, windows) has arrived
         self._decoder = hpack.Decoder()
@@ -196,6 +207,8 @@ class H2GrpcTransport(GrpcTransport):
         settings = struct.pack(">HIHIHI", 0x1, 0, 0x2, 0, 0x4, _MAX_WINDOW)  # no dynamic table, no push, big windows
         self._write(PREFACE + frame(_SETTINGS, 0, 0, settings)
                     + frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW)))
+        if self._pinger is None:
+            self._pinger = loop.call_later(self._keepalive_ns / _NS, self._keepalive)
         # Calls wait for the server's SETTINGS: opening more streams than it allows gets them refused.
 
     def _watch(self, on: bool) -> None:
@@ -215,7 +228,32 @@ class H2GrpcTransport(GrpcTransport):
         self._polled = polled
         self._watch(not polled)
 
+    def _keepalive(self) -> None:
+        """Every keepalive_s: PING a server that has gone quiet with calls open; drop one that does not answer."""
+        self._pinger = None
+        if self._sock is None or self._loop is None or self._loop.is_closed():
+            return
+        self.poll()  # (in polled mode frames may be waiting unread)
+        if self._sock is None:
+            return
+        now = time.monotonic_ns()
+        if self._ping_sent_ns:
+            if now - self._ping_sent_ns >= self._ping_timeout_ns:
+                self._drop(f"no answer to a keepalive PING within {self._ping_timeout_ns / _NS:g} s")
+                return
+        elif (self._streams or self._waiting) and now - self._heard_ns >= self._keepalive_ns:
+            self._ping_sent_ns = now
+            self.pings_sent += 1
+            self._write(frame(_PING, 0, 0, _KEEPALIVE_OPAQUE))
+        wait_ns = self._keepalive_ns
+        if self._ping_sent_ns:
+            wait_ns = self._ping_sent_ns + self._ping_timeout_ns - now
+        self._pinger = self._loop.call_later(max(wait_ns, 1_000_000) / _NS, self._keepalive)
+
     def _close_socket(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            self._pinger = None
         sock, self._sock = self._sock, None
         if sock is not None:
             if self._loop is not None and not self._loop.is_closed():
@@ -458,8 +496,10 @@ class H2GrpcTransport(GrpcTransport):
             if count == 0:
                 self._drop("the server closed the connection")
                 return
-            if ancillary and offset_ns < 0:
-                offset_ns = clock_offset_ns()
+            if offset_ns < 0:
+                self._heard_ns = time.monotonic_ns()
+                if ancillary:
+                    offset_ns = clock_offset_ns()
             self._inbuf += self._view[:count]
             self._frames(received_ns(ancillary, offset_ns))
             if count < READ_BYTES or self._sock is None:
@@ -542,6 +582,8 @@ class H2GrpcTransport(GrpcTransport):
         elif kind == _PING:
             if not flags & _ACK:
                 self._write(frame(_PING, _ACK, 0, payload))
+            elif payload == _KEEPALIVE_OPAQUE:
+                self._ping_sent_ns = 0
         elif kind == _RST_STREAM:
             stream = self._streams.pop(stream_id, None)
             if stream is not None:
