@@ -538,7 +538,7 @@ def main() -> None:
         open_rows = open_loop(tools, max(duration, 3.0))
     if "accuracy" in sections:
         print("\n-- latency accuracy")
-        accuracy_rows = accuracy(6.0 if args.quick else 15.0, tools["taskset"])
+        accuracy_rows = accuracy(6.0 if args.quick else 30.0, tools["taskset"])
     if "memory" in sections:
         print("\n-- memory")
         try:

@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from profiler import logs
 from profiler.auth import bearer_matches, redact_url
 from profiler.codecs import Codec, codec_from_config
 from profiler.config import Config, ServerConfig
@@ -368,13 +369,6 @@ def make_app(sidecar: Sidecar) -> web.Application:
     return app
 
 
-def _configure_logging() -> None:
-    """One line per event on stderr, unless the embedding program configured logging already."""
-    root = logging.getLogger()
-    if not root.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 async def serve(config: Config, *, once: bool = False, history: RunSource | None = None) -> int:
     """Serve until SIGTERM/SIGINT (or, with once=True, until the first run ends). Returns the exit code.
 
@@ -382,9 +376,17 @@ async def serve(config: Config, *, once: bool = False, history: RunSource | None
     the run stops, in-flight requests get server.shutdown_grace_s, and the aborted run's report
     (with what was measured) is written before the process exits.
     """
+    # Log lines go through a queue to a writer thread: a blocked stderr must not freeze the event loop.
+    handler = logs.configure()
+    try:
+        return await _serve(config, once, history)
+    finally:
+        logs.unconfigure(handler)
+
+
+async def _serve(config: Config, once: bool, history: RunSource | None) -> int:
     from profiler.cli import EXIT_ERROR, EXIT_PASS, exit_code_for
 
-    _configure_logging()
     token = load_token(config.server)
     sidecar = Sidecar(config, history=history, token=token)
     runner = web.AppRunner(make_app(sidecar), access_log=None)

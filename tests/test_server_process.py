@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -11,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sidecar_helpers import get_json, start_sidecar, write_profile
+from sidecar_helpers import F_SETPIPE_SZ, get_json, start_sidecar, write_profile
 
 from profiler.cli import main
 from profiler.examples.holdout import write_holdout
@@ -115,6 +119,36 @@ def test_once_on_trigger_waits_then_exits_with_the_verdict(tmp_path: Path, examp
     assert sidecar.returncode == 1, err  # F1 >= 0.999 fails: the exit code carries the verdict
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["run"]["id"] == json.loads(body)["run_id"] and report["verdict"]["status"] == "fail"
+
+
+@pytest.mark.slow
+def test_a_stderr_nobody_reads_does_not_freeze_the_sidecar(tmp_path: Path, example_server: tuple[Any, str]) -> None:
+    """A log collector that stops reading: stderr is a one-page pipe left full. Log lines must not block the loop."""
+    proc_model, url = example_server
+    holdout = tmp_path / "holdout.jsonl"
+    write_holdout(holdout)
+    profile = write_profile(tmp_path, url, proc_model.pid, holdout,
+                            server=", start: on-trigger, token_env: PROFILER_TEST_TOKEN")
+    sidecar = subprocess.Popen([sys.executable, "-m", "profiler.cli", "serve", "-c", str(profile)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PROFILER_TEST_TOKEN": TOKEN})
+    try:
+        assert sidecar.stdout is not None and sidecar.stderr is not None
+        fcntl.fcntl(sidecar.stderr.fileno(), F_SETPIPE_SZ, 4096)
+        base = sidecar.stdout.readline().split()[3]
+        # Each refusal logs a ~110-byte warning: 300 of them are 8 times what the pipe holds.
+        for _ in range(300):
+            status, took_s, _ = timed_get(f"{base}/runs", {"Authorization": "Bearer wrong"}, "POST")
+            assert status == 401 and took_s < 5
+        assert timed_get(f"{base}/healthz")[0] == 200
+        sidecar.send_signal(signal.SIGTERM)
+        _, err = sidecar.communicate(timeout=30)  # reading stderr now lets the writer thread finish
+    finally:
+        if sidecar.poll() is None:
+            sidecar.kill()
+            sidecar.communicate()
+    assert sidecar.returncode == 0, err
+    assert err.count("POST /runs refused") == 300  # queued while the pipe was full, none lost
 
 
 @pytest.mark.parametrize(
