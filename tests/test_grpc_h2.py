@@ -277,3 +277,36 @@ async def test_an_idle_connection_is_not_pinged(echo_url):
     assert client.pings_sent == 0
     assert await client.send(ECHO, b"again") == b"-|again"  # the idle connection is still good
     await client.close()
+
+
+async def test_a_server_that_ages_out_its_connections_costs_no_call():
+    """grpc.max_connection_age (common behind Kubernetes load balancers): the server sends GOAWAY every
+    300 ms and closes the connection once its calls are done. No call may fail for it; each new call
+    goes on a fresh connection once the old one has drained."""
+    async def peer(request: bytes, context: Any) -> bytes:
+        await asyncio.sleep(0.002)
+        return context.peer().encode()
+
+    server = aio.server(options=[("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 5000)])
+    handler = grpc.unary_unary_rpc_method_handler(peer)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Echo": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = H2GrpcTransport(f"grpc://127.0.0.1:{port}", model="m", timeout_s=5)
+    peers: set[bytes] = set()
+    calls = 0
+
+    async def caller() -> None:
+        nonlocal calls
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:
+            peers.add(await client.send(ECHO, b"x"))  # a TransportError fails the test
+            calls += 1
+
+    try:
+        await asyncio.gather(*(caller() for _ in range(8)))
+    finally:
+        await client.close()
+        await server.stop(None)
+    assert calls > 500
+    assert len(peers) >= 3  # one client port per connection: the client did move to new connections
