@@ -310,3 +310,35 @@ async def test_a_server_that_ages_out_its_connections_costs_no_call():
         await server.stop(None)
     assert calls > 500
     assert len(peers) >= 3  # one client port per connection: the client did move to new connections
+
+
+async def test_after_a_goaway_new_calls_do_not_wait_for_the_old_connections_calls():
+    """Open loop against a 100 ms model whose server ages connections out every 300 ms. Calls that arrive
+    after a GOAWAY must go out on a new connection at once, not queue until the old connection's calls
+    end: that wait (up to 100 ms here) would be reported as the model's latency."""
+    server = aio.server(options=[("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 5000)])
+    handler = grpc.unary_unary_rpc_method_handler(echo)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Echo": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = H2GrpcTransport(f"grpc://127.0.0.1:{port}", model="m", timeout_s=5)
+    latencies: list[float] = []
+
+    async def call(intended: float) -> None:
+        await client.send(ECHO, b"wait:0.1")
+        latencies.append(time.monotonic() - intended)
+
+    try:
+        calls = []
+        start = time.monotonic()
+        for i in range(150):  # 100 calls/s for 1.5 s, each timed from when it was meant to go
+            intended = start + i * 0.01
+            await asyncio.sleep(max(0.0, intended - time.monotonic()))
+            calls.append(asyncio.create_task(call(intended)))
+        await asyncio.gather(*calls)
+    finally:
+        await client.close()
+        await server.stop(None)
+    latencies.sort()
+    assert client.connections_opened >= 3
+    assert latencies[int(len(latencies) * 0.95)] < 0.15, latencies[-10:]

@@ -6,7 +6,9 @@ about eight context switches per call, most of the generator's CPU. This client 
 generator needs of gRPC and no more, with no thread at all:
 
 - one HTTP/2 connection (h2c, prior knowledge), many concurrent streams (up to the server's
-  SETTINGS_MAX_CONCURRENT_STREAMS; calls beyond it wait their turn);
+  SETTINGS_MAX_CONCURRENT_STREAMS; calls beyond it wait their turn). After a GOAWAY (a server that
+  ages its connections out, or shuts down) new calls go out on a new connection at once, while the
+  old one finishes its streams: a GOAWAY must not show up as latency the model never had;
 - a request is a HEADERS frame whose HPACK block was encoded once per method (literal fields, no
   dynamic table) and DATA frames holding the gRPC length-prefixed message, split to the server's
   frame size and sent within its flow-control windows;
@@ -129,6 +131,407 @@ class _Stream:
         self.received_ns = 0
 
 
+class _Connection:
+    """One HTTP/2 connection: its socket, streams, flow-control windows, HPACK decoder and keepalive."""
+
+    def __init__(self, owner: H2GrpcTransport, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        self.owner = owner
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.loop = loop
+        self.streams: dict[int, _Stream] = {}
+        self.blocked: deque[_Stream] = deque()  # streams with DATA held back by flow control
+        self.next_id = 1
+        self.watching = False
+        self.out = bytearray()
+        self.writing = False
+        self.inbuf = bytearray()
+        self.decoder = hpack.Decoder()
+        self.decoded: dict[bytes, dict[str, str]] = {}
+        self.fragment: tuple[int, int, bytearray] | None = None  # a header block awaiting CONTINUATION
+        self.send_window = _DEFAULT_WINDOW
+        self.peer_window = _DEFAULT_WINDOW  # the server's initial window for each new stream
+        self.max_frame = 16_384
+        self.max_streams = 1 << 30
+        self.recv_unacked = 0
+        self.heard_ns = time.monotonic_ns()  # when the server last sent anything
+        self.ping_sent_ns = 0  # when our unanswered keepalive PING went out (0: none out)
+        self.going_away = False  # takes no new streams (GOAWAY received, or stream ids used up)
+        self.settled = False  # the server's first SETTINGS (its stream limit, windows) has arrived
+        self.closed = False
+        self.pinger: asyncio.TimerHandle | None = None
+
+    def start(self, polled: bool) -> None:
+        """Send the preface and our SETTINGS; calls wait for the server's SETTINGS (opening more streams
+        than it allows gets them refused)."""
+        self.watch(not polled)
+        settings = struct.pack(">HIHIHI", 0x1, 0, 0x2, 0, 0x4, _MAX_WINDOW)  # no dynamic table, no push, big windows
+        self.write(PREFACE + frame(_SETTINGS, 0, 0, settings)
+                   + frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW)))
+        self.pinger = self.loop.call_later(self.owner._keepalive_ns / _NS, self.keepalive)
+
+    def watch(self, on: bool) -> None:
+        if self.closed or on == self.watching or self.loop.is_closed():
+            return
+        if on:
+            self.loop.add_reader(self.fd, self.poll)
+        else:
+            self.loop.remove_reader(self.fd)
+        self.watching = on
+
+    def close(self) -> None:
+        """Close the socket (the streams are the caller's business)."""
+        if self.closed:
+            return
+        if self.pinger is not None:
+            self.pinger.cancel()
+            self.pinger = None
+        if not self.loop.is_closed():
+            if self.watching:
+                self.loop.remove_reader(self.fd)
+            if self.writing:
+                self.loop.remove_writer(self.fd)
+        self.sock.close()
+        self.closed = True
+        self.watching = self.writing = False
+        self.out = bytearray()
+
+    def drop(self, reason: str) -> None:
+        """The connection is gone: its open calls fail with a connection error."""
+        if self.closed:
+            return
+        self.close()
+        error = TransportError("connection", reason)
+        self.owner._lost(self, error)  # first: calls made from the callbacks below must not land here
+        streams, self.streams = self.streams, {}
+        self.blocked.clear()
+        for stream in streams.values():
+            self.owner._finish(stream, b"", error)
+
+    # -- writing
+
+    def write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if self.writing:
+            self.out += data
+            return
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self.drop(f"{type(exc).__name__}: {exc}")
+            return
+        if sent < len(data):
+            self.out += data[sent:]
+            self.writing = True
+            self.loop.add_writer(self.fd, self.flush)
+
+    def flush(self) -> None:
+        if self.closed:
+            return
+        try:
+            sent = self.sock.send(self.out)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.drop(f"{type(exc).__name__}: {exc}")
+            return
+        del self.out[:sent]
+        if not self.out:
+            self.writing = False
+            self.loop.remove_writer(self.fd)
+
+    def send_data(self, stream: _Stream) -> bool:
+        """Send as much of the stream's message as the windows allow; True when all of it went."""
+        out = stream.out
+        frames = []
+        while out:
+            size = min(len(out), self.max_frame, self.send_window, stream.window)
+            if size <= 0:
+                break
+            chunk, out = out[:size], out[size:]
+            self.send_window -= size
+            stream.window -= size
+            frames.append(frame(_DATA, 0 if out else _END_STREAM, stream.id, chunk))
+        stream.out = out
+        if frames:
+            self.write(b"".join(frames))
+        return not out
+
+    def open(self, path: str, body: bytes, done: Done, deadline_ns: int) -> None:
+        """Start the call on a new stream (the caller checked that one may be opened)."""
+        owner = self.owner
+        block = owner._blocks.get(path)
+        if block is None:
+            block = owner._blocks[path] = request_block(path, owner._address, owner._timeout_s, owner._metadata or ())
+        if len(block) > self.max_frame:
+            done(b"", TransportError("connection", "request metadata larger than the server's frame size"), 0)
+            return
+        stream_id = self.next_id
+        self.next_id += 2
+        stream = _Stream(stream_id, path, body, done, deadline_ns, self.peer_window)
+        self.streams[stream_id] = stream
+        stream.out = b"\x00" + len(body).to_bytes(4, "big") + body
+        head = frame(_HEADERS, _END_HEADERS, stream_id, block)
+        size = len(stream.out)
+        if not self.blocked and size <= self.max_frame and size <= self.send_window and size <= stream.window:
+            self.send_window -= size
+            stream.window -= size
+            self.write(head + frame(_DATA, _END_STREAM, stream_id, stream.out))
+            stream.out = b""
+        else:
+            self.write(head)
+            if self.blocked or not self.send_data(stream):
+                self.blocked.append(stream)
+
+    def expire(self, now_ns: int) -> None:
+        """Cancel the streams past their deadline."""
+        for stream in [s for s in self.streams.values() if s.deadline_ns <= now_ns]:
+            self.streams.pop(stream.id, None)
+            with contextlib.suppress(ValueError):
+                self.blocked.remove(stream)
+            self.write(frame(_RST_STREAM, 0, stream.id, struct.pack(">I", _CANCEL)))
+            self.owner._finish(stream, b"", TransportError("timeout", f"gRPC DEADLINE_EXCEEDED: no answer within "
+                                                                      f"{self.owner._timeout_s:g} s"))
+        if self.going_away and not self.streams:
+            self.owner._retire(self)
+
+    def keepalive(self) -> None:
+        """Every keepalive_s: PING a server that has gone quiet with calls open; drop one that does not answer."""
+        self.pinger = None
+        if self.closed or self.loop.is_closed():
+            return
+        self.poll()  # (in polled mode frames may be waiting unread)
+        if self.closed:
+            return
+        owner = self.owner
+        now = time.monotonic_ns()
+        if self.ping_sent_ns:
+            if now - self.ping_sent_ns >= owner._ping_timeout_ns:
+                self.drop(f"no answer to a keepalive PING within {owner._ping_timeout_ns / _NS:g} s")
+                return
+        elif (self.streams or (owner._waiting and owner._conn is self)) and now - self.heard_ns >= owner._keepalive_ns:
+            self.ping_sent_ns = now
+            owner.pings_sent += 1
+            self.write(frame(_PING, 0, 0, _KEEPALIVE_OPAQUE))
+        wait_ns = owner._keepalive_ns
+        if self.ping_sent_ns:
+            wait_ns = self.ping_sent_ns + owner._ping_timeout_ns - now
+        if not self.closed:
+            self.pinger = self.loop.call_later(max(wait_ns, 1_000_000) / _NS, self.keepalive)
+
+    # -- reading
+
+    def poll(self) -> None:
+        """Read and act on every frame that has arrived, without waiting."""
+        owner = self.owner
+        sock = self.sock
+        offset_ns = -1
+        while not self.closed:
+            try:
+                count, ancillary, _, _ = sock.recvmsg_into(owner._views, ANCILLARY_BYTES)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.drop(f"{type(exc).__name__}: {exc}")
+                return
+            if count == 0:
+                self.drop("the server closed the connection")
+                return
+            if offset_ns < 0:
+                self.heard_ns = time.monotonic_ns()
+                if ancillary:
+                    offset_ns = clock_offset_ns()
+            self.inbuf += owner._view[:count]
+            self.frames(received_ns(ancillary, offset_ns))
+            if count < READ_BYTES:
+                return
+
+    def frames(self, received_ns: int) -> None:
+        buf = self.inbuf
+        pos = 0
+        end = len(buf)
+        while end - pos >= 9:
+            high, low, kind, flags, stream_id = _FRAME_HEAD.unpack_from(buf, pos)
+            size = (high << 16) | low
+            if end - pos - 9 < size:
+                break
+            payload = bytes(buf[pos + 9:pos + 9 + size])
+            pos += 9 + size
+            self.frame(kind, flags, stream_id & 0x7FFFFFFF, payload, received_ns)
+            if self.closed:
+                return
+        del buf[:pos]
+
+    def frame(self, kind: int, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        if self.fragment is not None and kind != _CONTINUATION:
+            self.drop("protocol error: a header block was interrupted")
+            return
+        if kind == _DATA:
+            self.recv_unacked += len(payload)
+            if self.recv_unacked > _MAX_WINDOW // 2:
+                self.write(frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
+                self.recv_unacked = 0
+            stream = self.streams.get(stream_id)
+            if stream is None:
+                return
+            if flags & _PADDED:
+                payload = payload[1:len(payload) - payload[0]]
+            stream.data.append(payload)
+            stream.size += len(payload)
+            stream.received_ns = received_ns
+            if stream.size > MAX_MESSAGE_BYTES + 5:
+                self.streams.pop(stream_id, None)
+                self.write(frame(_RST_STREAM, 0, stream_id, struct.pack(">I", _CANCEL)))
+                self.owner._finish(stream, b"", TransportError("connection", "answer larger than 64 MiB"))
+                return
+            if flags & _END_STREAM:
+                self.end(stream)
+        elif kind == _HEADERS:
+            if flags & _PADDED:
+                payload = payload[1:len(payload) - payload[0]]
+            if flags & _PRIORITY:
+                payload = payload[5:]
+            if flags & _END_HEADERS:
+                self.headers(stream_id, flags, payload, received_ns)
+            else:
+                self.fragment = (stream_id, flags, bytearray(payload))
+        elif kind == _CONTINUATION:
+            if self.fragment is None or self.fragment[0] != stream_id:
+                self.drop("protocol error: CONTINUATION without a header block")
+                return
+            self.fragment[2].extend(payload)
+            if flags & _END_HEADERS:
+                sid, first_flags, block = self.fragment
+                self.fragment = None
+                self.headers(sid, first_flags, bytes(block), received_ns)
+        elif kind == _SETTINGS:
+            if not flags & _ACK:
+                # Acknowledge first: the server holds us to its old limits (frame size) until it has our ACK.
+                self.write(frame(_SETTINGS, _ACK, 0))
+                self.settings(payload)
+        elif kind == _WINDOW_UPDATE:
+            if len(payload) != 4:
+                return
+            increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+            if stream_id == 0:
+                self.send_window += increment
+            else:
+                stream = self.streams.get(stream_id)
+                if stream is not None:
+                    stream.window += increment
+            self.unblock()
+        elif kind == _PING:
+            if not flags & _ACK:
+                self.write(frame(_PING, _ACK, 0, payload))
+            elif payload == _KEEPALIVE_OPAQUE:
+                self.ping_sent_ns = 0
+        elif kind == _RST_STREAM:
+            stream = self.streams.pop(stream_id, None)
+            if stream is not None:
+                with contextlib.suppress(ValueError):
+                    self.blocked.remove(stream)
+                code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
+                if code == _REFUSED_STREAM and not stream.data and stream.headers is None:
+                    # Not processed at all (the server counts streams a little longer than we do): send again.
+                    self.owner._waiting.appendleft((stream.path, stream.body, stream.done, stream.deadline_ns))
+                    self.owner._start_waiting()
+                else:
+                    self.owner._finish(stream, b"", TransportError("connection", f"the server reset the stream "
+                                                                                 f"(HTTP/2 error {code})"))
+                if self.going_away and not self.streams:
+                    self.owner._retire(self)
+        elif kind == _GOAWAY:
+            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 4 else 0
+            for sid in [s for s in self.streams if s > last]:
+                stream = self.streams.pop(sid)
+                self.owner._finish(stream, b"", TransportError("connection", "the server is going away (GOAWAY)"))
+            self.owner._retire(self)
+        # PRIORITY, PUSH_PROMISE (disabled by our settings) and unknown frames are ignored.
+
+    def headers(self, stream_id: int, flags: int, block: bytes, received_ns: int) -> None:
+        headers = self.decoded.get(block)
+        if headers is None:
+            table = self.decoder.header_table
+            empty_before = not table.dynamic_entries
+            try:
+                headers = {str(k): str(v) for k, v in self.decoder.decode(block)}
+            except hpack.HPACKError as exc:
+                self.drop(f"cannot decode the server's headers: {exc}")
+                return
+            if empty_before and not table.dynamic_entries and len(self.decoded) < 256:
+                self.decoded[block] = headers  # context free: the same bytes always mean the same
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        stream.received_ns = received_ns
+        if stream.headers is None:
+            try:
+                stream.status = int(headers.get(":status", "0"))
+            except ValueError:
+                stream.status = 0
+            stream.headers = headers
+        else:
+            stream.headers = {**stream.headers, **headers}  # the trailers
+        if flags & _END_STREAM:
+            self.end(stream)
+
+    def settings(self, payload: bytes) -> None:
+        for offset in range(0, len(payload) - 5, 6):
+            key, value = struct.unpack_from(">HI", payload, offset)
+            if key == 0x3:
+                self.max_streams = value
+            elif key == 0x4:
+                delta = value - self.peer_window
+                self.peer_window = value
+                for stream in self.streams.values():
+                    stream.window += delta
+            elif key == 0x5:
+                self.max_frame = value
+        self.unblock()
+        self.settled = True
+        self.owner._start_waiting()
+
+    def unblock(self) -> None:
+        blocked = self.blocked
+        while blocked:
+            if not self.send_data(blocked[0]):
+                return
+            if blocked:  # (a failed write drops the connection and empties it)
+                blocked.popleft()
+
+    def end(self, stream: _Stream) -> None:
+        """The stream's trailers (or a trailers-only answer) arrived: report its outcome."""
+        self.streams.pop(stream.id, None)
+        owner = self.owner
+        headers = stream.headers or {}
+        status = headers.get("grpc-status")
+        if stream.status != 200:
+            owner._finish(stream, b"", TransportError("connection", f"HTTP/2 status {stream.status} from the "
+                                                                    "server (not a gRPC answer)"))
+        elif status is None:
+            owner._finish(stream, b"", TransportError("connection", "the answer ended without a grpc-status"))
+        elif status != "0":
+            code = _CODES.get(int(status) if status.isdigit() else 2, grpc.StatusCode.UNKNOWN)
+            detail = unquote(headers.get("grpc-message", ""))
+            owner._finish(stream, b"", TransportError(_KINDS.get(code, "grpc_status"),
+                                                      f"gRPC {code.name}: {detail}"[:300], code.value[0]))
+        else:
+            payload = b"".join(stream.data)
+            if len(payload) < 5 or payload[0] != 0:
+                problem = "compressed" if payload[:1] == b"\x01" else "truncated"
+                owner._finish(stream, b"", TransportError("connection", f"a {problem} gRPC message"))
+            else:
+                owner._finish(stream, payload[5:5 + int.from_bytes(payload[1:5], "big")], None)
+        if self.going_away:
+            if not self.streams:
+                owner._retire(self)
+        else:
+            owner._start_waiting()
+
+
 class H2GrpcTransport(GrpcTransport):
     """GrpcTransport's calls on the lean client: same readiness, metadata and error classes; grpc:// only."""
 
@@ -146,46 +549,21 @@ class H2GrpcTransport(GrpcTransport):
         self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
         self._keepalive_ns = int(keepalive_s * _NS)
         self._ping_timeout_ns = min(self._keepalive_ns, 20 * _NS)
-        self._pinger: asyncio.TimerHandle | None = None
         self.pings_sent = 0  # keepalive PINGs, for the curious (and the tests)
+        self.connections_opened = 0
         self._blocks: dict[str, bytes] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sock: socket.socket | None = None
+        self._conn: _Connection | None = None  # the connection new calls go on
+        self._draining: list[_Connection] = []  # connections after a GOAWAY, finishing their streams
         self._connecting: asyncio.Task[None] | None = None
         self._waiting: deque[tuple[str, bytes, Done, int]] = deque()  # calls not yet on a stream, and deadlines
-        self._streams: dict[int, _Stream] = {}
-        self._blocked: deque[_Stream] = deque()  # streams with DATA held back by flow control
-        self._next_id = 1
-        self._watching = False
         self._polled = False
         self._sweeper: asyncio.TimerHandle | None = None
-        self._out: bytearray = bytearray()
-        self._writing = False
-        self._inbuf = bytearray()
         self._buffer = bytearray(READ_BYTES)
         self._view = memoryview(self._buffer)
         self._views = [self._view]
-        self._decoder = hpack.Decoder()
-        self._decoded: dict[bytes, dict[str, str]] = {}
-        self._fragment: tuple[int, int, bytearray] | None = None  # a header block awaiting CONTINUATION
-        self._reset_connection_state()
 
-    def _reset_connection_state(self) -> None:
-        self._send_window = _DEFAULT_WINDOW
-        self._peer_window = _DEFAULT_WINDOW  # the server's initial window for each new stream
-        self._max_frame = 16_384
-        self._max_streams = 1 << 30
-        self._recv_unacked = 0
-        self._heard_ns = time.monotonic_ns()  # when the server last sent anything
-        self._ping_sent_ns = 0  # when our unanswered keepalive PING went out (0: none out)
-        self._going_away = False
-        self._settled = False  # the server's first SETTINGS (its stream limit, windows) has arrived
-        self._decoder = hpack.Decoder()
-        self._decoded = {}
-        self._fragment = None
-        self._inbuf = bytearray()
-
-    # -- connection
+    # -- connections
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -195,149 +573,66 @@ class H2GrpcTransport(GrpcTransport):
             self._fail_waiting(TransportError("connection", f"cannot connect to {self._address}: "
                                                             f"{exc.strerror or exc}"))
             return
-        if self._sock is not None:  # a connection made in another event loop
-            self._close_socket()
-            self._fail_streams(TransportError("connection", "reconnected in a new event loop"))
-        self._reset_connection_state()
-        self._sock = sock
+        stale = [c for c in (self._conn, *self._draining) if c is not None and c.loop is not loop]
+        if self._conn in stale:
+            self._conn = None  # (detached first: the calls waiting here are for the new connection)
+        for old in stale:
+            old.drop("reconnected in a new event loop")
+        if self._conn is not None:  # (a connection of this loop is open already: keep it, use the new one)
+            self._retire(self._conn)
+        conn = _Connection(self, sock, loop)
+        self._conn = conn
         self._loop = loop
-        self._next_id = 1
-        self._watching = False
-        self._watch(not self._polled)
-        settings = struct.pack(">HIHIHI", 0x1, 0, 0x2, 0, 0x4, _MAX_WINDOW)  # no dynamic table, no push, big windows
-        self._write(PREFACE + frame(_SETTINGS, 0, 0, settings)
-                    + frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW)))
-        if self._pinger is None:
-            self._pinger = loop.call_later(self._keepalive_ns / _NS, self._keepalive)
-        # Calls wait for the server's SETTINGS: opening more streams than it allows gets them refused.
+        self.connections_opened += 1
+        conn.start(self._polled)
 
-    def _watch(self, on: bool) -> None:
-        if self._loop is None or self._sock is None or on == self._watching:
-            return
-        if self._loop.is_closed():
-            self._watching = False
-            return
-        if on:
-            self._loop.add_reader(self._sock.fileno(), self.poll)
-        else:
-            self._loop.remove_reader(self._sock.fileno())
-        self._watching = on
+    def _retire(self, conn: _Connection) -> None:
+        """`conn` takes no new streams (GOAWAY, or its stream ids ran out). New calls go on a new connection
+        at once; `conn` is closed when its last stream has ended."""
+        conn.going_away = True
+        if self._conn is conn:
+            self._conn = None
+            if conn.streams:
+                self._draining.append(conn)
+            if self._waiting or conn.streams:  # in use: have the next connection ready for the next call
+                self._ensure_connecting(conn.loop)
+        if not conn.streams:
+            conn.close()
+            if conn in self._draining:
+                self._draining.remove(conn)
+
+    def _lost(self, conn: _Connection, error: TransportError) -> None:
+        """`conn` broke or closed. If it was the one new calls go on, the calls waiting for it fail too."""
+        if conn in self._draining:
+            self._draining.remove(conn)
+        if self._conn is conn:
+            self._conn = None
+            self._fail_waiting(error)
+
+    def _ensure_connecting(self, loop: asyncio.AbstractEventLoop) -> None:
+        if (self._connecting is None or self._connecting.done()) and not loop.is_closed():
+            self._connecting = loop.create_task(self._connect())
 
     def set_polled(self, polled: bool) -> None:
-        """Polled mode: the event loop stops watching the socket and the caller drains it with poll()."""
+        """Polled mode: the event loop stops watching the sockets and the caller drains them with poll()."""
         self._polled = polled
-        self._watch(not polled)
+        for conn in (self._conn, *self._draining):
+            if conn is not None:
+                conn.watch(not polled)
 
-    def _keepalive(self) -> None:
-        """Every keepalive_s: PING a server that has gone quiet with calls open; drop one that does not answer."""
-        self._pinger = None
-        if self._sock is None or self._loop is None or self._loop.is_closed():
-            return
-        self.poll()  # (in polled mode frames may be waiting unread)
-        if self._sock is None:
-            return
-        now = time.monotonic_ns()
-        if self._ping_sent_ns:
-            if now - self._ping_sent_ns >= self._ping_timeout_ns:
-                self._drop(f"no answer to a keepalive PING within {self._ping_timeout_ns / _NS:g} s")
-                return
-        elif (self._streams or self._waiting) and now - self._heard_ns >= self._keepalive_ns:
-            self._ping_sent_ns = now
-            self.pings_sent += 1
-            self._write(frame(_PING, 0, 0, _KEEPALIVE_OPAQUE))
-        wait_ns = self._keepalive_ns
-        if self._ping_sent_ns:
-            wait_ns = self._ping_sent_ns + self._ping_timeout_ns - now
-        self._pinger = self._loop.call_later(max(wait_ns, 1_000_000) / _NS, self._keepalive)
-
-    def _close_socket(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
-            self._pinger = None
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            if self._loop is not None and not self._loop.is_closed():
-                if self._watching:
-                    self._loop.remove_reader(sock.fileno())
-                if self._writing:
-                    self._loop.remove_writer(sock.fileno())
-            sock.close()
-        self._watching = self._writing = False
-        self._out = bytearray()
-
-    def _drop(self, reason: str) -> None:
-        """The connection is gone: every open call fails with a connection error."""
-        self._close_socket()
-        error = TransportError("connection", reason)
-        self._fail_streams(error)
-        self._fail_waiting(error)
-
-    def _fail_streams(self, error: TransportError) -> None:
-        streams, self._streams = self._streams, {}
-        self._blocked.clear()
-        for stream in streams.values():
-            self._finish(stream, b"", error)
+    def poll(self) -> None:
+        """Read and act on every frame that has arrived, without waiting."""
+        conn = self._conn
+        if conn is not None:
+            conn.poll()
+        if self._draining:
+            for old in list(self._draining):
+                old.poll()
 
     def _fail_waiting(self, error: TransportError) -> None:
         waiting, self._waiting = self._waiting, deque()
         for _, _, done, _ in waiting:
             done(b"", error, 0)
-
-    # -- writing
-
-    def _write(self, data: bytes) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        if self._writing:
-            self._out += data
-            return
-        try:
-            sent = sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._drop(f"{type(exc).__name__}: {exc}")
-            return
-        if sent < len(data):
-            self._out += data[sent:]
-            self._writing = True
-            assert self._loop is not None
-            self._loop.add_writer(sock.fileno(), self._flush)
-
-    def _flush(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        try:
-            sent = sock.send(self._out)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._drop(f"{type(exc).__name__}: {exc}")
-            return
-        del self._out[:sent]
-        if not self._out:
-            self._writing = False
-            assert self._loop is not None
-            self._loop.remove_writer(sock.fileno())
-
-    def _send_data(self, stream: _Stream) -> bool:
-        """Send as much of the stream's message as the windows allow; True when all of it went."""
-        out = stream.out
-        frames = []
-        while out:
-            size = min(len(out), self._max_frame, self._send_window, stream.window)
-            if size <= 0:
-                break
-            chunk, out = out[:size], out[size:]
-            self._send_window -= size
-            stream.window -= size
-            frames.append(frame(_DATA, 0 if out else _END_STREAM, stream.id, chunk))
-        stream.out = out
-        if frames:
-            self._write(b"".join(frames))
-        return not out
 
     # -- calls
 
@@ -346,47 +641,25 @@ class H2GrpcTransport(GrpcTransport):
         self._start(path, body, done, 0)
 
     def _start(self, path: str, body: bytes, done: Done, deadline_ns: int) -> None:
-        """Open a stream for the call, or queue it (with its deadline) until the connection can take it."""
+        """Open a stream for the call, or queue it (with its deadline) until a connection can take it."""
         if not deadline_ns:
             deadline_ns = time.monotonic_ns() + self._timeout_ns
-        if self._sock is None or self._loop is not asyncio.get_running_loop():
+        loop = asyncio.get_running_loop()
+        conn = self._conn
+        if conn is None or conn.loop is not loop:
             self._waiting.append((path, body, done, deadline_ns))
-            if self._connecting is None or self._connecting.done():
-                self._connecting = asyncio.get_running_loop().create_task(self._connect())
-            self._arm_sweeper(asyncio.get_running_loop())
+            self._ensure_connecting(loop)
+            self._arm_sweeper(loop)
             return
-        if (not self._settled or len(self._streams) >= self._max_streams or self._going_away
-                or self._next_id > _LAST_STREAM_ID - 2):
-            if self._going_away or self._next_id > _LAST_STREAM_ID - 2:
-                self._drop_when_idle()
+        if not conn.settled or len(conn.streams) >= conn.max_streams or conn.next_id > _LAST_STREAM_ID - 2:
             self._waiting.append((path, body, done, deadline_ns))
-            self._arm_sweeper(self._loop)
+            if conn.next_id > _LAST_STREAM_ID - 2:
+                self._retire(conn)
+            self._arm_sweeper(loop)
             return
-        block = self._blocks.get(path)
-        if block is None:
-            block = self._blocks[path] = request_block(path, self._address, self._timeout_s, self._metadata or ())
-        stream_id = self._next_id
-        self._next_id += 2
-        stream = _Stream(stream_id, path, body, done, deadline_ns, self._peer_window)
-        self._streams[stream_id] = stream
-        stream.out = b"\x00" + len(body).to_bytes(4, "big") + body
-        if len(block) > self._max_frame:
-            self._streams.pop(stream_id)
-            done(b"", TransportError("connection", "request metadata larger than the server's frame size"), 0)
-            return
-        head = frame(_HEADERS, _END_HEADERS, stream_id, block)
-        size = len(stream.out)
-        if not self._blocked and size <= self._max_frame and size <= self._send_window and size <= stream.window:
-            self._send_window -= size
-            stream.window -= size
-            self._write(head + frame(_DATA, _END_STREAM, stream_id, stream.out))
-            stream.out = b""
-        else:
-            self._write(head)
-            if self._blocked or not self._send_data(stream):
-                self._blocked.append(stream)
+        conn.open(path, body, done, deadline_ns)
         if self._sweeper is None:
-            self._arm_sweeper(self._loop)
+            self._arm_sweeper(loop)
 
     def _arm_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._sweeper is None and not loop.is_closed():
@@ -394,17 +667,12 @@ class H2GrpcTransport(GrpcTransport):
 
     def _start_waiting(self) -> None:
         waiting = self._waiting
-        while waiting and self._settled and len(self._streams) < self._max_streams and not self._going_away:
+        while waiting:
+            conn = self._conn
+            if conn is None or not conn.settled or len(conn.streams) >= conn.max_streams or conn.going_away:
+                return
             path, body, done, deadline_ns = waiting.popleft()
             self._start(path, body, done, deadline_ns)
-
-    def _drop_when_idle(self) -> None:
-        """A connection that takes no new calls (GOAWAY, or stream ids used up) is replaced once idle."""
-        if self._streams or self._sock is None:
-            return
-        self._close_socket()
-        if self._waiting and self._loop is not None and not self._loop.is_closed():
-            self._connecting = self._loop.create_task(self._connect())
 
     async def send(self, path: str, body: bytes) -> bytes:
         """One unary call of method `path` with the pre-serialized `body`; the response bytes."""
@@ -429,32 +697,6 @@ class H2GrpcTransport(GrpcTransport):
                 self._loop.call_exception_handler({"message": "load engine result callback failed",
                                                    "exception": exc})
 
-    def _end(self, stream: _Stream) -> None:
-        """The stream's trailers (or a trailers-only answer) arrived: report its outcome."""
-        self._streams.pop(stream.id, None)
-        headers = stream.headers or {}
-        status = headers.get("grpc-status")
-        if stream.status != 200:
-            self._finish(stream, b"", TransportError("connection", f"HTTP/2 status {stream.status} from the "
-                                                                   "server (not a gRPC answer)"))
-        elif status is None:
-            self._finish(stream, b"", TransportError("connection", "the answer ended without a grpc-status"))
-        elif status != "0":
-            code = _CODES.get(int(status) if status.isdigit() else 2, grpc.StatusCode.UNKNOWN)
-            detail = unquote(headers.get("grpc-message", ""))
-            self._finish(stream, b"", TransportError(_KINDS.get(code, "grpc_status"),
-                                                     f"gRPC {code.name}: {detail}"[:300], code.value[0]))
-        else:
-            payload = b"".join(stream.data)
-            if len(payload) < 5 or payload[0] != 0:
-                problem = "compressed" if payload[:1] == b"\x01" else "truncated"
-                self._finish(stream, b"", TransportError("connection", f"a {problem} gRPC message"))
-            else:
-                self._finish(stream, payload[5:5 + int.from_bytes(payload[1:5], "big")], None)
-        self._start_waiting()
-        if self._going_away:
-            self._drop_when_idle()
-
     def _sweep(self) -> None:
         """Cancel calls past their deadline (reading first whatever has arrived), queued ones included."""
         self._sweeper = None
@@ -466,204 +708,27 @@ class H2GrpcTransport(GrpcTransport):
             for _, _, done, _ in late:
                 done(b"", TransportError("timeout", f"gRPC DEADLINE_EXCEEDED: no stream to the server within "
                                                     f"{self._timeout_s:g} s"), 0)
-        for stream in [s for s in self._streams.values() if s.deadline_ns <= now]:
-            self._streams.pop(stream.id, None)
-            with contextlib.suppress(ValueError):
-                self._blocked.remove(stream)
-            self._write(frame(_RST_STREAM, 0, stream.id, struct.pack(">I", _CANCEL)))
-            self._finish(stream, b"", TransportError("timeout", f"gRPC DEADLINE_EXCEEDED: no answer within "
-                                                                f"{self._timeout_s:g} s"))
-        if self._streams or self._waiting:
+        busy = bool(self._waiting)
+        for conn in (self._conn, *self._draining):
+            if conn is not None:
+                conn.expire(now)
+                busy = busy or bool(conn.streams)
+        if busy:
             with contextlib.suppress(RuntimeError):  # no loop left to sweep in
                 self._arm_sweeper(self._loop or asyncio.get_running_loop())
 
-    # -- reading
-
-    def poll(self) -> None:
-        """Read and act on every frame that has arrived, without waiting."""
-        sock = self._sock
-        if sock is None:
-            return
-        offset_ns = -1
-        while True:
-            try:
-                count, ancillary, _, _ = sock.recvmsg_into(self._views, ANCILLARY_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._drop(f"{type(exc).__name__}: {exc}")
-                return
-            if count == 0:
-                self._drop("the server closed the connection")
-                return
-            if offset_ns < 0:
-                self._heard_ns = time.monotonic_ns()
-                if ancillary:
-                    offset_ns = clock_offset_ns()
-            self._inbuf += self._view[:count]
-            self._frames(received_ns(ancillary, offset_ns))
-            if count < READ_BYTES or self._sock is None:
-                return
-
-    def _frames(self, received_ns: int) -> None:
-        buf = self._inbuf
-        pos = 0
-        end = len(buf)
-        while end - pos >= 9:
-            high, low, kind, flags, stream_id = _FRAME_HEAD.unpack_from(buf, pos)
-            size = (high << 16) | low
-            if end - pos - 9 < size:
-                break
-            payload = bytes(buf[pos + 9:pos + 9 + size])
-            pos += 9 + size
-            self._frame(kind, flags, stream_id & 0x7FFFFFFF, payload, received_ns)
-            if self._sock is None:
-                return
-        del buf[:pos]
-
-    def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
-        if self._fragment is not None and kind != _CONTINUATION:
-            self._drop("protocol error: a header block was interrupted")
-            return
-        if kind == _DATA:
-            self._recv_unacked += len(payload)
-            if self._recv_unacked > _MAX_WINDOW // 2:
-                self._write(frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self._recv_unacked)))
-                self._recv_unacked = 0
-            stream = self._streams.get(stream_id)
-            if stream is None:
-                return
-            if flags & _PADDED:
-                payload = payload[1:len(payload) - payload[0]]
-            stream.data.append(payload)
-            stream.size += len(payload)
-            stream.received_ns = received_ns
-            if stream.size > MAX_MESSAGE_BYTES + 5:
-                self._streams.pop(stream_id, None)
-                self._write(frame(_RST_STREAM, 0, stream_id, struct.pack(">I", _CANCEL)))
-                self._finish(stream, b"", TransportError("connection", "answer larger than 64 MiB"))
-                return
-            if flags & _END_STREAM:
-                self._end(stream)
-        elif kind == _HEADERS:
-            if flags & _PADDED:
-                payload = payload[1:len(payload) - payload[0]]
-            if flags & _PRIORITY:
-                payload = payload[5:]
-            if flags & _END_HEADERS:
-                self._headers(stream_id, flags, payload, received_ns)
-            else:
-                self._fragment = (stream_id, flags, bytearray(payload))
-        elif kind == _CONTINUATION:
-            if self._fragment is None or self._fragment[0] != stream_id:
-                self._drop("protocol error: CONTINUATION without a header block")
-                return
-            self._fragment[2].extend(payload)
-            if flags & _END_HEADERS:
-                sid, first_flags, block = self._fragment
-                self._fragment = None
-                self._headers(sid, first_flags, bytes(block), received_ns)
-        elif kind == _SETTINGS:
-            if not flags & _ACK:
-                # Acknowledge first: the server holds us to its old limits (frame size) until it has our ACK.
-                self._write(frame(_SETTINGS, _ACK, 0))
-                self._settings(payload)
-        elif kind == _WINDOW_UPDATE:
-            if len(payload) != 4:
-                return
-            increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
-            if stream_id == 0:
-                self._send_window += increment
-            else:
-                stream = self._streams.get(stream_id)
-                if stream is not None:
-                    stream.window += increment
-            self._unblock()
-        elif kind == _PING:
-            if not flags & _ACK:
-                self._write(frame(_PING, _ACK, 0, payload))
-            elif payload == _KEEPALIVE_OPAQUE:
-                self._ping_sent_ns = 0
-        elif kind == _RST_STREAM:
-            stream = self._streams.pop(stream_id, None)
-            if stream is not None:
-                with contextlib.suppress(ValueError):
-                    self._blocked.remove(stream)
-                code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
-                if code == _REFUSED_STREAM and not stream.data and stream.headers is None:
-                    # Not processed at all (the server counts streams a little longer than we do): send again.
-                    self._waiting.appendleft((stream.path, stream.body, stream.done, stream.deadline_ns))
-                    self._start_waiting()
-                else:
-                    self._finish(stream, b"", TransportError("connection", f"the server reset the stream "
-                                                                           f"(HTTP/2 error {code})"))
-        elif kind == _GOAWAY:
-            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 4 else 0
-            self._going_away = True
-            for sid in [s for s in self._streams if s > last]:
-                stream = self._streams.pop(sid)
-                self._finish(stream, b"", TransportError("connection", "the server is going away (GOAWAY)"))
-            self._drop_when_idle()
-        # PRIORITY, PUSH_PROMISE (disabled by our settings) and unknown frames are ignored.
-
-    def _headers(self, stream_id: int, flags: int, block: bytes, received_ns: int) -> None:
-        headers = self._decoded.get(block)
-        if headers is None:
-            table = self._decoder.header_table
-            empty_before = not table.dynamic_entries
-            try:
-                headers = {str(k): str(v) for k, v in self._decoder.decode(block)}
-            except hpack.HPACKError as exc:
-                self._drop(f"cannot decode the server's headers: {exc}")
-                return
-            if empty_before and not table.dynamic_entries and len(self._decoded) < 256:
-                self._decoded[block] = headers  # context free: the same bytes always mean the same
-        stream = self._streams.get(stream_id)
-        if stream is None:
-            return
-        stream.received_ns = received_ns
-        if stream.headers is None:
-            try:
-                stream.status = int(headers.get(":status", "0"))
-            except ValueError:
-                stream.status = 0
-            stream.headers = headers
-        else:
-            stream.headers = {**stream.headers, **headers}  # the trailers
-        if flags & _END_STREAM:
-            self._end(stream)
-
-    def _settings(self, payload: bytes) -> None:
-        for offset in range(0, len(payload) - 5, 6):
-            key, value = struct.unpack_from(">HI", payload, offset)
-            if key == 0x3:
-                self._max_streams = value
-            elif key == 0x4:
-                delta = value - self._peer_window
-                self._peer_window = value
-                for stream in self._streams.values():
-                    stream.window += delta
-            elif key == 0x5:
-                self._max_frame = value
-        self._unblock()
-        self._settled = True
-        self._start_waiting()
-
-    def _unblock(self) -> None:
-        blocked = self._blocked
-        while blocked:
-            if not self._send_data(blocked[0]):
-                return
-            if blocked:  # (a failed write drops the connection and empties it)
-                blocked.popleft()
-
     async def close(self) -> None:
-        """Close the connection; calls still open end as connection errors."""
+        """Close the connections; calls still open end as connection errors."""
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        self._drop("the client was closed")
+        for conn in (self._conn, *self._draining):
+            if conn is not None:
+                conn.drop("the client was closed")
+        self._conn = None
+        self._draining = []
+        self._fail_waiting(TransportError("connection", "the client was closed"))
         self._loop = None
         await super().close()
