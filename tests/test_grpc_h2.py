@@ -279,6 +279,16 @@ async def test_an_idle_connection_is_not_pinged(echo_url):
     await client.close()
 
 
+async def aging_server(method: Any) -> tuple[aio.Server, int]:
+    """A grpc.aio server of test.Echo/Echo that sends GOAWAY on each connection 300 ms after it opened."""
+    server = aio.server(options=[("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 5000)])
+    handler = grpc.unary_unary_rpc_method_handler(method)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Echo": handler}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, port
+
+
 async def test_a_server_that_ages_out_its_connections_costs_no_call():
     """grpc.max_connection_age (common behind Kubernetes load balancers): the server sends GOAWAY every
     300 ms and closes the connection once its calls are done. No call may fail for it; each new call
@@ -287,11 +297,7 @@ async def test_a_server_that_ages_out_its_connections_costs_no_call():
         await asyncio.sleep(0.002)
         return context.peer().encode()
 
-    server = aio.server(options=[("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 5000)])
-    handler = grpc.unary_unary_rpc_method_handler(peer)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Echo": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, port = await aging_server(peer)
     client = H2GrpcTransport(f"grpc://127.0.0.1:{port}", model="m", timeout_s=5)
     peers: set[bytes] = set()
     calls = 0
@@ -316,11 +322,7 @@ async def test_after_a_goaway_new_calls_do_not_wait_for_the_old_connections_call
     """Open loop against a 100 ms model whose server ages connections out every 300 ms. Calls that arrive
     after a GOAWAY must go out on a new connection at once, not queue until the old connection's calls
     end: that wait (up to 100 ms here) would be reported as the model's latency."""
-    server = aio.server(options=[("grpc.max_connection_age_ms", 300), ("grpc.max_connection_age_grace_ms", 5000)])
-    handler = grpc.unary_unary_rpc_method_handler(echo)
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("test.Echo", {"Echo": handler}),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, port = await aging_server(echo)
     client = H2GrpcTransport(f"grpc://127.0.0.1:{port}", model="m", timeout_s=5)
     latencies: list[float] = []
 
