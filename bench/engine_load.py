@@ -78,7 +78,7 @@ if __name__ == "__main__":
     parser.add_argument("--cap", type=int, default=16)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--arrival", default="constant")
-    parser.add_argument("--lag-budget-ms", type=float, default=1.5,
+    parser.add_argument("--lag-budget-ms", type=float, default=1.25,
                         help="how late a send may be to share a wake (the engine's LAG_BUDGET_NS)")
     parser.add_argument("--no-poll", action="store_true", help="never drain answers at the dispatcher's wakes")
     parser.add_argument("--timeout", type=float, default=10.0,

@@ -214,7 +214,7 @@ class LoadConfig(_Strict):
     client: Literal["lean", "library", "http1", "aiohttp"] = "lean"
     """lean: the project's own clients (HTTP/1.1 for http://, HTTP/2 gRPC for grpc://); library: aiohttp and
     grpc.aio. TLS targets always use the library clients. http1 and aiohttp are the older names."""
-    lag_budget_ms: Annotated[float, Field(ge=0, le=100)] = 1.5
+    lag_budget_ms: Annotated[float, Field(ge=0, le=100)] = 1.25
     """How late a send may be made so that it shares a wake with others (0: every request its own wake)."""
 
     @model_validator(mode="after")

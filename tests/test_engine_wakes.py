@@ -206,5 +206,5 @@ async def test_poisson_arrivals_wake_every_budget_and_none_is_sent_early(delayed
     assert len(sink.results) == len(offsets) and all(r.outcome == OK for r in sink.results)
     lateness = sorted((r.sent_ns - r.intended_ns) / 1e6 for r in sink.results)
     assert lateness[0] >= 0
-    # On a grid of one budget (1.5 ms) the lateness spreads over [0, 1.5 ms): its median is near half of it.
+    # On a grid of one budget (1.25 ms) the lateness spreads over [0, 1.25 ms): its median is near half of it.
     assert 0.3 < lateness[len(lateness) // 2] < LAG_BUDGET_NS / 1e6 + 1
