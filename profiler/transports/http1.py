@@ -16,6 +16,13 @@ inbox and reads answers as they arrive. In polled mode (the engine's choice at h
 loop does not watch it: the engine drains the inbox at each of its own wakes, so answers cost no
 wake of their own, and their times, taken by the kernel, stay exact. Timeouts are found by one
 sweep every tenth of the timeout (at most 100 ms), not by a timer per request.
+
+A server closes a kept-alive connection when it has been idle for its keep-alive timeout (uvicorn:
+5 s, aiohttp: 75 s). A request sent on it at that moment meets the close: a reset, or the end of
+the stream before any answer. The server never saw that request, so it is sent once more on a new
+connection, as browsers and Go's net/http do, instead of being counted against the model as a
+connection error. Only a request on a connection that has answered before, and only before any
+byte of its answer arrived; its latency still runs from its intended time.
 """
 
 from __future__ import annotations
@@ -86,8 +93,8 @@ class _Inbox:
 class _Connection:
     """One keep-alive connection carrying one request at a time."""
 
-    __slots__ = ("_buf", "_callback", "_chunked", "_close", "_length", "_out", "_owner", "_received_ns", "_status",
-                 "_submitted", "closed", "deadline_ns", "fd", "sock")
+    __slots__ = ("_buf", "_callback", "_chunked", "_close", "_heard", "_length", "_out", "_owner", "_received_ns",
+                 "_request", "_retried", "_status", "_submitted", "answered", "closed", "deadline_ns", "fd", "sock")
 
     def __init__(self, owner: Http1Transport, sock: socket.socket) -> None:
         self._owner = owner
@@ -102,15 +109,23 @@ class _Connection:
         self._close = False
         self._received_ns = 0
         self._submitted = False
+        self._request = b""
+        self._retried = False
+        self._heard = False  # whether any byte of the current answer has arrived
+        self.answered = 0  # answers this connection has carried
         self.deadline_ns = 0
         self.closed = False
 
-    def start(self, request: bytes, callback: Callable[..., None], timeout_ns: int, submitted: bool = False) -> None:
+    def start(self, request: bytes, callback: Callable[..., None], timeout_ns: int, submitted: bool = False,
+              retried: bool = False) -> None:
         """Write a request; `callback(status, body, error, received_ns)` runs once: on the answer, a failure or
         the timeout. A `submitted` request's callback is the engine's `done(body, error, received_ns)`, with
-        a status of 300 or more made an http_status error."""
+        a status of 300 or more made an http_status error. `retried`: this is the request's second try."""
         self._callback = callback
         self._submitted = submitted
+        self._request = request
+        self._retried = retried
+        self._heard = False
         self._buf = b""
         self._status = 0
         self.deadline_ns = time.monotonic_ns() + timeout_ns
@@ -163,6 +178,7 @@ class _Connection:
                 self._ended(None)
                 return
             self._received_ns = received_ns(ancillary, offset_ns)
+            self._heard = True
             self._data(bytes(owner._view[:count]))
             if count < READ_BYTES:
                 return  # the rest (if any) has not arrived yet
@@ -261,12 +277,29 @@ class _Connection:
 
     def _fail(self, error: TransportError) -> None:
         self.abort()
+        if error.kind == "connection" and self._unanswered_on_reuse():
+            self._resend()
+            return
         self._complete(0, b"", error, 0)
+
+    def _unanswered_on_reuse(self) -> bool:
+        """Whether the request met a server closing this kept-alive connection: the connection answered
+        before, nothing of this answer has arrived, and this is the request's first try."""
+        return self.answered > 0 and not self._retried and not self._heard and self._callback is not None
+
+    def _resend(self) -> None:
+        callback, self._callback = self._callback, None
+        self._owner._busy.discard(self)
+        assert callback is not None
+        self._owner._resend(self._request, callback, self._submitted, self.deadline_ns)
 
     def _ended(self, detail: str | None) -> None:
         """The server closed the connection (or it broke): a body delimited by the close is complete."""
         self.abort()
         if self._callback is None:
+            return
+        if self._unanswered_on_reuse():
+            self._resend()
             return
         if detail is None and self._status and self._length < 0 and not self._chunked:
             self._complete(self._status, self._buf, None, self._received_ns)
@@ -280,8 +313,10 @@ class _Connection:
         self._callback = None
         owner = self._owner
         owner._busy.discard(self)
-        if error is None and not self.closed:
-            owner._release(self)  # back in the pool before the caller runs, ready for its next request
+        if error is None:
+            self.answered += 1
+            if not self.closed:
+                owner._release(self)  # back in the pool before the caller runs, ready for its next request
         if callback is not None:
             try:
                 if self._submitted:
@@ -600,6 +635,36 @@ class Http1Transport:
             done(b"", TransportError("connection", "the client was closed"), 0)
             raise
         conn.start(request, done, self._timeout_ns, True)
+
+    def _resend(self, request: bytes, callback: Callable[..., None], submitted: bool, deadline_ns: int) -> None:
+        """A second try for a request that met a server closing its kept-alive connection (see the module)."""
+        task = asyncio.get_running_loop().create_task(self._resend_slow(request, callback, submitted, deadline_ns))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _resend_slow(self, request: bytes, callback: Callable[..., None], submitted: bool,
+                           deadline_ns: int) -> None:
+        def failed(error: TransportError) -> None:
+            if submitted:
+                callback(b"", error, 0)
+            else:
+                callback(0, b"", error, 0)
+
+        self.poll()  # the server closes idle connections together: drop those it already closed
+        try:
+            conn = await self._acquire_within()
+        except TransportError as exc:
+            failed(exc)
+            return
+        except asyncio.CancelledError:
+            failed(TransportError("connection", "the client was closed"))
+            raise
+        left_ns = deadline_ns - time.monotonic_ns()
+        if left_ns <= 0:
+            self._release(conn)
+            failed(TransportError("timeout", f"no answer within {self.timeout_s:g} s"))
+            return
+        conn.start(request, callback, left_ns, submitted, retried=True)
 
     async def send(self, path: str, body: bytes) -> bytes:
         """POST and return the body of a 2xx response."""
