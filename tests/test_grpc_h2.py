@@ -241,31 +241,31 @@ class _BareH2Server:
         await self.server.wait_closed()
 
 
-async def test_keepalive_drops_a_connection_that_no_longer_answers():
-    bare = _BareH2Server(ack_pings=False)
+async def failed_call(bare: _BareH2Server, timeout_s: float) -> tuple[TransportError, float, H2GrpcTransport]:
+    """One call to `bare` with keepalive every 0.2 s: the error it ends with, how long it took, the client."""
     async with bare as url:
-        client = H2GrpcTransport(url, model="m", timeout_s=30, keepalive_s=0.2)
+        client = H2GrpcTransport(url, model="m", timeout_s=timeout_s, keepalive_s=0.2)
         started = time.monotonic()
         with pytest.raises(TransportError) as failed:
             await asyncio.wait_for(client.send(ECHO, b"x"), 10)
         took = time.monotonic() - started
         await client.close()
+    return failed.value, took, client
+
+
+async def test_keepalive_drops_a_connection_that_no_longer_answers():
+    bare = _BareH2Server(ack_pings=False)
+    error, took, client = await failed_call(bare, timeout_s=30)
     # Silent for 0.2 s with a call open: PING; no ACK within 0.2 s: dropped, long before the 30 s deadline.
-    assert failed.value.kind == "connection" and "keepalive PING" in str(failed.value)
+    assert error.kind == "connection" and "keepalive PING" in str(error)
     assert bare.pings == client.pings_sent == 1
     assert 0.3 < took < 3
 
 
 async def test_keepalive_acks_keep_a_slow_call_alive_until_its_deadline():
     bare = _BareH2Server(ack_pings=True)
-    async with bare as url:
-        client = H2GrpcTransport(url, model="m", timeout_s=1.2, keepalive_s=0.2)
-        started = time.monotonic()
-        with pytest.raises(TransportError) as failed:
-            await asyncio.wait_for(client.send(ECHO, b"x"), 10)
-        took = time.monotonic() - started
-        await client.close()
-    assert failed.value.kind == "timeout"  # the deadline, not the keepalive, ended it
+    error, took, _ = await failed_call(bare, timeout_s=1.2)
+    assert error.kind == "timeout"  # the deadline, not the keepalive, ended it
     assert 1.1 < took < 3
     assert bare.pings >= 3  # one per quiet keepalive interval, each answered
 

@@ -94,11 +94,17 @@ async def test_errors_map_to_transport_error_kinds(grpc_server: str, client: typ
     await nobody.close()
 
 
-async def test_a_missed_deadline_is_a_timeout(client: type[GrpcTransport]) -> None:
+async def slow_server() -> tuple[aio.Server, int]:
+    """A V2 gRPC server of a weak digits model that answers after 300 ms."""
     server = aio.server()
     server.add_generic_rpc_handlers((make_handler(train("weak"), Behaviour(delay_ms=300), "digits"),))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
+    return server, port
+
+
+async def test_a_missed_deadline_is_a_timeout(client: type[GrpcTransport]) -> None:
+    server, port = await slow_server()
     try:
         slow = client(f"grpc://127.0.0.1:{port}", model="digits", timeout_s=0.05)
         with pytest.raises(TransportError) as timeout:
@@ -170,10 +176,7 @@ async def test_submit_reports_answers_and_each_error_kind(grpc_server: str, clie
     assert error is not None and error.kind == "connection"
     await nobody.close()
 
-    server = aio.server()
-    server.add_generic_rpc_handlers((make_handler(train("weak"), Behaviour(delay_ms=300), "digits"),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+    server, port = await slow_server()
     try:
         slow = client(f"grpc://127.0.0.1:{port}", model="digits", timeout_s=0.05)
         _, error = await submitted(slow, codec.encode([ZERO]))
