@@ -291,7 +291,7 @@ class _Connection:
         callback, self._callback = self._callback, None
         self._owner._busy.discard(self)
         assert callback is not None
-        self._owner._resend(self._request, callback, self._submitted, self.deadline_ns)
+        self._owner._start_later(self._request, callback, self._submitted, self.deadline_ns, retried=True)
 
     def _ended(self, detail: str | None) -> None:
         """The server closed the connection (or it broke): a body delimited by the close is complete."""
@@ -620,38 +620,30 @@ class Http1Transport:
             if not conn.closed:
                 conn.start(request, done, self._timeout_ns, True)
                 return
-        task = asyncio.get_running_loop().create_task(self._submit_slow(request, done))
+        self._start_later(request, done, True)
+
+    def _start_later(self, request: bytes, callback: Callable[..., None], submitted: bool, deadline_ns: int = 0,
+                     retried: bool = False) -> None:
+        """Start the request once a connection is free or opened, in a task: the submit path's slow case,
+        and the second try of a request that met a server closing its kept-alive connection (`retried`,
+        keeping its first try's `deadline_ns`; see the module)."""
+        task = asyncio.get_running_loop().create_task(
+            self._start_slow(request, callback, submitted, deadline_ns, retried))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _submit_slow(self, request: bytes, done: Callable[[bytes, TransportError | None, int], None]) -> None:
-        try:
-            self._bind()
-            conn = await self._acquire_within()
-        except TransportError as exc:
-            done(b"", exc, 0)
-            return
-        except asyncio.CancelledError:
-            done(b"", TransportError("connection", "the client was closed"), 0)
-            raise
-        conn.start(request, done, self._timeout_ns, True)
-
-    def _resend(self, request: bytes, callback: Callable[..., None], submitted: bool, deadline_ns: int) -> None:
-        """A second try for a request that met a server closing its kept-alive connection (see the module)."""
-        task = asyncio.get_running_loop().create_task(self._resend_slow(request, callback, submitted, deadline_ns))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _resend_slow(self, request: bytes, callback: Callable[..., None], submitted: bool,
-                           deadline_ns: int) -> None:
+    async def _start_slow(self, request: bytes, callback: Callable[..., None], submitted: bool, deadline_ns: int,
+                          retried: bool) -> None:
         def failed(error: TransportError) -> None:
             if submitted:
                 callback(b"", error, 0)
             else:
                 callback(0, b"", error, 0)
 
-        self.poll()  # the server closes idle connections together: drop those it already closed
+        if retried:
+            self.poll()  # the server closes idle connections together: drop those it already closed
         try:
+            self._bind()
             conn = await self._acquire_within()
         except TransportError as exc:
             failed(exc)
@@ -659,12 +651,12 @@ class Http1Transport:
         except asyncio.CancelledError:
             failed(TransportError("connection", "the client was closed"))
             raise
-        left_ns = deadline_ns - time.monotonic_ns()
-        if left_ns <= 0:
+        timeout_ns = deadline_ns - time.monotonic_ns() if deadline_ns else self._timeout_ns
+        if timeout_ns <= 0:
             self._release(conn)
             failed(TransportError("timeout", f"no answer within {self.timeout_s:g} s"))
             return
-        conn.start(request, callback, left_ns, submitted, retried=True)
+        conn.start(request, callback, timeout_ns, submitted, retried)
 
     async def send(self, path: str, body: bytes) -> bytes:
         """POST and return the body of a 2xx response."""
