@@ -16,12 +16,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from profiler import aio
-from profiler.accuracy import PredictionLog
 from profiler.codecs.v2 import V2RestCodec
-from profiler.engine import Engine
-from profiler.latency import StageRecorder
+from profiler.core import aio
+from profiler.load.engine import Engine
+from profiler.measure.accuracy import PredictionLog
+from profiler.measure.latency import StageRecorder
 from profiler.schedule import arrival_offsets_ns, make_stage
+from profiler.transports.base import Transport
+from profiler.transports.http import HttpTransport
+from profiler.transports.http1 import Http1Transport
 
 BODY_FLOATS = 34  # with the envelope, a ~313-byte JSON request like the issue's
 
@@ -33,20 +36,17 @@ def request_body(i: int) -> bytes:
 
 
 async def main(args: argparse.Namespace) -> dict[str, object]:
-    if args.client == "http1":
-        from profiler.transports.http1 import Http1Transport
-
-        transport: object = Http1Transport(args.url, timeout_s=args.timeout, max_connections=args.connections)
+    transport: Transport
+    if args.client == "lean":
+        transport = Http1Transport(args.url, timeout_s=args.timeout, max_connections=args.connections)
     else:
-        from profiler.transports.http import HttpTransport
-
         transport = HttpTransport(args.url, timeout_s=args.timeout, max_connections=args.connections)
     if args.no_poll:
-        transport.set_polled = None  # type: ignore[attr-defined]  # the engine then never polls
+        transport.set_polled = lambda polled: False  # type: ignore[method-assign]  # the engine then never polls
     codec = V2RestCodec("digits")
     bodies = [request_body(i) for i in range(64)]
     log = PredictionLog(64)
-    engine = Engine(transport, codec.infer_path, bodies, codec.decode, sample_count=64,  # type: ignore[arg-type]
+    engine = Engine(transport, codec.infer_path, bodies, codec.decode, sample_count=64,
                     max_in_flight=args.cap, timeout_s=args.timeout, consumers=[log],
                     lag_budget_ns=int(args.lag_budget_ms * 1e6))
     warm = make_stage(0, min(args.rate, 2000), 0.5, warmup=True)
@@ -74,7 +74,7 @@ if __name__ == "__main__":
     parser.add_argument("url")
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--duration", type=float, default=5)
-    parser.add_argument("--client", choices=["http1", "aiohttp"], default="http1")
+    parser.add_argument("--client", choices=["lean", "library"], default="lean")
     parser.add_argument("--cap", type=int, default=16)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--arrival", default="constant")

@@ -8,7 +8,7 @@ runs on uvloop and sends the same pre-serialized ModelInferRequest bytes.
   flat out with the same cap on calls in flight is compared with it.
 - bare, paced: the same client sending at a fixed open-loop rate, one task per call. The engine at
   that rate is compared with it.
-- engine + lean h2: profiler.engine.Engine with the project's HTTP/2 client (the default for
+- engine + lean h2: profiler.load.engine.Engine with the project's HTTP/2 client (the default for
   grpc://), decoding every answer into predictions and recording latency, as a real run does.
 - engine + grpc.aio: the same with the grpc.aio transport (load.client: library; TLS targets).
 
@@ -124,9 +124,9 @@ async def engine(url: str, rate_rps: float, seconds: float, client: str = "lean"
     A rate of 1e6 with a cap runs flat out: `cap` calls in flight, like the closed-loop bare client.
     """
     from profiler.codecs.v2_grpc import V2GrpcCodec
-    from profiler.engine import Engine
-    from profiler.latency import StageRecorder
-    from profiler.schedule import arrival_offsets_ns, plan_stages
+    from profiler.load.engine import Engine
+    from profiler.measure.latency import StageRecorder
+    from profiler.schedule import arrival_offsets_ns, plan
     from profiler.transports.grpc import GrpcTransport
     from profiler.transports.grpc_h2 import H2GrpcTransport
 
@@ -138,7 +138,7 @@ async def engine(url: str, rate_rps: float, seconds: float, client: str = "lean"
         await transport.send(INFER, body)
     runner = Engine(transport, codec.infer_path, [body], codec.decode, batch=1, sample_count=1,
                     max_in_flight=cap, timeout_s=5)
-    [stage] = plan_stages([(rate_rps, seconds)])
+    [stage] = plan([(rate_rps, seconds, None)])
     recorder = StageRecorder(stage)
     deadline = time.monotonic_ns() + int(seconds * 1e9)
     await runner.run_stage(stage, arrival_offsets_ns(stage, "constant"), recorder,

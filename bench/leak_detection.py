@@ -1,8 +1,8 @@
 """Benchmark: real servers with known memory behaviour, sampled by the real sampler, judged by the leak test.
 
 Each case is a bench/leak_target.py process driven over 127.0.0.1 by a bounded closed loop of
-requests while profiler.resources.sampler reads its PSS every --interval-s. The recorded series
-goes through profiler.resources.leak.detect_leak, as a run's does. Prints one row per run and a
+requests while profiler.measure.resources.sampler reads its PSS every --interval-s. The recorded series
+goes through profiler.measure.resources.leak.detect_leak, as a run's does. Prints one row per run and a
 summary against the targets: no false leak on a non-leaking case, every 10 KB/request leak found
 within 20,000 requests, the estimated rate within 20% of the planted one.
 
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import aiohttp
 
-from profiler.resources.leak import LEAKED, NO_LEAK, LeakSettings, detect_leak, requests_to_decide
-from profiler.resources.sampler import ProcessTree, ResourceSampler
+from profiler.measure.resources.leak import LEAKED, NO_LEAK, LeakSettings, detect_leak, requests_to_decide
+from profiler.measure.resources.sampler import ProcessTree, ResourceSampler
 
 TARGET = Path(__file__).with_name("leak_target.py")
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from profiler import aio
-from profiler.accuracy import PredictionLog
 from profiler.codecs.v2 import V2RestCodec
-from profiler.engine import Engine
-from profiler.latency import StageRecorder
+from profiler.core import aio
+from profiler.load.engine import Engine
+from profiler.measure.accuracy import PredictionLog
+from profiler.measure.latency import StageRecorder
 from profiler.schedule import arrival_offsets_ns, make_stage
-from profiler.transports import FunctionTransport
+from profiler.transports.base import FunctionTransport
 
 REPLY = (b'{"model_name":"digits","model_version":"1","id":"","outputs":[{"name":"label","datatype":"INT64",'
          b'"shape":[1],"data":[3]}]}')

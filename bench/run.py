@@ -221,9 +221,9 @@ def peers(tools: dict[str, str | None], duration_s: float) -> list[dict[str, obj
             ("Locust FastHttpUser", bool(tools["locust"]), locust, locust_count,
              {"BENCH_BODY": body, "BENCH_PATH": INFER_PATH}),
             ("bare aiohttp+uvloop loop", True, bare, json_count, {}),
-            ("profiler engine, http1, flat out", True, engine("http1", 1e6, CONNECTIONS), json_count, {}),
-            ("profiler engine, http1, open 4k rps", True, engine("http1", 4000.0, 256), json_count, {}),
-            ("profiler engine, aiohttp, flat out", True, engine("aiohttp", 1e6, CONNECTIONS), json_count, {}),
+            ("profiler engine, lean, flat out", True, engine("lean", 1e6, CONNECTIONS), json_count, {}),
+            ("profiler engine, lean, open 4k rps", True, engine("lean", 4000.0, 256), json_count, {}),
+            ("profiler engine, library, flat out", True, engine("library", 1e6, CONNECTIONS), json_count, {}),
         ]
         for tool, available, command, count, extra_env in cases:
             if not available:
@@ -305,11 +305,12 @@ def accuracy(duration_s: float, taskset: str | None) -> list[dict[str, object]]:
     import numpy as np
     from delay_server import extra_ns
 
-    from profiler import aio
     from profiler.codecs.v2 import V2RestCodec
-    from profiler.engine import Engine
-    from profiler.latency import StageRecorder
-    from profiler.schedule import NS_PER_S, Stage, arrival_offsets_ns, make_stage
+    from profiler.core import aio
+    from profiler.core.units import NS_PER_S
+    from profiler.load.engine import Engine
+    from profiler.measure.latency import StageRecorder
+    from profiler.schedule import Stage, arrival_offsets_ns, make_stage
     from profiler.transports.http1 import Http1Transport
 
     rows = []
@@ -391,10 +392,10 @@ def control_plane(tools: dict[str, str | None], duration_s: float) -> dict[str, 
     import aiohttp
     from aiohttp import web
 
-    from profiler import aio
+    from profiler.app.server import Sidecar, make_app
     from profiler.config import parse_config
+    from profiler.core import aio
     from profiler.examples.holdout import write_holdout
-    from profiler.server import Sidecar, make_app
 
     times: dict[str, list[float]] = {"/healthz": [], "/report": [], "/metrics": []}
     with tempfile.TemporaryDirectory(prefix="bench-control-") as tmp, nginx(str(tools["nginx"]), None) as base:
@@ -447,7 +448,7 @@ def print_tables(peer_rows: list[dict[str, object]], open_rows: list[dict[str, o
                  control: dict[str, object] | None, machine: str) -> None:
     print(f"\n== Load engine benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {machine}")
     if peer_rows:
-        engine = next((r for r in peer_rows if str(r["tool"]).startswith("profiler engine, http1, flat")), None)
+        engine = next((r for r in peer_rows if str(r["tool"]).startswith("profiler engine, lean, flat")), None)
         print(f"\nGenerator CPU per request, flat out, {CONNECTIONS} keep-alive connections, nginx on core "
               f"{TARGET_CORE}, generator on core {GENERATOR_CORE}")
         print("(in-run: CPU over the load only, as the Python generators report it; steady: CPU difference of a D and "

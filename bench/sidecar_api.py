@@ -21,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from profiler.demo import start_example_server, stop_process
+from profiler.app.demo import start_example_server, stop_process
 from profiler.examples.holdout import write_holdout
 
 ENDPOINTS = ("/healthz", "/readyz", "/metrics", "/report")

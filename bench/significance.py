@@ -11,14 +11,14 @@ import time
 
 import numpy as np
 
-from profiler.latency import new_histogram
-from profiler.significance import (
+from profiler.judge.significance import (
     ClassBootstrap,
     bootstrap_percentile_difference,
     histogram_counts,
     mcnemar_accuracy,
     pair,
 )
+from profiler.measure.latency import new_histogram
 
 
 def timed(fn, repeat: int = 3) -> float:

@@ -7,23 +7,27 @@ hold-out file, target never ready, ...). User errors are one line on stderr, nev
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from profiler import __version__, aio
-from profiler.errors import ProfilerError
-
-EXIT_PASS = 0
-EXIT_FAIL = 1
-EXIT_INCONCLUSIVE = 2
-EXIT_ERROR = 3
-_CODES = {"pass": EXIT_PASS, "fail": EXIT_FAIL, "inconclusive": EXIT_INCONCLUSIVE}
-
-
-def exit_code_for(report: dict[str, Any]) -> int:
-    """The process exit code that carries a report's verdict to CI."""
-    return _CODES.get(report["verdict"]["status"], EXIT_ERROR)
+from profiler import __version__
+from profiler.app.demo import run_demo
+from profiler.app.run import run_once
+from profiler.app.server import serve
+from profiler.config import HISTORY_FILE, load_config
+from profiler.core import aio
+from profiler.core.errors import ProfilerError
+from profiler.examples.holdout import write_holdout
+from profiler.examples.server import main as server_main
+from profiler.judge.catalogue import flatten_metrics
+from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, Gate, exit_code_for, judge
+from profiler.record.history import compare_runs, history_table
+from profiler.record.merge import merge_reports
+from profiler.record.render import render_text
+from profiler.record.report import write_json
+from profiler.record.store import Store
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,8 +94,6 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point."""
     args_list = sys.argv[1:] if argv is None else argv
     if args_list[:1] == ["example-server"]:
-        from profiler.examples.server import main as server_main
-
         server_main(args_list[1:])
         return
     args = build_parser().parse_args(args_list)
@@ -107,8 +109,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from profiler.config import load_config
-
     if args.command == "run":
         config = load_config(args.config)
         if args.report:
@@ -125,19 +125,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         overrides = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
         if overrides:
             config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
-        from profiler.server import serve
-
         return aio.run(serve(config, once=args.once))
     if args.command == "demo":
-        from profiler.demo import run_demo
-
         return run_demo(args.dir, variant=args.variant, serve_port=args.port if args.serve else None,
                         server_args=args.server_arg, protocol=args.protocol)
     if args.command == "merge":
         return merge_files(args.files, args.out, quiet=args.quiet)
     if args.command == "example-holdout":
-        from profiler.examples.holdout import write_holdout
-
         count = write_holdout(args.out)
         print(f"wrote {count} labelled samples to {args.out}")
         return EXIT_PASS
@@ -146,12 +140,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def merge_files(files: list[Path], out: Path, quiet: bool = False) -> int:
     """Merge reports exactly (HDR histograms added), re-judge the gates, write and print the result."""
-    import json
-
-    from profiler.merge import merge_reports
-    from profiler.report import render_text, write_json
-    from profiler.verdict import flatten_metrics, judge
-
     reports = []
     for file in files:
         try:
@@ -166,7 +154,7 @@ def merge_files(files: list[Path], out: Path, quiet: bool = False) -> int:
         raise ProfilerError(f"cannot merge {', '.join(map(str, files))}: {exc}") from None
     report["metrics"] = flatten_metrics(report)
     # Absolute bounds only: a merged report has no predecessor to hold change gates against.
-    gates = [(g["metric"], g.get("min"), g.get("max"), g.get("required", True)) for g in report.get("gates", [])
+    gates = [Gate(g["metric"], g.get("min"), g.get("max"), g.get("required", True)) for g in report.get("gates", [])
              if g.get("min") is not None or g.get("max") is not None]
     report["verdict"] = judge(report, gates).as_dict()
     path = write_json(report, out)
@@ -179,10 +167,6 @@ def merge_files(files: list[Path], out: Path, quiet: bool = False) -> int:
 
 
 def _history_command(args: argparse.Namespace) -> int:
-    from profiler.config import HISTORY_FILE, load_config
-    from profiler.history import compare_runs, history_table
-    from profiler.store import Store
-
     path = args.db
     if path is None and args.config is not None:
         path = load_config(args.config).history.path
@@ -192,40 +176,6 @@ def _history_command(args: argparse.Namespace) -> int:
         else:
             print(compare_runs(store, args.a, args.b), end="")
     return EXIT_PASS
-
-
-def run_once(config: Any, quiet: bool = False) -> int:
-    """Execute the profile, write the report, print the table; the exit code carries the verdict."""
-    from profiler.report import render_text, write_json
-    from profiler.run import new_state
-
-    state = new_state(config)
-    report = aio.run(_execute_until_signal(state))
-    path = write_json(report, config.report.path)
-    if quiet:
-        print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
-    else:
-        print(render_text(report), end="")
-    print(f"report   {path}")
-    return exit_code_for(report)
-
-
-async def _execute_until_signal(state: Any) -> dict[str, Any]:
-    """Run the profile; SIGINT/SIGTERM stop the load and the report records the run as aborted."""
-    import asyncio
-    import signal
-
-    from profiler.run import execute
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        return await execute(state, stop)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 if __name__ == "__main__":

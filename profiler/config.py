@@ -11,7 +11,10 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from profiler.errors import ConfigError
+from profiler.core.errors import ConfigError
+from profiler.judge.catalogue import has_test, normalise_metric
+from profiler.judge.verdict import ChangeBound, Gate
+from profiler.schedule import MAX_RATE_RPS, Stage, plan, ramp_rates
 
 Protocol = Literal["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"]
 """Wire protocols the codecs speak (docs/protocols.md)."""
@@ -22,8 +25,6 @@ Datatype = Literal["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES"]
 HISTORY_FILE = "profiler-history.sqlite"
 """The run history's file name when history.path is not given: it sits next to the report."""
 
-MAX_RATE_RPS = 1_000_000.0
-"""Above this a rate is taken for a typo, not a plan."""
 
 
 class _Strict(BaseModel):
@@ -164,8 +165,6 @@ class RampConfig(_Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> RampConfig:
-        from profiler.schedule import ramp_rates
-
         if (self.duration_s is None) == (self.requests is None):
             raise ValueError("a ramp needs 'duration_s' or 'requests' per stage (exactly one)")
         ramp_rates(self.start_rps, self.max_rps, self.factor, self.step_rps)
@@ -211,9 +210,9 @@ class LoadConfig(_Strict):
     """After a stage whose error rate broke the objective's budget: go on with the next stage, or stop."""
     workers: Annotated[int, Field(ge=1)] | None = None
     """Generator processes; None picks from the cores and the highest rate (1 = in the sidecar's own loop)."""
-    client: Literal["lean", "library", "http1", "aiohttp"] = "lean"
+    client: Literal["lean", "library"] = "lean"
     """lean: the project's own clients (HTTP/1.1 for http://, HTTP/2 gRPC for grpc://); library: aiohttp and
-    grpc.aio. TLS targets always use the library clients. http1 and aiohttp are the older names."""
+    grpc.aio. TLS targets always use the library clients."""
     lag_budget_ms: Annotated[float, Field(ge=0, le=100)] = 1.25
     """How late a send may be made so that it shares a wake with others (0: every request its own wake)."""
 
@@ -225,18 +224,8 @@ class LoadConfig(_Strict):
                              + (f" (got {' and '.join(given)})" if given else ""))
         return self
 
-    @field_validator("workers")
-    @classmethod
-    def _within_cores(cls, value: int | None) -> int | None:
-        cores = os.cpu_count() or 1
-        if value is not None and value > cores:
-            raise ValueError(f"{value} workers is more than the {cores} CPU cores of this machine")
-        return value
-
-    def planned_stages(self) -> list[Any]:
+    def planned_stages(self) -> list[Stage]:
         """The schedule.Stage list for `stages` or `ramp` (a search plans its stages as it goes)."""
-        from profiler.schedule import plan, ramp_rates
-
         if self.stages is not None:
             return plan([(s.rate_rps, s.duration_s, s.requests) for s in self.stages], self.warmup_s)
         if self.ramp is not None:
@@ -282,7 +271,7 @@ class ChangeConfig(_Strict):
 
 
 class GateConfig(_Strict):
-    """A bound on one metric of the report; see profiler.verdict for the metric names."""
+    """A bound on one metric of the report; see profiler.judge.verdict for the metric names."""
 
     metric: str
     min: Bound | None = None
@@ -297,25 +286,18 @@ class GateConfig(_Strict):
             raise ValueError("a gate needs 'min', 'max' or 'change'")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"'min' {self.min:g} is above 'max' {self.max:g}")
-        if self.change is not None and self.change.significant:
-            from profiler.significance import has_test
-
-            if not has_test(self.metric):
-                raise ValueError(f"change.significant: no significance test exists for {self.metric!r} (tests "
-                                 "exist for accuracy, precision/recall/F1 and latency percentiles)")
+        if self.change is not None and self.change.significant and not has_test(self.metric):
+            raise ValueError(f"change.significant: no significance test exists for {self.metric!r} (tests "
+                             "exist for accuracy, precision/recall/F1 and latency percentiles)")
         return self
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        from profiler.verdict import normalise_metric
-
         return normalise_metric(value)
 
-    def to_gate(self) -> Any:
-        """The pure profiler.verdict.Gate for this entry."""
-        from profiler.verdict import ChangeBound, Gate
-
+    def to_gate(self) -> Gate:
+        """The pure profiler.judge.verdict.Gate for this entry."""
         change = None
         if self.change is not None:
             change = ChangeBound(self.change.max_worse, self.change.min_better, self.change.relative,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profiler.errors import DatasetError
+from profiler.core.errors import DatasetError
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,8 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-NS_PER_S = 1_000_000_000
+from profiler.core.units import NS_PER_S
+
 MAX_RATE_RPS = 1_000_000.0
 """Above this a rate is taken for a typo, not a plan."""
 MAX_STAGES = 1000
@@ -88,11 +89,6 @@ def ramp_rates(start_rps: float, max_rps: float, factor: float | None = None,
         rates.append(nxt)
         if len(rates) > MAX_STAGES:
             raise ValueError(f"the ramp from {start_rps:g} to {max_rps:g} rps needs more than {MAX_STAGES} stages")
-
-
-def plan_stages(rates_durations: list[tuple[float, float]], warmup_s: float = 0.0) -> list[Stage]:
-    """Stages in order from (rate, duration) pairs; a warm-up at the first rate goes first when warmup_s > 0."""
-    return plan(rates_durations=[(r, d, None) for r, d in rates_durations], warmup_s=warmup_s)
 
 
 def plan(rates_durations: list[tuple[float, float | None, int | None]], warmup_s: float = 0.0) -> list[Stage]:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from profiler.demo import start_example_server, stop_process
+from profiler.app.demo import start_example_server, stop_process
 
 ExampleServer = tuple[subprocess.Popen[str], str]
 
@@ -38,6 +38,6 @@ def example_server() -> Iterator[ExampleServer]:
 @pytest.fixture(scope="session")
 def example_grpc_url(example_server: ExampleServer) -> str:
     """The session example model's V2 gRPC address, grpc://127.0.0.1:PORT."""
-    from profiler.demo import read_grpc_url
+    from profiler.app.demo import read_grpc_url
 
     return read_grpc_url(example_server[0])

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from sklearn.metrics import f1_score
 
-from profiler.accuracy import PredictionLog, accuracy_metrics, label_key
-from profiler.results import OK, Result
+from profiler.core.results import OK, Result
+from profiler.measure.accuracy import PredictionLog, accuracy_metrics, label_key
 
 
 @pytest.mark.parametrize(("value", "key"), [(3, "3"), (3.0, "3"), ("3", "3"), (True, "true"), ("cat", "cat"),

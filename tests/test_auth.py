@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.auth import bearer_matches, redact_url
+from profiler.app.auth import bearer_matches
+from profiler.core.redact import redact_url
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from profiler.capacity import (
+from profiler.judge.capacity import (
     capacity_summary,
     judge_window_stage,
     next_search_rate,

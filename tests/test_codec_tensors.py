@@ -18,8 +18,8 @@ from profiler.codecs.tensors import (
     resolve_specs,
     split_sample,
 )
+from profiler.core.errors import DatasetError, DecodeError, TargetError
 from profiler.dataset import Sample
-from profiler.errors import DatasetError, DecodeError, TargetError
 
 
 @pytest.mark.parametrize(("value", "datatype", "expected"), [

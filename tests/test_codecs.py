@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from profiler._proto import grpc_predict_v2_pb2 as pb
-from profiler.codecs import codec_from_config, make_codec
+from profiler.codecs.factory import codec_from_config, make_codec
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.template import JsonTemplateCodec, TemplateError
 from profiler.codecs.tensors import TensorSpec
@@ -18,8 +18,8 @@ from profiler.codecs.v1 import V1RestCodec
 from profiler.codecs.v2 import V2RestCodec
 from profiler.codecs.v2_grpc import V2GrpcCodec
 from profiler.config import parse_config
+from profiler.core.errors import ConfigError, DatasetError, DecodeError
 from profiler.dataset import Sample
-from profiler.errors import ConfigError, DatasetError, DecodeError
 
 S1 = Sample("a", [1, 2, 3], 0)
 S2 = Sample("b", [4, 5, 6], 1)
@@ -353,7 +353,7 @@ def test_secret_and_ca_files_are_relative_to_the_config() -> None:
 
 @pytest.mark.parametrize("protocol", ["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"])
 def test_the_demo_profile_is_valid_for_every_protocol(protocol: str) -> None:
-    from profiler.demo import demo_profile
+    from profiler.app.demo import demo_profile
 
     text = demo_profile("http://127.0.0.1:8000", "grpc://127.0.0.1:8001", protocol, 4242, 9090)
     config = parse_config(text, Path("/demo/profile.yaml"))

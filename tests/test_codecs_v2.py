@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from profiler.codecs import make_codec
+from profiler.codecs.factory import make_codec
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.v2 import V2RestCodec
+from profiler.core.errors import ConfigError, DatasetError, DecodeError
 from profiler.dataset import Sample
-from profiler.errors import ConfigError, DatasetError, DecodeError
 
 
 def test_encode_batch_as_one_tensor() -> None:

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from profiler.comparison import compare, metric_order, render, summarise
-from profiler.verdict import Significance
+from profiler.judge.comparison import compare, metric_order, render, summarise
+from profiler.judge.verdict import Significance
 
 A = {"accuracy": 0.90, "latency_p99_ms": 100.0, "memory_peak_bytes": 1000.0, "f1[3]": 0.5, "cpu_cores": None,
      "error_rate": 0.0, "coverage": math.nan}

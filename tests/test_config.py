@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from profiler.config import load_config, parse_config
-from profiler.errors import ConfigError
+from profiler.core.errors import ConfigError
 
 GOOD = """\
 target:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from profiler.config import parse_config
-from profiler.errors import ConfigError
-from profiler.verdict import ChangeBound, Gate
+from profiler.core.errors import ConfigError
+from profiler.judge.verdict import ChangeBound, Gate
 
 BASE = """\
 target: {url: "http://127.0.0.1:1", model: m}

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from profiler.core.errors import DatasetError
 from profiler.dataset import load_dataset
-from profiler.errors import DatasetError
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

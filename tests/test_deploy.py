@@ -18,8 +18,8 @@ import pytest
 import yaml
 from sidecar_helpers import Child, get_json
 
-from profiler.cli import EXIT_FAIL, EXIT_INCONCLUSIVE
 from profiler.config import Config, parse_config
+from profiler.judge.verdict import EXIT_FAIL, EXIT_INCONCLUSIVE
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
@@ -274,22 +274,25 @@ def _json_form(instruction: str) -> list[str]:
 
 def test_the_entrypoint_starts_from_an_installed_wheel(tmp_path: Path) -> None:
     """Build the wheel, install it into a fresh venv, and run the image's ENTRYPOINT, CMD and HEALTHCHECK."""
+    # Nothing from PYTHONPATH: a source tree on it would pass for the installed package.
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}}
     wheels = tmp_path / "wheels"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheels), str(ROOT)], check=True, capture_output=True, timeout=120)
+                    str(wheels), str(ROOT)], check=True, capture_output=True, timeout=120, env=env)
     wheel = next(wheels.glob("model_profiler-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
     python = venv / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                    "-q", str(wheel)], check=True, capture_output=True, timeout=120)
+                    "-q", str(wheel)], check=True, capture_output=True, timeout=120, env=env)
     # The runtime dependencies come from this environment (a plain path entry: not its editable profiler).
     site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     Path(site, "runtime-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"}
-    where = subprocess.run([str(python), "-c", "import profiler, profiler.report as r; print(profiler.__file__); "
-                            "print(r.report_schema()['properties']['schema_version']['const'])"],
+    env["PATH"] = f"{venv / 'bin'}:{os.environ['PATH']}"
+    script = ("import profiler, profiler.record.report as r; print(profiler.__file__); "
+              "print(r.report_schema()['properties']['schema_version']['const'])")
+    where = subprocess.run([str(python), "-c", script],
                            check=True, capture_output=True, text=True, env=env, cwd=tmp_path).stdout.split()
     assert where[0].startswith(str(venv)) and where[1] == "1"
 

@@ -14,7 +14,7 @@ from sidecar_helpers import Child
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
 from profiler.examples.holdout import write_holdout
-from profiler.examples.server import split, train
+from profiler.examples.model import split, train
 
 PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 5, ready_timeout_s: {ready}}}

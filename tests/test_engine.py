@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from profiler.engine import Engine, build_bodies
-from profiler.errors import DecodeError, TransportError
-from profiler.latency import StageRecorder
-from profiler.results import Result
+from profiler.core.errors import DecodeError, TransportError
+from profiler.core.results import Result
+from profiler.load.engine import Engine, build_bodies
+from profiler.measure.latency import StageRecorder
 from profiler.schedule import Stage, arrival_offsets_ns
-from profiler.transports import FunctionTransport
+from profiler.transports.base import FunctionTransport
 
 
 class Collect:

@@ -7,12 +7,12 @@ import json
 
 import pytest
 
-from profiler.engine import Engine
-from profiler.errors import TransportError
-from profiler.latency import StageRecorder
-from profiler.results import Result
+from profiler.core.errors import TransportError
+from profiler.core.results import Result
+from profiler.load.engine import Engine
+from profiler.measure.latency import StageRecorder
 from profiler.schedule import arrival_offsets_ns, make_stage
-from profiler.transports import FunctionTransport
+from profiler.transports.base import FunctionTransport
 
 REPLY = json.dumps({"outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [3]}]}).encode()
 
@@ -39,10 +39,12 @@ def accounting(recorder: StageRecorder) -> dict[str, int]:
     return {k: s[k] for k in ("scheduled", "sent", "unsent", "late", "completed", "errors")}
 
 
-async def run(handler, *, rate=500.0, duration=0.2, cap=512, timeout_s=5.0, requests=None):
+async def run(handler, *, rate=500.0, duration=0.2, cap=512, timeout_s=5.0, requests=None, answer_within_s=None):
+    """One stage through the engine; the transport gives up on a request after answer_within_s (or timeout_s)."""
     sink = Sink()
-    engine = Engine(FunctionTransport(handler), "/infer", [b"a", b"b", b"c"], decode, sample_count=3,
-                    max_in_flight=cap, timeout_s=timeout_s, consumers=[sink])
+    transport = FunctionTransport(handler, timeout_s=answer_within_s or timeout_s)
+    engine = Engine(transport, "/infer", [b"a", b"b", b"c"], decode,
+                    sample_count=3, max_in_flight=cap, timeout_s=timeout_s, consumers=[sink])
     stage = make_stage(1, rate, None if requests else duration, requests)
     recorder = StageRecorder(stage)
     await engine.run_stage(stage, arrival_offsets_ns(stage), recorder)
@@ -98,8 +100,8 @@ async def test_cap_makes_requests_late_then_unsent_never_silently_dropped():
         release.set()
 
     opening = asyncio.create_task(opener())
-    # 2 in flight at most, 0.1 s before a request is given up: the stall makes most of them unsent.
-    recorder, _ = await run(handler, rate=100, duration=0.5, cap=2, timeout_s=0.1)
+    # 2 in flight at most, 0.1 s before an unsent request is given up: the stall makes most of them unsent.
+    recorder, _ = await run(handler, rate=100, duration=0.5, cap=2, timeout_s=0.1, answer_within_s=5.0)
     await opening
     counts = accounting(recorder)
     assert counts["scheduled"] == 50
@@ -114,7 +116,7 @@ async def test_a_target_that_stops_answering_times_out_and_the_stage_still_ends(
     async def handler(path: str, body: bytes) -> bytes:
         calls["n"] += 1
         if calls["n"] > 10:
-            await asyncio.sleep(3600)  # hangs; the engine's drain cancels it as a timeout
+            await asyncio.sleep(3600)  # hangs; the transport's timeout ends it
         return REPLY
 
     recorder, _ = await run(handler, rate=100, duration=0.3, timeout_s=0.2)

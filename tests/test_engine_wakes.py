@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 
 from profiler.codecs.v2 import V2RestCodec
-from profiler.engine import LAG_BUDGET_NS, Engine
-from profiler.latency import StageRecorder
-from profiler.results import OK, Result
+from profiler.core.results import OK, Result
+from profiler.load.engine import LAG_BUDGET_NS, Engine
+from profiler.load.timer import Sleeper
+from profiler.measure.latency import StageRecorder
 from profiler.schedule import arrival_offsets_ns, make_stage
-from profiler.timer import Sleeper
 from profiler.transports.http1 import Http1Transport
 
 DELAY_SERVER = Path(__file__).resolve().parent.parent / "bench" / "delay_server.py"
@@ -60,9 +60,9 @@ class CountingTransport(Http1Transport):
         super().__init__(url, timeout_s=5, max_connections=64)
         self.modes: list[bool] = []
 
-    def set_polled(self, polled: bool) -> None:
+    def set_polled(self, polled: bool) -> bool:
         self.modes.append(polled)
-        super().set_polled(polled)
+        return super().set_polled(polled)
 
 
 def engine_for(transport: Http1Transport, sink: Sink, cap: int = 512) -> Engine:

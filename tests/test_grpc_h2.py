@@ -21,10 +21,10 @@ from grpc import aio
 
 from profiler.codecs.v2_grpc import INFER_METHOD as INFER
 from profiler.codecs.v2_grpc import V2GrpcCodec
-from profiler.engine import Engine
-from profiler.errors import TransportError
-from profiler.latency import StageRecorder
-from profiler.results import OK, Result
+from profiler.core.errors import TransportError
+from profiler.core.results import OK, Result
+from profiler.load.engine import Engine
+from profiler.measure.latency import StageRecorder
 from profiler.schedule import arrival_offsets_ns, make_stage
 from profiler.transports.grpc_h2 import H2GrpcTransport, frame, request_block
 
@@ -161,9 +161,9 @@ async def test_the_engine_polls_the_lean_client(fixed_server):
     modes: list[bool] = []
     original = client.set_polled
 
-    def set_polled(polled: bool) -> None:
+    def set_polled(polled: bool) -> bool:
         modes.append(polled)
-        original(polled)
+        return original(polled)
 
     client.set_polled = set_polled  # type: ignore[method-assign]
     codec = V2GrpcCodec("digits")

@@ -13,10 +13,10 @@ from grpc import aio
 
 from profiler._proto import grpc_predict_v2_pb2 as pb
 from profiler.codecs.v2_grpc import INFER_METHOD, MODEL_READY_METHOD, SERVER_READY_METHOD, V2GrpcCodec
+from profiler.core.errors import TargetError, TransportError
 from profiler.dataset import Sample
-from profiler.errors import TargetError, TransportError
 from profiler.examples.grpc_server import make_handler
-from profiler.examples.server import Behaviour, train
+from profiler.examples.model import Behaviour, train
 from profiler.transports.grpc import GrpcTransport, grpc_target
 from profiler.transports.grpc_h2 import H2GrpcTransport
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from profiler.hdr import counts_at_or_below, total_of, values_at_percentiles
-from profiler.latency import new_histogram
+from profiler.measure.hdr import counts_at_or_below, total_of, values_at_percentiles
+from profiler.measure.latency import new_histogram
 
 PERCENTILES = [0.0, 1.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0]
 
@@ -89,7 +89,7 @@ def test_total_matches_hdrh_mean(values: list[int]) -> None:
 
 
 def test_layout_matches_hdrh_for_every_slot() -> None:
-    from profiler.hdr import _layout
+    from profiler.measure.hdr import _layout
 
     histogram = new_histogram()
     lowest, highest, middle = _layout(histogram.unit_magnitude, histogram.sub_bucket_half_count_magnitude,

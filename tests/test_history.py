@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from profiler.accuracy import PredictionLog
 from profiler.config import parse_config
 from profiler.dataset import load_dataset
-from profiler.history import assess, find_baseline, record
-from profiler.run import build_report, new_state
-from profiler.store import Store
+from profiler.measure.accuracy import PredictionLog
+from profiler.record.history import assess, find_baseline, record
+from profiler.record.report import build_report
+from profiler.record.store import Store
+from profiler.state import new_state
 
 PROFILE = """\
 target: {{url: "http://127.0.0.1:9", model: toy}}
@@ -91,8 +92,8 @@ def test_assess_without_history(tmp_path: Path):
 
 
 def test_compare_refuses_different_holdout_sets_and_tables_runs(tmp_path: Path):
-    from profiler.errors import ConfigError
-    from profiler.history import compare_runs, history_table
+    from profiler.core.errors import ConfigError
+    from profiler.record.history import compare_runs, history_table
     from tests.test_store import record
 
     with Store(tmp_path / "h.sqlite") as store:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from profiler.errors import TransportError
+from profiler.core.errors import TransportError
 from profiler.transports.http import HttpTransport
 from profiler.transports.http1 import Http1Transport
 

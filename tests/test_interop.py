@@ -21,14 +21,15 @@ from typing import Any
 import pytest
 
 from profiler._proto import grpc_predict_v2_pb2 as pb
+from profiler.app.run import execute
 from profiler.codecs.tensors import TensorSpec, decode_raw
 from profiler.codecs.v2 import V2RestCodec
 from profiler.codecs.v2_grpc import V2GrpcCodec
 from profiler.config import parse_config
+from profiler.core.errors import TargetError
 from profiler.dataset import Sample
-from profiler.errors import TargetError
 from profiler.examples.holdout import write_holdout
-from profiler.run import execute, new_state
+from profiler.state import new_state
 
 HERE = Path(__file__).parent
 needs_tritonclient = pytest.mark.skipif(importlib.util.find_spec("tritonclient") is None,
@@ -113,7 +114,7 @@ def mlserver(tmp_path_factory: pytest.TempPathFactory) -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from profiler.examples.server import split
+    from profiler.examples.model import split
 
     root = tmp_path_factory.mktemp("mlserver")
     (root / "digits").mkdir()

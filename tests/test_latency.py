@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.latency import StageRecorder, new_histogram, record_ns, spectrum_ms
-from profiler.results import CONNECTION, OK, TIMEOUT, Result
+from profiler.core.results import CONNECTION, OK, TIMEOUT, Result
+from profiler.measure.latency import StageRecorder, new_histogram, record_ns, spectrum_ms
 from profiler.schedule import Stage
 
 

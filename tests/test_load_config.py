@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from profiler.config import parse_config
-from profiler.errors import ConfigError
+from profiler.core.errors import ConfigError
 
 HEAD = """\
 target: {url: "http://127.0.0.1:1", model: m}
@@ -63,8 +63,6 @@ def test_warmup_goes_first():
         ("  search: {start_rps: 100, max_rps: 10}\n", "max_rps 10 is below start_rps 100"),
         ("  search: {windows: 2}\n", "load.search.windows"),
         ("  stages: [{rate_rps: 10, duration_s: 1}]\n  on_error: explode\n", "load.on_error"),
-        (f"  stages: [{{rate_rps: 10, duration_s: 1}}]\n  workers: {(os.cpu_count() or 1) + 1}\n",
-         "more than the"),
         ("  stages: [{rate_rps: 10, duration_s: 1}]\n  workers: 0\n", "load.workers"),
         ("  stages: [{rate_rps: 10, duration_s: 1}]\n  client: fast\n", "load.client: Input should be 'lean'"),
     ],
@@ -80,7 +78,6 @@ def test_bad_load_sections_name_the_field(section, message):
     ("url", "protocol", "client", "expected"),
     [
         ("http://127.0.0.1:1", "v2-rest", "lean", "Http1Transport"),
-        ("http://127.0.0.1:1", "v2-rest", "http1", "Http1Transport"),  # the older name
         ("http://127.0.0.1:1", "v2-rest", "library", "HttpTransport"),
         ("https://127.0.0.1:1", "v2-rest", "lean", "HttpTransport"),  # TLS: the library client
         ("grpc://127.0.0.1:1", "v2-grpc", "lean", "H2GrpcTransport"),
@@ -89,8 +86,8 @@ def test_bad_load_sections_name_the_field(section, message):
     ],
 )
 def test_load_client_picks_the_transport(url, protocol, client, expected):
-    from profiler.codecs import make_codec
-    from profiler.run import make_transport
+    from profiler.codecs.factory import make_codec
+    from profiler.transports.factory import make_transport
 
     config = parse_config(f"""
 target: {{url: "{url}", protocol: {protocol}, model: digits}}
@@ -112,3 +109,9 @@ def test_a_grpc_url_needs_host_and_port(url):
     with pytest.raises(ConfigError, match=r"p.yaml:1: target.url: a gRPC target is grpc://host:port"):
         parse_config(f'target: {{url: "{url}", protocol: v2-grpc, model: m}}\ndataset: {{path: d.jsonl}}\n'
                      "load: {stages: [{rate_rps: 1, duration_s: 1}]}\n", Path("p.yaml"))
+
+
+def test_a_profile_means_the_same_on_any_machine():
+    """More workers than this machine has cores is a plan for another machine, not a mistake in the file."""
+    workers = (os.cpu_count() or 1) + 7
+    assert load(f"  stages: [{{rate_rps: 10, duration_s: 1}}]\n  workers: {workers}\n").load.workers == workers

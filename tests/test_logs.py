@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 
-from profiler.logs import QueuedStreamHandler
+from profiler.core.logs import QueuedStreamHandler
 
 
 class BlockedStream(io.StringIO):

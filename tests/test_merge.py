@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from profiler.core.results import OK, TIMEOUT, Result
 from profiler.examples.holdout import write_holdout
-from profiler.latency import StageRecorder
-from profiler.merge import merge_reports, merge_stages
-from profiler.results import OK, TIMEOUT, Result
+from profiler.measure.latency import StageRecorder
+from profiler.record.merge import merge_reports, merge_stages
 from profiler.schedule import make_stage
 
 NS_PER_MS = 1_000_000

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from profiler.codecs import codec_from_config
+from profiler.codecs.factory import codec_from_config
 from profiler.config import parse_config
+from profiler.core.errors import TargetError
 from profiler.dataset import Sample
-from profiler.errors import TargetError
-from profiler.transports import FunctionTransport
+from profiler.transports.base import FunctionTransport
 from profiler.transports.metadata import check_model_inputs
 
 FIRST = Sample("s0", [0.0] * 4, 0)

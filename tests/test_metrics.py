@@ -13,12 +13,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from profiler.config import Config, parse_config
-from profiler.latency import StageRecorder
-from profiler.metrics import RunCollector, bucket_bounds_s
-from profiler.resources.series import ResourcePoint
-from profiler.results import CONNECTION, OK, TIMEOUT, Result
-from profiler.run import RunState, new_state
+from profiler.core.results import CONNECTION, OK, TIMEOUT, Result
+from profiler.measure.latency import StageRecorder
+from profiler.measure.resources.series import ResourcePoint
+from profiler.record.exporter import RunCollector, bucket_bounds_s
 from profiler.schedule import Stage
+from profiler.state import RunState, new_state
 
 MS = 1_000_000
 

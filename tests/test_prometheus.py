@@ -23,7 +23,7 @@ import pytest
 import yaml
 from sidecar_helpers import get_json, start_sidecar, wait_for_report, write_profile
 
-from profiler.demo import stop_process
+from profiler.app.demo import stop_process
 from profiler.examples.holdout import write_holdout
 
 ROOT = Path(__file__).resolve().parent.parent

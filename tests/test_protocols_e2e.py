@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
+from profiler.app.demo import read_grpc_url
+from profiler.app.run import execute
 from profiler.config import parse_config
-from profiler.demo import read_grpc_url
-from profiler.errors import TargetError
+from profiler.core.errors import TargetError
 from profiler.examples.holdout import write_holdout
-from profiler.run import execute, new_state
+from profiler.state import new_state
 
 PROFILE = """
 target:
@@ -79,7 +80,7 @@ async def test_inputs_the_model_does_not_declare_stop_the_run_before_load(server
 
 
 async def test_a_sample_of_the_wrong_width_stops_the_run_before_load(servers: Any, tmp_path: Path) -> None:
-    from profiler.errors import DatasetError
+    from profiler.core.errors import DatasetError
 
     _, url, _ = servers
     lines = [json.dumps({"id": "a", "pixels": [0.0] * 64, "label": 0}), json.dumps({"id": "b", "pixels": [0.0] * 63,

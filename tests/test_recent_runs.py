@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from profiler.recent_runs import MemoryRuns, run_summary
+from profiler.record.recent_runs import MemoryRuns, run_summary
 
 
 def _report(run_id: str, verdict: str = "pass") -> dict[str, Any]:

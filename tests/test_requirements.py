@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.requirements import Demand, Node, plan, replica_rate, required_rps
+from profiler.judge.requirements import Demand, Node, plan, replica_rate, required_rps
 
 GiB = 2**30
 

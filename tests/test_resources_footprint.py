@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from profiler.resources.footprint import footprint, replicas_per_node
+from profiler.measure.resources.footprint import footprint, replicas_per_node
 
 GIB = 2**30
 

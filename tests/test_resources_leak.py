@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from profiler.resources.leak import (
+from profiler.measure.resources.leak import (
     FLOORS,
     INCONCLUSIVE,
     LEAKED,

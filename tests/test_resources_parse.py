@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.resources.parse import (
+from profiler.measure.resources.parse import (
     cgroup_memory,
     parse_flat_keyed,
     parse_process_metrics,

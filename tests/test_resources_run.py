@@ -11,12 +11,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from profiler.app.run import execute
 from profiler.config import parse_config
-from profiler.errors import ConfigError
+from profiler.core.errors import ConfigError
 from profiler.examples.holdout import write_holdout
-from profiler.metrics import RunCollector
-from profiler.report import render_text
-from profiler.run import execute, new_state
+from profiler.record.exporter import RunCollector
+from profiler.record.render import render_text
+from profiler.state import new_state
 
 PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 2, ready_timeout_s: 30}}

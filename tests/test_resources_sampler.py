@@ -17,7 +17,7 @@ import psutil
 import pytest
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
-from profiler.resources.sampler import (
+from profiler.measure.resources.sampler import (
     CGROUP_WORKING_SET,
     PSS,
     RSS,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from profiler.resources.series import (
+from profiler.judge.catalogue import flatten_metrics
+from profiler.judge.verdict import evaluate_gate
+from profiler.measure.resources.series import (
     ACCURACY,
     AFTER,
     BEFORE,
@@ -18,7 +20,6 @@ from profiler.resources.series import (
     cores_between,
     summarise,
 )
-from profiler.verdict import evaluate_gate, flatten_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "resources"
 MIB = 2**20

@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from profiler.schedule import Stage, arrival_offsets_ns, plan_stages
+from profiler.schedule import Stage, arrival_offsets_ns, plan
 
 
 @pytest.mark.parametrize(
@@ -36,14 +36,14 @@ def test_unknown_arrival_process() -> None:
         list(arrival_offsets_ns(Stage(1, 1, 1), "bursty"))
 
 
-def test_plan_stages_puts_warmup_first() -> None:
-    stages = plan_stages([(10, 2), (20, 3)], warmup_s=1.5)
+def test_plan_puts_warmup_first() -> None:
+    stages = plan([(10, 2, None), (20, 3, None)], warmup_s=1.5)
     assert [(s.name, s.rate_rps, s.duration_s, s.warmup) for s in stages] == [
         ("warmup", 10, 1.5, True), ("stage-1", 10, 2, False), ("stage-2", 20, 3, False)]
     assert [s.expected_requests for s in stages] == [15, 20, 60]
 
 
 @pytest.mark.parametrize("pairs", [[], [(0, 1)], [(-1, 1)], [(1, 0)], [(float("nan"), 1)], [(float("inf"), 1)]])
-def test_plan_stages_rejects_bad_input(pairs: list[tuple[float, float]]) -> None:
+def test_plan_rejects_bad_input(pairs: list[tuple[float, float]]) -> None:
     with pytest.raises(ValueError):
-        plan_stages(pairs)
+        plan([(r, d, None) for r, d in pairs])

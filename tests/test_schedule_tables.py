@@ -7,16 +7,8 @@ import math
 
 import pytest
 
-from profiler.schedule import (
-    NS_PER_S,
-    Stage,
-    arrival_offsets_ns,
-    make_stage,
-    pace,
-    plan,
-    plan_stages,
-    ramp_rates,
-)
+from profiler.core.units import NS_PER_S
+from profiler.schedule import Stage, arrival_offsets_ns, make_stage, pace, plan, ramp_rates
 
 
 @pytest.mark.parametrize(
@@ -81,7 +73,7 @@ def test_plan_rejects_empty_and_bad_warmup():
     with pytest.raises(ValueError, match="warm-up"):
         plan([(10, 1.0, None)], warmup_s=-1)
     with pytest.raises(ValueError, match="at least one stage"):
-        plan_stages([])
+        plan([])
 
 
 def test_plan_puts_warmup_first_at_the_first_rate():

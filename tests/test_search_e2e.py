@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from profiler import aio
+from profiler.app.run import execute
 from profiler.config import parse_config
+from profiler.core import aio
 from profiler.examples.holdout import write_holdout
-from profiler.run import execute, new_state
+from profiler.state import new_state
 
 PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 2, ready_timeout_s: 30}}

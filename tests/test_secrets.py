@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from profiler.app.demo import read_grpc_url
 from profiler.config import parse_config
-from profiler.demo import read_grpc_url
-from profiler.errors import ConfigError
+from profiler.core.errors import ConfigError
 from profiler.examples.holdout import write_holdout
-from profiler.secrets import resolve_headers
+from profiler.transports.secrets import resolve_headers
 
 BASE = """
 dataset: {path: data.jsonl}
@@ -90,7 +90,7 @@ report: {{path: report.json}}
 @pytest.fixture(scope="module")
 def guarded_server() -> Any:
     """One example model that requires the bearer token, over REST and gRPC."""
-    from profiler.demo import start_example_server, stop_process
+    from profiler.app.demo import start_example_server, stop_process
 
     os.environ["PROFILER_TEST_TOKEN"] = TOKEN  # inherited by the server process only for its start
     try:
@@ -142,8 +142,8 @@ def test_a_wrong_token_stops_the_run_without_printing_it(guarded_server: Any, tm
 
 async def test_grpc_bearer_token_goes_in_the_call_metadata(guarded_server: Any) -> None:
     from profiler.codecs.v2_grpc import INFER_METHOD, V2GrpcCodec
+    from profiler.core.errors import TransportError
     from profiler.dataset import Sample
-    from profiler.errors import TransportError
     from profiler.transports.grpc import GrpcTransport
 
     _, grpc_url = guarded_server

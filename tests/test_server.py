@@ -14,12 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sidecar_helpers import write_profile
 
+from profiler.app.server import MAX_BODY_BYTES, READY_CACHE_S, Sidecar, TargetProbe, make_app
 from profiler.config import Config, load_config
 from profiler.examples.holdout import write_holdout
-from profiler.recent_runs import MemoryRuns
-from profiler.report import report_schema
-from profiler.run import REPORT_SCHEMA_VERSION
-from profiler.server import MAX_BODY_BYTES, READY_CACHE_S, Sidecar, TargetProbe, make_app
+from profiler.record.recent_runs import MemoryRuns
+from profiler.record.report import REPORT_SCHEMA_VERSION, report_schema
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -6,20 +6,20 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
-from profiler.latency import new_histogram
-from profiler.significance import (
+from profiler.judge.catalogue import has_test
+from profiler.judge.significance import (
     Evidence,
     StageLatency,
     _class_scores,
     bootstrap_class_metric,
     bootstrap_percentile_difference,
     compare_metric,
-    has_test,
     histogram_counts,
     mcnemar_accuracy,
     pair,
 )
-from profiler.verdict import Significance
+from profiler.judge.verdict import Significance
+from profiler.measure.latency import new_histogram
 
 RNG = np.random.default_rng(7)
 LABELS = [str(x) for x in RNG.integers(0, 4, 400)]
@@ -120,7 +120,7 @@ def test_histogram_percentiles_match_hdr():
         histogram.record_value(v)
     buckets, counts = histogram_counts(histogram.encode())
     assert counts.sum() == 5000
-    from profiler.significance import _percentiles
+    from profiler.judge.significance import _percentiles
 
     for percentile in (50.0, 90.0, 99.0, 99.9):
         ours = _percentiles(buckets, counts[np.newaxis, :], percentile)[0]
@@ -190,7 +190,7 @@ def test_compare_metric_refuses_different_labels():
 
 
 def test_exact_percentile_replicates_match_a_multinomial_bootstrap():
-    from profiler.significance import _draw_percentiles, _percentiles
+    from profiler.judge.significance import _draw_percentiles, _percentiles
 
     rng = np.random.default_rng(5)
     values, counts = histogram_counts(encoded([int(v) for v in rng.lognormal(7, 0.8, 400)]))

@@ -6,8 +6,9 @@ import sqlite3
 
 import pytest
 
-from profiler.errors import StoreError
-from profiler.store import SCHEMA_VERSION, RunRecord, StageHistogram, Store, redact
+from profiler.core.errors import StoreError
+from profiler.core.redact import redact
+from profiler.record.store import SCHEMA_VERSION, RunRecord, StageHistogram, Store
 
 
 def record(run_id: str, verdict: str = "pass", model: str = "m", sha: str = "h1", predecessor=None) -> RunRecord:

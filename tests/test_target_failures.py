@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from profiler.app.run import execute
 from profiler.config import parse_config
 from profiler.examples.holdout import write_holdout
-from profiler.run import execute, new_state
+from profiler.state import new_state
 
 REPLY = {"model_name": "digits", "outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [3]}]}
 

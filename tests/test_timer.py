@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from profiler.timer import Sleeper
+from profiler.load.timer import Sleeper
 
 
 @pytest.mark.parametrize("precise", [True, False])

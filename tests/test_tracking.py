@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from profiler.config import parse_config
-from profiler.tracking import flat_params, log_run, mlflow_metric_name
+from profiler.record.tracking import flat_params, log_run, mlflow_metric_name
 
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
                                   reason="mlflow is not installed: pip install -e '.[mlflow]'")

@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from profiler.verdict import (
+from profiler.judge.catalogue import flatten_metrics, greater_is_better, normalise_metric
+from profiler.judge.verdict import (
     FAIL,
     INCONCLUSIVE,
     PASS,
@@ -18,10 +19,7 @@ from profiler.verdict import (
     decide,
     evaluate_change,
     evaluate_gate,
-    flatten_metrics,
-    greater_is_better,
     judge,
-    normalise_metric,
 )
 
 NAN = math.nan
@@ -205,9 +203,9 @@ def test_flatten_metrics_per_class_and_per_rate():
     assert "latency_p99_ms@10rps" in metrics and "latency_p99_ms@500rps" not in metrics
 
 
-def test_judge_gates_on_qualified_metrics_and_tuples():
+def test_judge_gates_on_qualified_metrics():
     gates = [Gate("f1[0]", min=0.6), Gate("latency_p99_ms@50rps", max=50.0), Gate("f1[7]", min=0.5),
-             ("accuracy", 0.85, None, True)]
+             Gate("accuracy", min=0.85)]
     verdict = judge(REPORT, gates)
     statuses = {c.metric: c.status for c in verdict.checks}
     assert statuses == {"f1[0]": PASS, "latency_p99_ms@50rps": FAIL, "f1[7]": INCONCLUSIVE, "accuracy": PASS}

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from profiler.cli import EXIT_ERROR, EXIT_FAIL, EXIT_PASS, main, run_once
+from profiler.app.run import run_once
+from profiler.cli import main
 from profiler.config import load_config
 from profiler.examples.holdout import write_holdout
-from profiler.store import Store
+from profiler.judge.verdict import EXIT_ERROR, EXIT_FAIL, EXIT_PASS
+from profiler.record.store import Store
 
 pytestmark = pytest.mark.slow
 

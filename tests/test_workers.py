@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from profiler.app.server import Sidecar, make_app
 from profiler.config import parse_config
 from profiler.examples.holdout import write_holdout
-from profiler.server import Sidecar, make_app
-from profiler.workers import choose_workers
+from profiler.load.workers import choose_workers
 
 PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 2, ready_timeout_s: 30}}
@@ -111,8 +111,9 @@ async def test_a_full_pipe_holds_a_worker_back_instead_of_killing_it(example_ser
     import os
     import socket
 
-    from profiler.accuracy import PredictionLog
-    from profiler.run import execute, new_state
+    from profiler.app.run import execute
+    from profiler.measure.accuracy import PredictionLog
+    from profiler.state import new_state
 
     real_pipe = multiprocessing.connection.Pipe
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -44,3 +44,20 @@ class TensorCodec:
         if any(spec.shape is None for spec in self.specs):
             self.specs = resolve_specs(self.specs, samples[0])
         return self.specs
+
+
+class Codec(Protocol):
+    """One wire protocol's request and response shapes."""
+
+    name: str
+    content_type: str
+    infer_path: str
+    ready_paths: tuple[str, ...]
+
+    def encode(self, samples: Sequence[Sample]) -> bytes:
+        """The request body that asks for a prediction for each sample, in order."""
+        ...
+
+    def decode(self, body: bytes, count: int) -> list[Any]:
+        """`count` predictions (class index or name) from a response body; raises DecodeError."""
+        ...

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from profiler.errors import DecodeError
+from profiler.core.errors import DecodeError
 
 MODES = ("auto", "value", "argmax")
 """auto: one value per sample is the class, several are a probability row; value / argmax force one."""

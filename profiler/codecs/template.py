@@ -26,8 +26,8 @@ from jsonpath_ng.ext.parser import parse as parse_jsonpath
 from profiler.codecs.base import loads
 from profiler.codecs.predictions import PredictionReader, nested_rows
 from profiler.codecs.tensors import TensorSpec, split_sample
+from profiler.core.errors import DatasetError, DecodeError
 from profiler.dataset import Sample
-from profiler.errors import DatasetError, DecodeError
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 _NAME = re.compile(r"^(?P<name>[A-Za-z_][\w\-]*)(?:\[(?P<index>\d+)\])?$")

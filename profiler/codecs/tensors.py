@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from profiler.core.errors import DatasetError, DecodeError, TargetError
 from profiler.dataset import Sample
-from profiler.errors import DatasetError, DecodeError, TargetError
 
 DATATYPES = ("FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES")
 """Input datatypes the codecs encode (Open Inference Protocol names)."""

@@ -10,8 +10,8 @@ from typing import Any
 from profiler.codecs.base import TensorCodec, loads
 from profiler.codecs.predictions import PredictionReader, nested_rows
 from profiler.codecs.tensors import TensorSpec, split_sample
+from profiler.core.errors import DecodeError
 from profiler.dataset import Sample
-from profiler.errors import DecodeError
 
 FORMS = ("rows", "columns")
 

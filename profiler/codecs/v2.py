@@ -9,8 +9,8 @@ from typing import Any
 from profiler.codecs.base import TensorCodec, loads
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.tensors import TensorSpec, batch_columns
+from profiler.core.errors import DecodeError
 from profiler.dataset import Sample
-from profiler.errors import DecodeError
 
 
 def v2_base_path(model: str, version: str | None) -> str:

@@ -15,8 +15,8 @@ from profiler._proto import grpc_predict_v2_pb2 as pb
 from profiler.codecs.base import TensorCodec
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.tensors import TensorSpec, batch_columns, decode_raw
+from profiler.core.errors import DecodeError
 from profiler.dataset import Sample
-from profiler.errors import DecodeError
 
 SERVICE = "/inference.GRPCInferenceService"
 INFER_METHOD = f"{SERVICE}/ModelInfer"

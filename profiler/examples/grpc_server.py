@@ -9,7 +9,7 @@ import numpy as np
 from grpc import aio
 
 from profiler._proto import grpc_predict_v2_pb2 as pb
-from profiler.examples.server import FEATURES, Behaviour, misbehave, predict
+from profiler.examples.model import FEATURES, Behaviour, misbehave, predict
 
 SERVICE = "inference.GRPCInferenceService"
 

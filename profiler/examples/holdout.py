@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from profiler.examples.server import split
+from profiler.examples.model import split
 
 
 def write_holdout(path: Path) -> int:

@@ -1,41 +1,6 @@
-"""Transports: send one request body, return the response body. The only code that touches sockets."""
+"""Transports: send a request body, get the response body back. The only code that touches the target's sockets.
 
-from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
-from typing import Protocol
-
-
-class Transport(Protocol):
-    """Sends requests to one target; raises profiler.errors.TransportError on failure."""
-
-    async def send(self, path: str, body: bytes) -> bytes:
-        """POST `body` to `path`; the response body on success."""
-        ...
-
-    async def probe(self, path: str) -> int:
-        """GET `path`; the HTTP status (0 when nothing answered)."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections."""
-        ...
-
-
-class FunctionTransport:
-    """A transport that calls a plain function: tests the layers above without sockets."""
-
-    def __init__(self, handler: Callable[[str, bytes], Awaitable[bytes]], ready: bool = True) -> None:
-        self._handler = handler
-        self._ready = ready
-
-    async def send(self, path: str, body: bytes) -> bytes:
-        """Whatever the handler returns (or raises)."""
-        return await self._handler(path, body)
-
-    async def probe(self, path: str) -> int:
-        """200 when ready, else 503."""
-        return 200 if self._ready else 503
-
-    async def close(self) -> None:
-        """Nothing to release."""
+`base` declares the `Transport` protocol the engine drives; `http1` and `grpc_h2` are the project's own
+lean clients (raw sockets, kernel receive times), `http` and `grpc` the library ones (aiohttp, grpc.aio,
+for TLS); `factory` picks one from the profile.
+"""

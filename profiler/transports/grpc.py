@@ -7,7 +7,7 @@ as it was encoded before the load and the response comes back as bytes for the c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,10 +17,11 @@ from grpc import aio
 
 from profiler._proto import grpc_predict_v2_pb2 as pb
 from profiler.codecs.v2_grpc import MODEL_METADATA_METHOD, MODEL_READY_METHOD, SERVER_READY_METHOD, metadata_dict
-from profiler.errors import TargetError, TransportError
+from profiler.core.errors import TargetError, TransportError
+from profiler.transports.base import Done
+from profiler.transports.sockets import MAX_MESSAGE_BYTES
 
 _KINDS = {grpc.StatusCode.DEADLINE_EXCEEDED: "timeout", grpc.StatusCode.UNAVAILABLE: "connection"}
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
 def grpc_target(url: str) -> tuple[str, bool]:
@@ -37,7 +38,7 @@ def _rpc_error(exc: aio.AioRpcError) -> TransportError:
     return TransportError(kind, f"gRPC {code.name}: {exc.details() or ''}"[:300], code.value[0])
 
 
-def _call_ended(call: Any, done: Callable[[bytes, TransportError | None, int], None], _: Any) -> None:
+def _call_ended(call: Any, done: Done, _: Any) -> None:
     """Read a finished call's outcome through its public awaitable (it completes without suspending).
 
     grpc reads the sockets in its own threads, so no kernel receive time is known: the third argument is 0.
@@ -120,7 +121,7 @@ class GrpcTransport:
             self._calls[method] = call
         return call
 
-    def submit(self, path: str, body: bytes, done: Callable[[bytes, TransportError | None, int], None]) -> None:
+    def submit(self, path: str, body: bytes, done: Done) -> None:
         """The load engine's hot path: start the call and run `done(body, error, 0)` when it ends.
 
         grpc.aio runs every call as a task of its own; the engine hooks onto that task instead of
@@ -132,6 +133,13 @@ class GrpcTransport:
         if not isinstance(task, asyncio.Future):
             task = asyncio.ensure_future(call)
         task.add_done_callback(partial(_call_ended, call, done))
+
+    def set_polled(self, polled: bool) -> bool:
+        """grpc.aio reads its sockets on its own: never polled."""
+        return False
+
+    def poll(self) -> None:
+        """Nothing to read: grpc.aio's callbacks deliver the answers."""
 
     async def send(self, path: str, body: bytes) -> bytes:
         """One unary call of method `path` with the pre-serialized `body`; the response bytes."""

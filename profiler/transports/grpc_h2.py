@@ -36,19 +36,25 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 import grpc
 import hpack
 
-from profiler.errors import TransportError
+from profiler.core.errors import TransportError
+from profiler.core.units import NS_PER_S
+from profiler.transports.base import Done
 from profiler.transports.grpc import GrpcTransport
-from profiler.transports.sockets import ANCILLARY_BYTES, clock_offset_ns, connect, received_ns
+from profiler.transports.sockets import (
+    ANCILLARY_BYTES,
+    MAX_MESSAGE_BYTES,
+    READ_BYTES,
+    clock_offset_ns,
+    connect,
+    received_ns,
+)
 
-Done = Callable[[bytes, "TransportError | None", int], None]
-_NS = 1_000_000_000
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PUSH_PROMISE, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = (
     0, 1, 3, 4, 5, 6, 7, 8, 9)
@@ -57,8 +63,6 @@ _END_HEADERS, _PADDED, _PRIORITY = 0x4, 0x8, 0x20
 _MAX_WINDOW = 2**31 - 1
 _DEFAULT_WINDOW = 65_535
 _LAST_STREAM_ID = 2**31 - 1
-READ_BYTES = 256 * 1024
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _FRAME_HEAD = struct.Struct(">BHBBI")  # length as 1 + 2 bytes, type, flags, stream id
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 _KINDS = {grpc.StatusCode.DEADLINE_EXCEEDED: "timeout", grpc.StatusCode.UNAVAILABLE: "connection"}
@@ -168,7 +172,7 @@ class _Connection:
         settings = struct.pack(">HIHIHI", 0x1, 0, 0x2, 0, 0x4, _MAX_WINDOW)  # no dynamic table, no push, big windows
         self.write(PREFACE + frame(_SETTINGS, 0, 0, settings)
                    + frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW)))
-        self.pinger = self.loop.call_later(self.owner._keepalive_ns / _NS, self.keepalive)
+        self.pinger = self.loop.call_later(self.owner._keepalive_ns / NS_PER_S, self.keepalive)
 
     def watch(self, on: bool) -> None:
         if self.closed or on == self.watching or self.loop.is_closed():
@@ -310,7 +314,7 @@ class _Connection:
         now = time.monotonic_ns()
         if self.ping_sent_ns:
             if now - self.ping_sent_ns >= owner._ping_timeout_ns:
-                self.drop(f"no answer to a keepalive PING within {owner._ping_timeout_ns / _NS:g} s")
+                self.drop(f"no answer to a keepalive PING within {owner._ping_timeout_ns / NS_PER_S:g} s")
                 return
         elif (self.streams or (owner._waiting and owner._conn is self)) and now - self.heard_ns >= owner._keepalive_ns:
             self.ping_sent_ns = now
@@ -320,7 +324,7 @@ class _Connection:
         if self.ping_sent_ns:
             wait_ns = self.ping_sent_ns + owner._ping_timeout_ns - now
         if not self.closed:
-            self.pinger = self.loop.call_later(max(wait_ns, 1_000_000) / _NS, self.keepalive)
+            self.pinger = self.loop.call_later(max(wait_ns, 1_000_000) / NS_PER_S, self.keepalive)
 
     # -- reading
 
@@ -545,10 +549,10 @@ class H2GrpcTransport(GrpcTransport):
             raise ValueError(f"a gRPC target needs host:port, got {self._address!r}")
         self._h2_host = host.strip("[]")
         self._port = int(port)
-        self._timeout_ns = int(timeout_s * _NS)
+        self._timeout_ns = int(timeout_s * NS_PER_S)
         self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
-        self._keepalive_ns = int(keepalive_s * _NS)
-        self._ping_timeout_ns = min(self._keepalive_ns, 20 * _NS)
+        self._keepalive_ns = int(keepalive_s * NS_PER_S)
+        self._ping_timeout_ns = min(self._keepalive_ns, 20 * NS_PER_S)
         self.pings_sent = 0  # keepalive PINGs, for the curious (and the tests)
         self.connections_opened = 0
         self._blocks: dict[str, bytes] = {}
@@ -613,12 +617,13 @@ class H2GrpcTransport(GrpcTransport):
         if (self._connecting is None or self._connecting.done()) and not loop.is_closed():
             self._connecting = loop.create_task(self._connect())
 
-    def set_polled(self, polled: bool) -> None:
+    def set_polled(self, polled: bool) -> bool:
         """Polled mode: the event loop stops watching the sockets and the caller drains them with poll()."""
         self._polled = polled
         for conn in (self._conn, *self._draining):
             if conn is not None:
                 conn.watch(not polled)
+        return polled
 
     def poll(self) -> None:
         """Read and act on every frame that has arrived, without waiting."""

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from profiler.errors import TransportError
+from profiler.core.errors import TransportError
+from profiler.transports.base import Done, TaskSubmitter
 
 
 class HttpTransport:
@@ -24,6 +25,7 @@ class HttpTransport:
         self._headers = {"Content-Type": content_type, **(headers or {})}
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._tasks = TaskSubmitter(self.send, timeout_s)
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -32,6 +34,17 @@ class HttpTransport:
                 connector=connector, timeout=self._timeout, headers=self._headers, skip_auto_headers=("User-Agent",)
             )
         return self._session
+
+    def submit(self, path: str, body: bytes, done: Done) -> None:
+        """The engine's path: one task per request, ended by the timeout."""
+        self._tasks.submit(path, body, done)
+
+    def set_polled(self, polled: bool) -> bool:
+        """aiohttp reads its sockets itself: never polled."""
+        return False
+
+    def poll(self) -> None:
+        """Nothing to read: aiohttp's own callbacks deliver the answers."""
 
     async def send(self, path: str, body: bytes) -> bytes:
         """POST and return the body of a 2xx response."""
@@ -61,7 +74,8 @@ class HttpTransport:
             return 0
 
     async def close(self) -> None:
-        """Close the pool."""
+        """End open requests and close the pool."""
+        await self._tasks.close()
         if self._session is not None:
             await self._session.close()
             self._session = None

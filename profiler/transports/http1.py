@@ -36,17 +36,17 @@ from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from profiler.errors import TransportError
-from profiler.transports.sockets import ANCILLARY_BYTES, clock_offset_ns, connect, received_ns
+from profiler.core.errors import TransportError
+from profiler.core.units import NS_PER_S
+from profiler.transports.base import Done
+from profiler.transports.sockets import ANCILLARY_BYTES, READ_BYTES, clock_offset_ns, connect, received_ns
 
 MAX_CACHED_REQUESTS = 65_536
 """Assembled requests kept for reuse; bodies beyond this are assembled per send (memory stays bounded)."""
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
-READ_BYTES = 256 * 1024
 """One read's buffer, shared by every connection of a transport (reads are never interleaved)."""
 _HEAD_OK, _HEAD_BAD, _HEAD_INTERIM = 0, 1, 2
-_NS = 1_000_000_000
 Callback = Callable[[int, bytes, "TransportError | None", int], None]
 """(status, body, error, received_ns): how a connection reports the end of one exchange.
 received_ns is the kernel's monotonic time of the answer's last bytes, or 0 when unknown."""
@@ -395,7 +395,7 @@ class Http1Transport:
         self._port = parts.port or 80
         self._prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
-        self._timeout_ns = int(timeout_s * _NS)
+        self._timeout_ns = int(timeout_s * NS_PER_S)
         self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
         self._max_connections = max_connections
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
@@ -445,13 +445,14 @@ class Http1Transport:
             self._loop.remove_reader(self._inbox.fileno())
         self._watching = on
 
-    def set_polled(self, polled: bool) -> None:
+    def set_polled(self, polled: bool) -> bool:
         """Polled mode: the event loop stops watching for answers and the caller drains them with poll().
 
         Answers keep the kernel's receive times either way; what changes is who wakes to read them.
         """
         self._polled = polled
         self._watch(not polled)
+        return polled
 
     def poll(self) -> None:
         """Read every answer that has arrived, without waiting."""
@@ -605,7 +606,7 @@ class Http1Transport:
         conn.start(request, finished, self._timeout_ns)
         return await waiter
 
-    def submit(self, path: str, body: bytes, done: Callable[[bytes, TransportError | None, int], None]) -> None:
+    def submit(self, path: str, body: bytes, done: Done) -> None:
         """POST without a coroutine: `done(body, error, received_ns)` runs when the answer (or a failure) arrives.
 
         The load engine's hot path: with a kept-alive connection idle, no task, coroutine or future

@@ -7,13 +7,13 @@ from typing import Any
 
 import aiohttp
 
-from profiler.codecs import Codec
+from profiler.codecs.base import Codec
 from profiler.codecs.tensors import check_metadata
 from profiler.config import TargetConfig
+from profiler.core.errors import TargetError
 from profiler.dataset import Sample
-from profiler.errors import TargetError
-from profiler.secrets import resolve_headers
-from profiler.transports import Transport
+from profiler.transports.base import Transport
+from profiler.transports.secrets import resolve_headers
 
 
 async def fetch_rest_metadata(url: str, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:

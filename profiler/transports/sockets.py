@@ -13,7 +13,12 @@ import struct
 import sys
 import time
 
-NS_PER_S = 1_000_000_000
+from profiler.core.units import NS_PER_S
+
+READ_BYTES = 256 * 1024
+"""What one recv_into takes at most; a read that fills it is followed by another before the loop moves on."""
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The largest gRPC message either gRPC client accepts or sends."""
 # SO_TIMESTAMPNS (and its control message) is 35 on Linux for 64-bit time_t; the socket module lacks the name.
 SO_TIMESTAMPNS: int | None = getattr(socket, "SO_TIMESTAMPNS", 35 if sys.platform.startswith("linux") else None)
 _TIMESPEC = struct.Struct("@qq")

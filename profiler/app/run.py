@@ -1,0 +1,215 @@
+"""One profiling run, wired end to end: dataset -> codec -> engine -> recorders -> report -> verdict.
+
+Wiring and I/O: it builds the pieces from the profile, owns the asyncio tasks (load, resource
+sampler), fills the run's live state (profiler.state) phase by phase, and hands the finished state to
+the report and the history. `run_once` is the CLI's whole run: execute, write, print, exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from profiler.codecs.base import Codec
+from profiler.codecs.factory import codec_from_config
+from profiler.config import Config, ResourcesConfig
+from profiler.core import aio
+from profiler.core.errors import DecodeError, TargetError, TransportError
+from profiler.core.redact import redact_url
+from profiler.core.results import OK, Result
+from profiler.dataset import Dataset, load_dataset
+from profiler.judge.verdict import exit_code_for
+from profiler.load.engine import Engine, build_bodies
+from profiler.load.search import Driver, run_search, run_stages
+from profiler.load.workers import make_driver
+from profiler.measure.accuracy import PredictionLog
+from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape
+from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
+from profiler.record.history import find_baseline, record
+from profiler.record.render import render_text
+from profiler.record.report import build_report, write_json
+from profiler.state import RunState, new_state
+from profiler.transports.base import Transport
+from profiler.transports.factory import make_transport
+from profiler.transports.metadata import check_model_inputs
+
+
+async def wait_ready(transport: Transport, codec: Codec, url: str, timeout_s: float) -> None:
+    """Poll the codec's readiness endpoints until all answer 200, or raise TargetError."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, int] = {}
+    while True:
+        last = {path: await transport.probe(path) for path in codec.ready_paths}
+        if all(status == 200 for status in last.values()):
+            return
+        if time.monotonic() >= deadline:
+            seen = ", ".join(f"{url}{p} -> {s or 'no answer'}" for p, s in last.items())
+            raise TargetError(f"target never became ready within {timeout_s:g} s ({seen})")
+        await asyncio.sleep(0.2)
+
+
+GIL_SWITCH_INTERVAL_S = 0.0005
+"""While a run is under way, a thread holding the GIL (the resource sampler parses /proc for ~10 ms
+a reading, the history store) yields it within 0.5 ms instead of Python's default 5 ms, so the
+dispatcher's wake-ups are not delayed behind it (that delay would show as schedule lag)."""
+
+
+async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[str, Any]:
+    """Run the whole profile and return the report (also kept on `state.report`)."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, GIL_SWITCH_INTERVAL_S))
+    try:
+        return await _execute(state, stop)
+    finally:
+        sys.setswitchinterval(previous)
+
+
+async def _execute(state: RunState, stop: asyncio.Event | None) -> dict[str, Any]:
+    config = state.config
+    state.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    state.phase = "loading dataset"
+    dataset = load_dataset(
+        config.dataset.path, inputs=config.dataset.inputs, label=config.dataset.label,
+        id_field=config.dataset.id, fmt=config.dataset.resolved_format,
+    )
+    state.dataset = dataset
+    state.baseline = await asyncio.to_thread(find_baseline, config, dataset.sha256, state.run_id)
+    codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
+    bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
+    transport = make_transport(config, codec)
+    state.predictions = PredictionLog(len(dataset.samples))
+    state.sampler = make_sampler(config.resources)
+    state.series = BoundedSeries(capacity=config.resources.series_points)
+    state.stages = config.load.planned_stages()
+    sampling = asyncio.create_task(_sample_resources(state, t0))
+    status = "completed"
+    try:
+        state.phase = "waiting for target"
+        await wait_ready(transport, codec, redact_url(config.target.url), config.target.ready_timeout_s)
+        await check_model_inputs(config.target, codec, transport, dataset.samples[0])
+        state.phase = "before"
+        await asyncio.sleep(config.resources.settle_s)
+        engine = Engine(
+            transport, codec.infer_path, bodies, codec.decode, batch=config.load.batch_size,
+            sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
+            timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
+            lag_budget_ns=round(config.load.lag_budget_ms * 1e6),
+        )
+        driver = make_driver(config, engine, bodies, codec, [state.predictions, state])
+        watcher = asyncio.create_task(_watch_stop(stop, driver)) if stop is not None else None
+        if config.load.accuracy_pass:
+            state.phase = "accuracy"
+            await _accuracy_pass(state, transport, codec, dataset, config.load.batch_size,
+                                 min(16, config.load.max_in_flight))
+        state.phase = "load"
+        try:
+            if config.load.search is not None:
+                status = await run_search(driver, config, state.recorders)
+            else:
+                status = await run_stages(driver, state.stages, config, state.recorders)
+        finally:
+            await driver.close()
+        if watcher is not None:
+            watcher.cancel()
+        state.phase = "after"
+        if status == "completed":
+            await asyncio.sleep(config.resources.settle_s)
+    finally:
+        sampling.cancel()
+        await transport.close()
+    # Assembling the report runs statistics (bootstrap) and reads files: off the event loop.
+    report = await asyncio.to_thread(build_report, state, status, time.monotonic() - t0)
+    await asyncio.to_thread(record, state, report)
+    state.report = report
+    state.phase = "done"
+    return report
+
+
+async def _watch_stop(stop: asyncio.Event, driver: Driver) -> None:
+    await stop.wait()
+    driver.stop()
+
+
+async def _accuracy_pass(state: RunState, transport: Transport, codec: Codec, dataset: Dataset, batch: int,
+                         concurrency: int) -> None:
+    """Every sample once, closed loop: the reference predictions that accuracy is computed from."""
+    assert state.predictions is not None
+    n = len(dataset.samples)
+    starts = list(range(0, n, batch))
+    queue = iter(starts)
+
+    async def worker() -> None:
+        for first in queue:
+            chunk = dataset.samples[first:first + batch]
+            try:
+                body = await transport.send(codec.infer_path, codec.encode(chunk))
+                predictions = codec.decode(body, len(chunk))
+            except (TransportError, DecodeError):
+                state.accuracy_errors += 1
+                continue
+            assert state.predictions is not None
+            state.predictions.add(Result(-1, first, len(chunk), 0, 0, 0, OK, predictions))
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _sample_resources(state: RunState, t0: float) -> None:
+    """Read the model's resources every interval_s, on a fixed grid (a slow read does not shift it)."""
+    sampler = state.sampler
+    if sampler is None or not sampler.configured:
+        return
+    interval = state.config.resources.interval_s
+    phases = {"before": BEFORE, "accuracy": ACCURACY, "load": LOAD, "after": AFTER}
+    next_s = time.monotonic()
+    while True:
+        reading = await asyncio.to_thread(sampler.read)
+        if reading is not None:
+            state.series.add(ResourcePoint(time.monotonic() - t0, reading.rss_bytes, reading.cpu_s,
+                                           reading.processes, phases.get(state.phase, STARTING),
+                                           state.requests_done, reading.memory_bytes))
+        next_s = max(next_s + interval, time.monotonic())
+        await asyncio.sleep(next_s - time.monotonic())
+
+
+def run_once(config: Config, quiet: bool = False) -> int:
+    """Execute the profile, write the report, print the table; the exit code carries the verdict."""
+    state = new_state(config)
+    report = aio.run(_execute_until_signal(state))
+    path = write_json(report, config.report.path)
+    if quiet:
+        print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
+    else:
+        print(render_text(report), end="")
+    print(f"report   {path}")
+    return exit_code_for(report)
+
+
+async def _execute_until_signal(state: RunState) -> dict[str, Any]:
+    """Run the profile; SIGINT/SIGTERM stop the load and the report records the run as aborted."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        return await execute(state, stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def make_sampler(config: ResourcesConfig) -> ResourceSampler:
+    """The sampler for the configured pid / command-line pattern / pod, cgroup and metrics endpoint."""
+    processes = None
+    if config.pid is not None or config.cmdline is not None or config.pod:
+        processes = ProcessTree(pid=config.pid, pattern=config.cmdline, pod=config.pod)
+    return ResourceSampler(
+        processes=processes,
+        cgroup=Cgroup(config.cgroup_path) if config.cgroup_path is not None else None,
+        scrape=Scrape(config.metrics_url, timeout_s=min(2.0, config.interval_s * 2))
+        if config.metrics_url is not None else None,
+    )

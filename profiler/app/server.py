@@ -1,0 +1,418 @@
+"""Sidecar mode: an aiohttp server that runs the profile and serves its report, metrics and run history.
+
+Endpoints (docs/sidecar.md has the full contract):
+  GET  /report[?format=text]  the latest report, or the progress of the run under way
+  GET  /runs, GET /runs/{id}   finished runs of the history (and the one under way)
+  POST /runs                   start a run (bearer token; 409 while one runs)
+  GET  /metrics                Prometheus text exposition of the live state
+  GET  /healthz, GET /readyz   alive; config loaded and target ready
+
+Wiring and I/O only: the run is `profiler.app.run.execute` in a background task on the same event loop.
+No endpoint takes a target from the request: the target comes from the config alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from profiler.app.auth import bearer_matches, load_token
+from profiler.app.run import execute
+from profiler.codecs.base import Codec
+from profiler.codecs.factory import codec_from_config
+from profiler.config import Config
+from profiler.core import logs
+from profiler.core.errors import ConfigError, ProfilerError
+from profiler.core.redact import redact_url
+from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, exit_code_for
+from profiler.record.exporter import RunCollector
+from profiler.record.history import record
+from profiler.record.recent_runs import MemoryRuns, RunSource, StoreRuns
+from profiler.record.render import render_text
+from profiler.record.report import build_report, write_json
+from profiler.state import RunState, new_state
+from profiler.transports.factory import make_transport
+
+log = logging.getLogger("profiler.app.server")
+
+MAX_BODY_BYTES = 4096
+"""POST /runs takes no parameters; anything bigger than this is refused with 413 before it is read."""
+READY_PROBE_TIMEOUT_S = 0.5
+"""How long /readyz waits for the target's readiness endpoint (Kubernetes' probe default is 1 s)."""
+READY_CACHE_S = 2.0
+"""How long one probe of the target answers /readyz, so probes do not add load to the target."""
+HISTORY_RUNS = 20
+MAX_RUNS_LISTED = 1000
+
+
+def readiness_codec(config: Config) -> Codec:
+    """The configured protocol's codec, built as the run builds it; /readyz needs only its ready_paths."""
+    return codec_from_config(config.target, config.dataset.inputs, config.load.batch_size)
+
+
+class TargetProbe:
+    """Whether the target answers its readiness endpoints, probed with a short timeout and cached briefly."""
+
+    def __init__(self, config: Config, clock: Any = time.monotonic) -> None:
+        short = config.target.model_copy(update={"timeout_s": READY_PROBE_TIMEOUT_S})
+        probe_config = config.model_copy(update={"target": short})
+        codec = readiness_codec(config)
+        self._paths = codec.ready_paths
+        self._transport = make_transport(probe_config, codec)
+        self._url = redact_url(config.target.url)
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._checked_at: float | None = None
+        self._result: tuple[bool, str] = (False, "not probed yet")
+        self._refreshing: asyncio.Task[None] | None = None
+
+    async def check(self) -> tuple[bool, str]:
+        """(ready, detail). The first call waits for a probe; later calls answer from the last probe at once
+        and, when it is older than READY_CACHE_S, start one fresh probe in the background, so /readyz stays
+        fast while a loaded target answers slowly."""
+        if self._checked_at is None:
+            await self._refresh()
+        elif self._clock() - self._checked_at >= READY_CACHE_S and (self._refreshing is None
+                                                                     or self._refreshing.done()):
+            self._refreshing = asyncio.create_task(self._refresh())
+        return self._result
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if self._checked_at is not None and self._clock() - self._checked_at < READY_CACHE_S:
+                return  # another caller probed while this one waited for the lock
+            statuses = {path: await self._transport.probe(path) for path in self._paths}
+            bad = {p: s for p, s in statuses.items() if s != 200}
+            if bad:
+                detail = ", ".join(f"{self._url}{p} -> {s or 'no answer'}" for p, s in bad.items())
+                self._result = (False, detail)
+            else:
+                self._result = (True, "ready")
+            self._checked_at = self._clock()
+
+    async def close(self) -> None:
+        """Stop a probe under way and release the connections."""
+        if self._refreshing is not None:
+            self._refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refreshing
+        await self._transport.close()
+
+
+def default_runs(config: Config) -> RunSource:
+    """The run history the config keeps (SQLite, where runs record themselves), else this process' runs."""
+    if config.history.enabled and config.history.path is not None:
+        return StoreRuns(config.history.path, config.history.lock_timeout_s)
+    return MemoryRuns(HISTORY_RUNS)
+
+
+class Sidecar:
+    """Holds the current run and the history, and serves them; a run executes as a background task."""
+
+    def __init__(self, config: Config, *, history: RunSource | None = None, token: str | None = None) -> None:
+        self.config = config
+        self.history: RunSource = history if history is not None else default_runs(config)
+        self.token = token
+        self.state: RunState | None = None
+        self.error: str | None = None
+        self.stop = asyncio.Event()
+        self.finished = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.probe = TargetProbe(config)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(RunCollector(lambda: self.state))
+        self._started_mono = 0.0
+        self._encoded: tuple[str, bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether a run is under way."""
+        return self.task is not None and not self.task.done()
+
+    def start_run(self) -> RunState:
+        """Start the configured profile in the background; the caller checks `running` first."""
+        if self.running:
+            raise RuntimeError("a run is already under way")
+        self.state = new_state(self.config)
+        self.error = None
+        self.stop = asyncio.Event()
+        self.finished.clear()
+        self._started_mono = time.monotonic()
+        log.info("run %s started: model %s at %s", self.state.run_id, self.config.target.model,
+                 redact_url(self.config.target.url))
+        self.task = asyncio.create_task(self._run(self.state))
+        return self.state
+
+    async def _run(self, state: RunState) -> None:
+        try:
+            report = await execute(state, self.stop)
+            self._finish(report)
+        except ProfilerError as exc:
+            self.error = str(exc)
+            state.phase = "error"
+            log.error("run %s could not run: %s", state.run_id, exc)
+        except asyncio.CancelledError:
+            # Cancelled after the grace period of a shutdown: keep what was measured.
+            try:
+                report = build_report(state, "aborted", time.monotonic() - self._started_mono)
+                record(state, report)  # the run did not get to save itself in the history
+                self._finish(report)
+                state.phase = "done"
+            except Exception:
+                log.exception("run %s: the aborted run's report could not be built", state.run_id)
+            raise
+        except Exception as exc:
+            self.error = f"internal error: {type(exc).__name__}: {exc}"
+            state.phase = "error"
+            log.exception("run %s failed", state.run_id)
+        finally:
+            self.finished.set()
+
+    def _finish(self, report: dict[str, Any]) -> None:
+        assert self.state is not None
+        self.state.report = report
+        try:
+            write_json(report, self.config.report.path)
+        except OSError as exc:
+            log.error("run %s: cannot write the report to %s: %s", report["run"]["id"], self.config.report.path,
+                      exc.strerror or exc)
+        self.history.add(report)
+        log.info("run %s %s: verdict %s (%s)", report["run"]["id"], report["run"]["status"],
+                 report["verdict"]["status"], report["verdict"]["reason"])
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Stop the run: in-flight requests get `grace_s`, then the task is cancelled; the report is kept."""
+        if not self.running:
+            return
+        assert self.task is not None
+        self.stop.set()
+        done, _ = await asyncio.wait({self.task}, timeout=grace_s)
+        if not done:
+            self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+
+    # --- documents -----------------------------------------------------------------------------
+
+    async def _progress(self, state: RunState) -> dict[str, Any]:
+        latest = await self._runs(1)
+        return {
+            "status": "error" if self.error else "running",
+            "error": self.error,
+            "progress": state.progress(),
+            "latest_run_id": latest[0]["id"] if latest else None,
+        }
+
+    async def _runs(self, limit: int) -> list[dict[str, Any]]:
+        # The history may be a SQLite file another process holds locked: read it off the event loop.
+        return await asyncio.to_thread(self.history.list_runs, limit)
+
+    def _report_bytes(self, report: dict[str, Any]) -> bytes:
+        """The report serialised once per run: it does not change after the run ends."""
+        run_id = str(report["run"]["id"])
+        if self._encoded is None or self._encoded[0] != run_id:
+            self._encoded = (run_id, json.dumps(report, allow_nan=False, default=str).encode("utf-8"))
+        return self._encoded[1]
+
+    # --- handlers ------------------------------------------------------------------------------
+
+    async def report(self, request: web.Request) -> web.Response:
+        """The latest report (JSON, or ?format=text), or the progress while a run is under way."""
+        fmt = request.query.get("format", "json")
+        if fmt not in ("json", "text"):
+            return web.json_response({"error": f"unknown format {fmt!r}; use json or text"}, status=400)
+        state = self.state
+        if state is None:
+            body = {"status": "idle", "error": None, "progress": None, "latest_run_id": None,
+                    "message": "no run yet; POST /runs starts one"}
+            if fmt == "text":
+                return web.Response(text="no run yet; POST /runs starts one\n")
+            return web.json_response(body)
+        report = state.report
+        if report is None:
+            body = await self._progress(state)
+            if fmt == "text":
+                text = f"run {state.run_id}: {body['status']} ({state.phase})\n"
+                if self.error:
+                    text += f"error: {self.error}\n"
+                return web.Response(text=text)
+            return web.json_response(body)
+        if fmt == "text":
+            return web.Response(text=render_text(report))
+        return web.Response(body=self._report_bytes(report), content_type="application/json")
+
+    async def list_runs(self, request: web.Request) -> web.Response:
+        """The run under way (if any) and the finished runs, newest first."""
+        raw = request.query.get("limit", "50")
+        try:
+            limit = int(raw)
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= MAX_RUNS_LISTED:
+            return web.json_response({"error": f"limit must be an integer from 1 to {MAX_RUNS_LISTED}, got {raw!r}"},
+                                     status=400)
+        runs: list[dict[str, Any]] = []
+        state = self.state
+        if state is not None and state.report is None:
+            runs.append({"id": state.run_id, "status": "error" if self.error else "running",
+                         "started_at": state.started_at, "finished_at": None, "duration_s": None,
+                         "model": self.config.target.model, "verdict": None, "reason": self.error})
+        runs += await self._runs(limit)
+        return web.json_response({"runs": runs[:limit]})
+
+    async def get_run(self, request: web.Request) -> web.Response:
+        """One finished run's report, or the progress of the run under way; 404 for an unknown id."""
+        run_id = request.match_info["run_id"]
+        state = self.state
+        if state is not None and state.run_id == run_id and state.report is None:
+            return web.json_response(await self._progress(state))
+        report = await asyncio.to_thread(self.history.get_run, run_id)
+        if report is None:
+            return web.json_response({"error": f"no run with id {run_id!r}", "path": request.path}, status=404)
+        if state is not None and state.report is report:
+            return web.Response(body=self._report_bytes(report), content_type="application/json")
+        return web.json_response(report)
+
+    async def post_run(self, request: web.Request) -> web.Response:
+        """Start a run: 202, or 401 (token), 403 (triggering off), 409 (one runs), 413 (body), 400 (body)."""
+        if self.token is None:
+            return web.json_response({"error": "starting runs over HTTP is disabled: the config sets neither "
+                                               "server.token_file nor server.token_env"}, status=403)
+        if not bearer_matches(request.headers.get("Authorization"), self.token):
+            log.warning("POST /runs refused: missing or wrong bearer token (from %s)", request.remote)
+            return web.json_response({"error": "a valid bearer token is required (Authorization: Bearer ...)"},
+                                     status=401, headers={"WWW-Authenticate": 'Bearer realm="profiler"'})
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return web.json_response({"error": f"the body is over {MAX_BODY_BYTES} bytes"}, status=413)
+        body = await request.read()
+        if body.strip() not in (b"", b"{}"):
+            return web.json_response({"error": "POST /runs takes no parameters (an empty body or {}): "
+                                               "the target and the load come from the config"}, status=400)
+        if self.running:
+            assert self.state is not None
+            return web.json_response({"error": "a run is already under way", "run_id": self.state.run_id},
+                                     status=409)
+        state = self.start_run()
+        location = f"/runs/{state.run_id}"
+        return web.json_response({"run_id": state.run_id, "status": "started", "run": location, "report": "/report"},
+                                 status=202, headers={"Location": location})
+
+    async def metrics(self, _: web.Request) -> web.Response:
+        """Prometheus text exposition of the live state."""
+        payload = generate_latest(self.registry)
+        return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        """Alive: the event loop answers."""
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        """Ready: the config is loaded (it is, or the server would not run) and the target answers ready."""
+        ready, detail = await self.probe.check()
+        body = {"status": "ready" if ready else "not ready", "config": "loaded", "target": detail,
+                "phase": self.state.phase if self.state is not None else "idle"}
+        return web.json_response(body, status=200 if ready else 503)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """404, 405, 413 and unexpected errors as JSON, like every other answer of this server."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return web.json_response({"error": exc.reason, "path": request.path}, status=exc.status,
+                                     headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+        raise
+    except ProfilerError as exc:
+        # The run history could not be read (locked, corrupt): say so, the rest of the sidecar works.
+        log.error("%s %s: %s", request.method, request.path, exc)
+        return web.json_response({"error": str(exc), "path": request.path}, status=503)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return web.json_response({"error": "internal error", "path": request.path}, status=500)
+
+
+def make_app(sidecar: Sidecar) -> web.Application:
+    """Routes of the sidecar."""
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
+    app.router.add_get("/report", sidecar.report)
+    app.router.add_get("/runs", sidecar.list_runs)
+    app.router.add_post("/runs", sidecar.post_run)
+    app.router.add_get("/runs/{run_id}", sidecar.get_run)
+    app.router.add_get("/metrics", sidecar.metrics)
+    app.router.add_get("/healthz", sidecar.healthz)
+    app.router.add_get("/readyz", sidecar.readyz)
+    return app
+
+
+async def serve(config: Config, *, once: bool = False, history: RunSource | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (or, with once=True, until the first run ends). Returns the exit code.
+
+    server.start on-start runs the profile at once; on-trigger waits for POST /runs. On SIGTERM
+    the run stops, in-flight requests get server.shutdown_grace_s, and the aborted run's report
+    (with what was measured) is written before the process exits.
+    """
+    # Log lines go through a queue to a writer thread: a blocked stderr must not freeze the event loop.
+    handler = logs.configure()
+    try:
+        return await _serve(config, once, history)
+    finally:
+        logs.unconfigure(handler)
+
+
+async def _serve(config: Config, once: bool, history: RunSource | None) -> int:
+    token = load_token(config.server)
+    sidecar = Sidecar(config, history=history, token=token)
+    runner = web.AppRunner(make_app(sidecar), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"server: cannot listen on {config.server.host}:{config.server.port}: "
+                          f"{exc.strerror or exc}") from None
+    host, port = runner.addresses[0][:2]
+    print(f"profiler serving on http://{host}:{port}  (curl http://{host}:{port}/report)", flush=True)
+    terminated = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, terminated.set)
+    if config.server.start == "on-start":
+        sidecar.start_run()
+    else:
+        log.info("waiting for POST /runs to start a run")
+    try:
+        waiter = asyncio.create_task(terminated.wait())
+        if once:
+            # The first run's end, or a signal, whichever comes first.
+            ended = asyncio.create_task(sidecar.finished.wait())
+            await asyncio.wait({ended, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            ended.cancel()
+        else:
+            await waiter
+        waiter.cancel()
+        if terminated.is_set():
+            log.info("signal received: stopping")
+        await sidecar.shutdown(config.server.shutdown_grace_s)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await sidecar.probe.close()
+        await runner.cleanup()
+    state = sidecar.state
+    if state is not None and state.report is not None:
+        return exit_code_for(state.report)
+    return EXIT_PASS if state is None else EXIT_ERROR
+

@@ -1,0 +1,279 @@
+"""Gates on the report's metrics, turned into one verdict with a reason per check. Pure.
+
+A gate bounds one metric absolutely (`min`, `max`) and/or bounds its change against the
+predecessor run (`change`), in the direction that counts as better. See docs/verdict.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from profiler.judge.catalogue import METRICS, flatten_metrics, greater_is_better
+
+PASS = "pass"
+FAIL = "fail"
+INCONCLUSIVE = "inconclusive"
+
+EXIT_PASS = 0
+EXIT_FAIL = 1
+"""A required check failed; nothing else ends with 1."""
+EXIT_INCONCLUSIVE = 2
+"""Nothing failed, but something required could not be decided (or the run was aborted)."""
+EXIT_ERROR = 3
+"""The profiler could not do its job: a bad profile or hold-out file, a target never ready, a history it cannot read."""
+_CODES = {PASS: EXIT_PASS, FAIL: EXIT_FAIL, INCONCLUSIVE: EXIT_INCONCLUSIVE}
+
+
+def exit_code_for(report: dict[str, Any]) -> int:
+    """The process exit code that carries a report's verdict to CI."""
+    return _CODES.get(report["verdict"]["status"], EXIT_ERROR)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBound:
+    """A bound on the change against the predecessor, measured in the direction that counts as better.
+
+    `max_worse`: the candidate may be worse by at most this much (a tolerated regression).
+    `min_better`: the candidate must be better by at least this much (MLflow's min_*_change).
+    `relative`: both are fractions of the predecessor's value. `significant`: a change only counts
+    when the paired test says it is outside the noise at level `alpha`.
+    """
+
+    max_worse: float | None = None
+    min_better: float | None = None
+    relative: bool = False
+    significant: bool = False
+    alpha: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """One configured gate: absolute bounds, a change bound, the direction, and whether it is required."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    required: bool = True
+    change: ChangeBound | None = None
+    greater_is_better: bool | None = None
+
+    @property
+    def higher_better(self) -> bool:
+        """The direction used for change bounds."""
+        return greater_is_better(self.metric) if self.greater_is_better is None else self.greater_is_better
+
+
+@dataclass(frozen=True, slots=True)
+class Significance:
+    """A paired test of candidate minus predecessor: the difference, its interval or p-value, the verdict."""
+
+    method: str
+    difference: float
+    significant: bool
+    p_value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    confidence: float | None = None
+    samples: int = 0
+
+    def describe(self) -> str:
+        """'significant (McNemar p=0.001)' or 'inside the noise (95% CI -0.01..0.02)'."""
+        parts = []
+        if self.p_value is not None:
+            parts.append(f"p={self.p_value:.3g}")
+        if self.ci_low is not None and self.ci_high is not None:
+            parts.append(f"{(self.confidence or 0.95):.0%} CI {self.ci_low:+.4g}..{self.ci_high:+.4g}")
+        what = "significant" if self.significant else "inside the noise"
+        return f"{what} ({self.method} {', '.join(parts)}, n={self.samples})"
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the report."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Predecessor:
+    """The run the candidate is compared with (same hold-out set): its id and metrics."""
+
+    run_id: str
+    metrics: dict[str, float | None]
+    explicit: bool = False
+
+
+SignificanceFn = Callable[[str, float], Significance | str | None]
+"""(metric, alpha) -> the paired test, or a reason it cannot be tested (str), or None if no test exists."""
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One gate's outcome: status, the value seen, the bound, the predecessor's value, and why."""
+
+    metric: str
+    status: str
+    value: float | None
+    bound: str
+    reason: str
+    required: bool = True
+    kind: str = "absolute"
+    predecessor: float | None = None
+    significance: dict[str, Any] | None = field(default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """pass only if every required check passes; fail if any fails; else inconclusive."""
+
+    status: str
+    checks: tuple[Check, ...]
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for the report."""
+        return {"status": self.status, "reason": self.reason, "checks": [asdict(c) for c in self.checks]}
+
+
+def _missing(value: float | None) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def evaluate_gate(metric: str, value: float | None, lower: float | None, upper: float | None,
+                  required: bool = True) -> Check:
+    """Compare one value with its bounds. Missing or NaN never passes."""
+    bound = " and ".join(part for part in (
+        f">= {lower:g}" if lower is not None else "",
+        f"<= {upper:g}" if upper is not None else "",
+    ) if part)
+    if _missing(value):
+        return Check(metric, INCONCLUSIVE, None, bound, f"{metric} was not measured", required)
+    assert value is not None
+    if lower is not None and value < lower:
+        return Check(metric, FAIL, value, bound, f"{metric} {value:.6g} is below the minimum {lower:g}", required)
+    if upper is not None and value > upper:
+        return Check(metric, FAIL, value, bound, f"{metric} {value:.6g} is above the maximum {upper:g}", required)
+    return Check(metric, PASS, value, bound, f"{metric} {value:.6g} is within {bound}", required)
+
+
+def _change_bound_text(change: ChangeBound, higher_better: bool) -> str:
+    unit = "x predecessor" if change.relative else ""
+    better = "higher" if higher_better else "lower"
+    if change.min_better is not None:
+        text = f"better by >= {change.min_better:g}{' ' + unit if unit else ''} ({better} is better)"
+    else:
+        text = f"worse by <= {(change.max_worse or 0.0):g}{' ' + unit if unit else ''} ({better} is better)"
+    return text + (", significant" if change.significant else "")
+
+
+def evaluate_change(metric: str, value: float | None, predecessor: Predecessor | None, change: ChangeBound,
+                    higher_better: bool, significance: Significance | str | None, required: bool = True,
+                    first_run_blocks: bool = False) -> Check:
+    """Bound the change against the predecessor; see ChangeBound. Missing or NaN never passes.
+
+    Without any predecessor (the first run of a model on a hold-out set) the check is inconclusive
+    and, unless `first_run_blocks`, not required, so a first run can pass on its absolute gates.
+    """
+    bound = _change_bound_text(change, higher_better)
+    sig = significance.as_dict() if isinstance(significance, Significance) else None
+
+    def check(status: str, reason: str, prev: float | None = None, req: bool = required) -> Check:
+        return Check(metric, status, None if _missing(value) else value, bound, reason, req, "change", prev, sig)
+
+    if predecessor is None:
+        return check(INCONCLUSIVE, f"{metric}: no predecessor run to compare with (first run of this model on "
+                                   "this hold-out set)", req=required and first_run_blocks)
+    previous = predecessor.metrics.get(metric)
+    if _missing(value):
+        return check(INCONCLUSIVE, f"{metric} was not measured", None if _missing(previous) else previous)
+    if _missing(previous):
+        return check(INCONCLUSIVE, f"{metric} was not measured in the predecessor run {predecessor.run_id}")
+    assert value is not None and previous is not None
+    better = (value - previous) if higher_better else (previous - value)
+    unit = ""
+    if change.relative:
+        if previous == 0:
+            if better == 0:
+                better_scaled = 0.0
+            else:
+                return check(INCONCLUSIVE, f"{metric}: a relative change from a predecessor value of 0 is "
+                                           "undefined", previous)
+        else:
+            better_scaled = better / abs(previous)
+        unit = " of the predecessor's value"
+    else:
+        better_scaled = better
+    # Bounds are inclusive; the slack keeps 0.89 - 0.9 (= -0.01000000000000001) within "worse by <= 0.01".
+    slack = 1e-9 * (1.0 if change.relative else max(1.0, abs(value), abs(previous)))
+    moved = (f"{metric} {value:.6g} vs {previous:.6g} in {predecessor.run_id}: "
+             f"{'better' if better_scaled >= 0 else 'worse'} by {abs(better_scaled):.4g}{unit}")
+    noise = ""
+    if isinstance(significance, Significance):
+        noise = f"; {significance.describe()}"
+    elif isinstance(significance, str):
+        noise = f"; not tested: {significance}"
+    if change.significant and not isinstance(significance, Significance):
+        why = significance if isinstance(significance, str) else "no significance test exists for this metric"
+        return check(INCONCLUSIVE, f"{moved}; significance is required but could not be tested: {why}", previous)
+    is_real = isinstance(significance, Significance) and significance.significant
+    if change.min_better is not None:
+        if better_scaled < change.min_better - slack:
+            return check(FAIL, f"{moved}, less than the required improvement {change.min_better:g}{noise}",
+                         previous)
+        if change.significant and not is_real:
+            return check(FAIL, f"{moved}, but a significant improvement is required{noise}", previous)
+        return check(PASS, f"{moved}, at least the required improvement {change.min_better:g}{noise}", previous)
+    allowed = change.max_worse or 0.0
+    if better_scaled < -allowed - slack:
+        if change.significant and not is_real:
+            return check(PASS, f"{moved}, beyond the tolerated {allowed:g} but not counted{noise}", previous)
+        return check(FAIL, f"{moved}, more than the tolerated {allowed:g}{noise}", previous)
+    return check(PASS, f"{moved}, within the tolerated {allowed:g}{noise}", previous)
+
+
+def decide(checks: list[Check]) -> Verdict:
+    """Combine checks: any required fail -> fail; any required inconclusive -> inconclusive."""
+    required = [c for c in checks if c.required]
+    failed = [c for c in required if c.status == FAIL]
+    unsure = [c for c in required if c.status == INCONCLUSIVE]
+    if not checks:
+        return Verdict(INCONCLUSIVE, (), "no gates are configured, so nothing was judged")
+    if failed:
+        return Verdict(FAIL, tuple(checks), "; ".join(c.reason for c in failed))
+    if unsure:
+        return Verdict(INCONCLUSIVE, tuple(checks), "; ".join(c.reason for c in unsure))
+    if not required:
+        return Verdict(INCONCLUSIVE, tuple(checks), "no required check could be evaluated")
+    waiting = sum(1 for c in checks if not c.required and c.status == INCONCLUSIVE and c.kind == "change")
+    more = f" ({waiting} change checks had no predecessor to compare with)" if waiting else ""
+    return Verdict(PASS, tuple(checks), f"all {len(required)} required checks passed{more}")
+
+
+def gate_checks(gate: Gate, metrics: dict[str, float | None], predecessor: Predecessor | None = None,
+                significance: SignificanceFn | None = None, first_run_blocks: bool = False) -> list[Check]:
+    """The checks one gate yields: an absolute check if it has min/max, a change check if it has change."""
+    value = metrics.get(gate.metric)
+    checks = []
+    if gate.min is not None or gate.max is not None:
+        absolute = evaluate_gate(gate.metric, value, gate.min, gate.max, gate.required)
+        if _missing(value) and gate.metric not in METRICS:
+            absolute = Check(gate.metric, INCONCLUSIVE, None, absolute.bound,
+                             f"{gate.metric} is not in this report (no such class or offered rate)", gate.required)
+        checks.append(absolute)
+    if gate.change is not None:
+        sig: Significance | str | None = None
+        if predecessor is not None and significance is not None:
+            sig = significance(gate.metric, gate.change.alpha)
+        checks.append(evaluate_change(gate.metric, value, predecessor, gate.change, gate.higher_better, sig,
+                                      gate.required, first_run_blocks))
+    return checks
+
+
+def judge(report: dict[str, Any], gates: Sequence[Gate], predecessor: Predecessor | None = None,
+          significance: SignificanceFn | None = None, first_run_blocks: bool = False) -> Verdict:
+    """Apply the gates to a report, against a predecessor."""
+    metrics = report.get("metrics") or flatten_metrics(report)
+    checks: list[Check] = []
+    for gate in gates:
+        checks.extend(gate_checks(gate, metrics, predecessor, significance, first_run_blocks))
+    return decide(checks)

@@ -1,0 +1,219 @@
+"""Prometheus metrics built at scrape time from the run's live state (no figure stored twice).
+
+Live figures (requests, latency, rates, memory, CPU) come from the run's accumulators while it runs;
+judged figures (accuracy, capacity, leak, verdict) come from the report once the run has one.
+docs/sidecar.md lists every name; `promtool check metrics` accepts them (tests/test_prometheus.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from profiler.core.results import OUTCOMES
+from profiler.measure.hdr import counts_at_or_below, total_of, values_at_percentiles
+from profiler.measure.latency import PERCENTILES
+from profiler.state import RunState
+
+BUCKET_FACTORS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)
+"""Histogram buckets as multiples of the latency objective, so resolution sits where it matters."""
+
+VERDICT_CODES = {"pass": 1.0, "inconclusive": 0.0, "fail": -1.0}
+LEAK_CODES = {"leaked": 1.0, "no leak": 0.0, "inconclusive": -1.0}
+ACCURACY_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+                 "recall_weighted", "f1_weighted", "coverage")
+
+
+def bucket_bounds_s(objective_ms: float) -> list[float]:
+    """Upper bounds in seconds around the latency objective (empty for a non-positive objective)."""
+    if not objective_ms > 0 or not math.isfinite(objective_ms):
+        return []
+    return [round(objective_ms / 1000 * f, 9) for f in BUCKET_FACTORS]
+
+
+def histogram_buckets(histogram: HdrHistogram, bounds_s: list[float]) -> list[tuple[str, float]]:
+    """Cumulative counts at each bound (seconds) read from an HDR histogram of microseconds, then +Inf."""
+    counts = counts_at_or_below(histogram, [round(bound * 1e6, 3) for bound in bounds_s])
+    buckets = [(f"{bound:g}", float(count)) for bound, count in zip(bounds_s, counts, strict=True)]
+    buckets.append(("+Inf", float(histogram.get_total_count())))
+    return buckets
+
+
+def _number(value: Any) -> float | None:
+    """A finite float from a report field, or None (missing, bool, NaN and text are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+class RunCollector(Collector):
+    """Exports the current run (from `get_state`) on every scrape."""
+
+    def __init__(self, get_state: Callable[[], RunState | None]) -> None:
+        self._get_state = get_state
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family for the current run; nothing before the first run."""
+        state = self._get_state()
+        if state is None:
+            return
+        model = state.config.target.model
+        info = GaugeMetricFamily("profiler_run_info", "The run being reported (value 1).",
+                                 labels=["model", "run_id", "phase"])
+        info.add_metric([model, state.run_id, state.phase], 1.0)
+        yield info
+        yield from load_families(state, model)
+        yield from resource_families(state, model)
+        if state.report is not None:
+            yield from report_families(state.report, model)
+
+
+def load_families(state: RunState, model: str) -> Iterator[Metric]:
+    """Requests by outcome, latency histogram and HDR percentiles, offered and achieved rate, per stage."""
+    bounds = bucket_bounds_s(state.config.objective.latency_ms)
+    requests = CounterMetricFamily("profiler_requests", "Requests sent, by stage and outcome.",
+                                   labels=["model", "stage", "outcome"])
+    unsent = CounterMetricFamily("profiler_requests_unsent", "Requests the generator could not send in time.",
+                                 labels=["model", "stage"])
+    latency = HistogramMetricFamily("profiler_request_latency_seconds",
+                                    "Latency from the intended send time, successful requests.",
+                                    labels=["model", "stage"])
+    quantiles = GaugeMetricFamily("profiler_request_latency_percentile_seconds",
+                                  "HDR latency percentiles from the intended send time.",
+                                  labels=["model", "stage", "percentile"])
+    service = GaugeMetricFamily("profiler_service_time_percentile_seconds",
+                                "HDR percentiles of the service time (from the actual send).",
+                                labels=["model", "stage", "percentile"])
+    offered = GaugeMetricFamily("profiler_offered_rate_requests_per_second", "Offered request rate.",
+                                labels=["model", "stage"])
+    achieved = GaugeMetricFamily("profiler_achieved_rate_requests_per_second",
+                                 "Achieved (successful) request rate.", labels=["model", "stage"])
+    for recorder in list(state.recorders):
+        stage = recorder.stage.name
+        for outcome in OUTCOMES:
+            requests.add_metric([model, stage, outcome], float(recorder.outcomes[outcome]))
+        unsent.add_metric([model, stage], float(recorder.unsent))
+        hist = recorder.latency
+        total_s = total_of(hist) / 1e6
+        latency.add_metric([model, stage], histogram_buckets(hist, bounds), total_s)
+        for family, source in ((quantiles, hist), (service, recorder.service)):
+            if source.get_total_count():
+                for p, value_us in zip(PERCENTILES, values_at_percentiles(source, PERCENTILES), strict=True):
+                    family.add_metric([model, stage, f"{p:g}"], value_us / 1e6)
+        offered.add_metric([model, stage], recorder.stage.rate_rps)
+        rate = _number(recorder.summary()["achieved_rps"])
+        if rate is not None:
+            achieved.add_metric([model, stage], rate)
+    yield from (requests, unsent, latency, quantiles, service, offered, achieved)
+
+
+def resource_families(state: RunState, model: str) -> Iterator[Metric]:
+    """The model's memory and CPU from the sampler's latest reading, and the peak so far."""
+    series = state.series
+    last = series.last
+    if last is None:
+        return
+    figure = (state.sampler.memory_figure if state.sampler is not None else None) or "none"
+    if last.memory_bytes is not None:
+        memory = GaugeMetricFamily("profiler_target_memory_bytes",
+                                   "The model's memory in the figure the run uses (label 'figure': rss, pss, ...).",
+                                   labels=["model", "figure"])
+        memory.add_metric([model, figure], float(last.memory_bytes))
+        yield memory
+    if series.peak is not None and series.peak.memory_bytes is not None:
+        peak = GaugeMetricFamily("profiler_target_memory_peak_bytes", "Peak of that memory figure so far.",
+                                 labels=["model", "figure"])
+        peak.add_metric([model, figure], float(series.peak.memory_bytes))
+        yield peak
+    if last.rss_bytes is not None:
+        yield _single("profiler_target_memory_rss_bytes", "RSS of the model's processes.", model,
+                      float(last.rss_bytes))
+    if last.cpu_s is not None:
+        cpu = CounterMetricFamily("profiler_target_cpu_seconds", "CPU time of the model's processes.",
+                                  labels=["model"])
+        cpu.add_metric([model], last.cpu_s)
+        yield cpu
+    yield _single("profiler_target_processes", "How many processes the model runs.", model, float(last.processes))
+
+
+def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
+    """Judged figures of a finished run: accuracy, capacity, stage objectives, memory growth, leak, verdict."""
+    accuracy = GaugeMetricFamily("profiler_accuracy_ratio", "Accuracy metrics on the hold-out set.",
+                                 labels=["model", "metric"])
+    for key in ACCURACY_KEYS:
+        value = _number((report.get("accuracy") or {}).get(key))
+        if value is not None:
+            accuracy.add_metric([model, key], value)
+    yield accuracy
+    inconsistent = _number((report.get("metrics") or {}).get("inconsistent_rate"))
+    if inconsistent is not None:
+        yield _single("profiler_prediction_inconsistency_ratio",
+                      "Share of repeated predictions that differed from the first for the same sample.",
+                      model, inconsistent)
+    capacity = _number((report.get("capacity") or {}).get("max_sustained_rps"))
+    if capacity is not None:
+        yield _single("profiler_capacity_max_sustained_requests_per_second",
+                      "Highest offered rate held within the latency objective.", model, capacity)
+    sustained = GaugeMetricFamily("profiler_stage_sustained", "Whether a stage met the objective: 1 yes, 0 no.",
+                                  labels=["model", "stage"])
+    for stage in report.get("stages") or []:
+        objective = stage.get("objective")
+        if isinstance(objective, dict) and isinstance(objective.get("sustained"), bool):
+            sustained.add_metric([model, str(stage.get("name"))], 1.0 if objective["sustained"] else 0.0)
+    yield sustained
+    yield from _leak_families(report.get("resources") or {}, model)
+    verdict = report.get("verdict") or {}
+    code = VERDICT_CODES.get(str(verdict.get("status")))
+    if code is not None:
+        yield _single("profiler_verdict", "The verdict: 1 pass, 0 inconclusive, -1 fail.", model, code)
+    checks = GaugeMetricFamily("profiler_verdict_check", "Each gate: 1 pass, 0 inconclusive, -1 fail.",
+                               labels=["model", "metric", "kind"])
+    for check in verdict.get("checks") or []:
+        check_code = VERDICT_CODES.get(str(check.get("status")))
+        if check_code is not None:
+            # kind (absolute, or change against a baseline) keeps a gate's two checks apart as two series.
+            checks.add_metric([model, str(check.get("metric")), str(check.get("kind", "absolute"))], check_code)
+    yield checks
+
+
+def _leak_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:
+    """Memory growth from rest to rest, and the leak test's answer and growth rates, where the report has them."""
+    memory = resources.get("memory")
+    growth = _number(memory.get("growth_bytes")) if isinstance(memory, dict) else None
+    if growth is not None:
+        yield _single("profiler_target_memory_growth_bytes", "Memory at rest after the load minus at rest before.",
+                      model, growth)
+    leak = resources.get("leak")
+    if not isinstance(leak, dict) or not leak:
+        return
+    yield _single("profiler_memory_leak", "The leak test: 1 leaked, 0 no leak, -1 inconclusive.", model,
+                  LEAK_CODES.get(str(leak.get("status")), -1.0))
+    # Prometheus wants base units: per-hour and hours from the report become per-second and seconds.
+    for key, scale, name, documentation in (
+        ("bytes_per_request", 1.0, "profiler_memory_growth_bytes_per_request",
+         "Theil-Sen growth of the model's memory per request under load, after warm-up."),
+        ("bytes_per_hour", 1 / 3600, "profiler_memory_growth_bytes_per_second",
+         "Theil-Sen growth of the model's memory per second at the tested load, after warm-up."),
+        ("hours_to_limit", 3600.0, "profiler_memory_limit_reached_in_seconds",
+         "Time until a leaking model reaches its memory limit at the tested load."),
+    ):
+        value = _number(leak.get(key))
+        if value is not None:
+            yield _single(name, documentation, model, value * scale)
+
+
+def _single(name: str, documentation: str, model: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, documentation, labels=["model"])
+    family.add_metric([model], value)
+    return family

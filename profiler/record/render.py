@@ -1,0 +1,167 @@
+"""The report as a JSON file and as a readable text table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from profiler.judge.comparison import Row, render
+from profiler.judge.verdict import Significance
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _num(value: float | None, fmt: str = "{:.4f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.1f} MiB"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for row in rows:
+        out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    return out
+
+
+def render_text(report: dict[str, Any]) -> str:
+    """Stages, accuracy, memory and the verdict, as a fixed-width table for a terminal."""
+    run = report["run"]
+    target = report["target"]
+    lines = [
+        f"profiler {report['profiler_version']}  run {run['id']}  ({run['status']}, {run['duration_s']:.1f} s)",
+        f"target   {target['url']}  protocol {target['protocol']}  model {target['model']}",
+        f"hold-out {report['dataset']['path']}  ({report['dataset']['samples']} samples, "
+        f"sha256 {str(report['dataset']['sha256'])[:12]})",
+        "",
+    ]
+    header = ["stage", "offered/s", "achieved/s", "sent", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms",
+              "max ms", "lag p99", "objective"]
+    rows = []
+    for s in report["stages"]:
+        lat = s["latency_ms"]
+        objective = "warm-up" if s["warmup"] else ("ok" if s["objective"]["sustained"] else "MISSED")
+        rows.append([s["name"], f"{s['offered_rps']:g}", _num(s["achieved_rps"], "{:.1f}"), str(s["sent"]),
+                     str(s["errors"] + s["unsent"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]),
+                     _ms(lat["p999"]), _ms(lat["max"]), _ms(s["schedule_lag_ms"]["p99"]), objective])
+    lines += _table(header, rows)
+    capacity = report["capacity"]
+    objective = report["objective"]
+    bound = ""
+    if capacity.get("limited_by") == "generator":
+        bound = " (a lower bound: the generator, not the model, was the limit)"
+    elif capacity.get("limited_by") == "schedule":
+        bound = " (a lower bound: no stage broke the objective)"
+    lines.append(f"highest rate within p{objective['percentile']:g} <= {objective['latency_ms']:g} ms: "
+                 f"{_num(capacity['max_sustained_rps'], '{:g} rps')}{bound}")
+    for s in report["stages"]:
+        generator = s.get("generator") or {}
+        if generator.get("limited"):
+            lines.append(f"  {s['name']}: generator-limited ({'; '.join(generator.get('reasons', []))})")
+    acc = report["accuracy"]
+    if acc:
+        lines += ["", f"accuracy {_num(acc.get('accuracy'))}  precision(macro) {_num(acc.get('precision_macro'))}  "
+                      f"recall(macro) {_num(acc.get('recall_macro'))}  F1(macro) {_num(acc.get('f1_macro'))}  "
+                      f"coverage {_num(acc.get('coverage'), '{:.1%}')}  "
+                      f"inconsistent {acc['consistency']['inconsistent']}/{acc['consistency']['compared']}"]
+    lines += render_resources(report["resources"])
+    verdict = report["verdict"]
+    lines += ["", f"verdict  {verdict['status'].upper()}: {verdict['reason']}"]
+    checks = verdict["checks"]
+    if checks:
+        rows = [[c["metric"], c["status"].upper() + ("" if c.get("required", True) else " (optional)"),
+                 _num(c["value"], "{:.6g}"), c["bound"],
+                 _num(c.get("predecessor"), "{:.6g}")] for c in checks]
+        lines += _table(["check", "status", "value", "bound", "predecessor"], rows)
+    lines += render_history(report)
+    return "\n".join(lines) + "\n"
+
+
+def render_resources(res: dict[str, Any]) -> list[str]:
+    """Memory before/peak/after with its source, CPU, the leak test and the footprint, as text lines."""
+    mem, cpu, leak, fit = res["memory"], res["cpu"], res["leak"], res["footprint"]
+    source = res["source"] if res.get("measured") else "not measured (see below)"
+    lines = ["", f"memory   {source}",
+             f"         before {_mib(mem['before_bytes'])}  peak {_mib(mem['peak_bytes'])}  steady "
+             f"{_mib(mem['steady_bytes'])}  after {_mib(mem['after_bytes'])}  growth "
+             f"{_num(mem['growth_pct'], '{:+.1f}%')}  limit {_mib(mem['limit_bytes'])}",
+             f"cpu      {_num(cpu['cores_under_load'], '{:.2f}')} cores under load (busiest "
+             f"{_num(cpu['cores_peak'], '{:.2f}')}), {_num(cpu['seconds_per_request'], '{:.2e}')} CPU s per request"]
+    rate = leak.get("bytes_per_request")
+    interval = ""
+    if rate is not None:
+        interval = (f"  {rate:,.0f} B/request [{leak['bytes_per_request_low']:,.0f}, "
+                    f"{leak['bytes_per_request_high']:,.0f}]")
+        if leak.get("bytes_per_hour") is not None:
+            interval += f"  {_mib(leak['bytes_per_hour'])}/hour"
+    lines.append(f"leak     {leak['status'].upper()}{interval}: {leak['reason']}")
+    if leak.get("hours_to_limit") is not None:
+        lines.append(f"         the limit is reached in {leak['hours_to_limit']:.1f} h at this load")
+    if fit.get("replicas_per_node") is not None or fit.get("artifact_bytes") is not None:
+        lines.append(f"fit      artifact {_size(fit['artifact_bytes'])}  replicas per node "
+                     f"{fit['replicas_per_node'] or '-'} (limited by {fit['replicas_limited_by'] or '-'})  "
+                     f"{_num(fit['max_sustained_rps_per_node'], '{:g}')} rps per node")
+    if not res.get("complete") and res.get("incomplete"):
+        lines.append(f"         memory checks are inconclusive: {res['incomplete']}")
+    for problem in res["problems"]:
+        lines.append(f"         not measured: {problem}")
+    return lines
+
+
+def _size(value: float | None) -> str:
+    """Bytes in the largest binary unit (up to GiB) that keeps the number at or above 1."""
+    if value is None:
+        return "-"
+    if abs(value) < 1024:
+        return f"{value:.0f} B"
+    units = ["KiB", "MiB", "GiB"]
+    value /= 1024
+    while abs(value) >= 1024 and len(units) > 1:
+        value /= 1024
+        units.pop(0)
+    return f"{value:.1f} {units[0]}"
+
+
+def render_history(report: dict[str, Any]) -> list[str]:
+    """The capacity plan, the comparison with the predecessor, and where the run was recorded."""
+    lines: list[str] = []
+    plan = report.get("requirements")
+    if plan:
+        cur = plan.get("currency") or ""
+        meets = {True: "meets it", False: "falls short", None: "-"}[plan["one_replica_meets"]]
+        figures = [("required", _num(plan["required_rps"], "{:.3g} rps")),
+                   ("one replica", f"{_num(plan['replica_rps'], '{:.3g} rps')} ({meets})"),
+                   ("replicas", _num(plan["replicas_needed"], "{:g}")),
+                   ("per node", _num(plan["replicas_per_node"], "{:g}")),
+                   ("node capacity", _num(plan["capacity_per_node_rps"], "{:.3g} rps")),
+                   ("nodes", _num(plan["nodes_needed"], "{:g}")),
+                   ("cost per 1M", _num(plan["cost_per_million"], "{:.4g} " + cur))]
+        lines += ["", "capacity " + "  ".join(f"{k} {v}" for k, v in figures)]
+        lines += [f"         {note}" for note in plan.get("notes", [])]
+    predecessor = report.get("predecessor")
+    if predecessor:
+        lines += ["", f"compared with {predecessor['id']}: {predecessor['summary']}"]
+        rows = []
+        for r in predecessor["comparison"]:
+            sig = r["significance"]
+            if isinstance(sig, dict):
+                sig = Significance(**sig)
+            rows.append(Row(r["metric"], r["predecessor"], r["candidate"], r["delta"], r["delta_pct"], r["better"],
+                            sig))
+        lines += render(rows, "predecessor", "this run")
+    history = report.get("history")
+    if history:
+        saved = "saved" if history.get("saved") else f"NOT SAVED: {history.get('error')}"
+        lines += ["", f"history  {history['path']} ({saved})"]
+    tracking = report.get("tracking")
+    if tracking:
+        where = tracking.get("mlflow_run_id") or f"NOT LOGGED: {tracking.get('error')}"
+        lines.append(f"mlflow   {tracking.get('uri')} run {where}")
+    return lines
+
+
