@@ -23,9 +23,9 @@ from profiler.examples.holdout import write_holdout
 from profiler.examples.server import main as server_main
 from profiler.judge.catalogue import flatten_metrics
 from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, Gate, exit_code_for, judge
-from profiler.record.history import compare_runs, history_table
+from profiler.record.compare import compare_runs
 from profiler.record.merge import merge_reports
-from profiler.record.render import render_text
+from profiler.record.render import comparison_text, history_table, render_text
 from profiler.record.report import write_json
 from profiler.record.store import Store
 
@@ -174,7 +174,7 @@ def _history_command(args: argparse.Namespace) -> int:
         if args.command == "history":
             print(history_table(store.list_runs(limit=args.limit, model=args.model)), end="")
         else:
-            print(compare_runs(store, args.a, args.b), end="")
+            print(comparison_text(compare_runs(store, args.a, args.b)), end="")
     return EXIT_PASS
 
 

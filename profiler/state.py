@@ -1,15 +1,19 @@
 """The live state of one run: what it has measured so far, read by /report and /metrics while it runs.
 
-The run (profiler.app.run) fills it in phase by phase; the report assembly, the history and the
-Prometheus exporter only read it.
+Only the code that runs it (profiler.app: the run, and the sidecar ending a run it had to cancel) fills
+`RunState`, phase by phase. Its readers (the report assembly, the history, the Prometheus exporter, the
+sidecar's progress document) take `RunView`, a read-only face that mypy holds them to: a reader cannot
+assign a field or append to a list.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from profiler.config import Config
 from profiler.core.results import Result
@@ -22,9 +26,87 @@ from profiler.measure.resources.series import BoundedSeries
 from profiler.schedule import Stage
 
 
+@dataclass(frozen=True, slots=True)
+class ArtifactSize:
+    """The model artifact on disk, measured once by the run: total bytes and file count, or why not."""
+
+    path: Path
+    size_bytes: int | None = None
+    files: int | None = None
+    problem: str | None = None
+    """Set when the artifact could not be read; size_bytes and files are None then."""
+
+
+class RunView(Protocol):
+    """A run's state as its readers see it: every field read-only (RunState satisfies it)."""
+
+    @property
+    def run_id(self) -> str:
+        """Sortable, unique id of the run."""
+
+    @property
+    def config(self) -> Config:
+        """The profile the run executes."""
+
+    @property
+    def phase(self) -> str:
+        """What the run is doing now ('load', 'after', 'done', ...)."""
+
+    @property
+    def started_at(self) -> str:
+        """ISO 8601 UTC time stamp of the start, in seconds."""
+
+    @property
+    def stages(self) -> Sequence[Stage]:
+        """The planned stages."""
+
+    @property
+    def recorders(self) -> Sequence[StageRecorder]:
+        """One recorder per stage started so far, in order."""
+
+    @property
+    def predictions(self) -> PredictionLog | None:
+        """The reference predictions of the accuracy pass and the consistency counts."""
+
+    @property
+    def dataset(self) -> Dataset | None:
+        """The hold-out set, once loaded."""
+
+    @property
+    def series(self) -> BoundedSeries:
+        """The model's memory and CPU readings over the run."""
+
+    @property
+    def sampler(self) -> ResourceSampler | None:
+        """What reads the model's resources (its source, problems and cgroup)."""
+
+    @property
+    def accuracy_errors(self) -> int:
+        """Requests of the accuracy pass that failed (their samples have no prediction)."""
+
+    @property
+    def baseline(self) -> Baseline | None:
+        """The predecessor and its evidence, found before the load."""
+
+    @property
+    def artifact(self) -> ArtifactSize | None:
+        """The model artifact's size, once measured (None when not configured or not yet measured)."""
+
+    @property
+    def report(self) -> dict[str, Any] | None:
+        """The finished report, once the run has one."""
+
+    @property
+    def requests_done(self) -> int:
+        """Requests finished so far, all stages."""
+
+    def progress(self) -> dict[str, Any]:
+        """A small document for /report while the run is under way."""
+
+
 @dataclass
 class RunState:
-    """What a run has measured so far; read by /report and /metrics while it runs."""
+    """What a run has measured so far; written by profiler.app only, read by others as a RunView."""
 
     run_id: str
     config: Config
@@ -38,6 +120,7 @@ class RunState:
     sampler: ResourceSampler | None = None
     accuracy_errors: int = 0
     baseline: Baseline | None = None
+    artifact: ArtifactSize | None = None
     report: dict[str, Any] | None = None
     requests_done: int = 0
 

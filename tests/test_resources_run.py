@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from profiler.app.run import execute
+from profiler.app.run import execute, measure_artifact
 from profiler.config import parse_config
 from profiler.core.errors import ConfigError
 from profiler.examples.holdout import write_holdout
 from profiler.record.exporter import RunCollector
 from profiler.record.render import render_text
-from profiler.state import new_state
+from profiler.state import ArtifactSize, new_state
 
 PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 2, ready_timeout_s: 30}}
@@ -121,3 +121,13 @@ def test_sizes_and_paths_in_config(tmp_path: Path) -> None:
     assert config.resources.node_memory_bytes == 16 * 2**30
     assert config.resources.memory_limit_bytes == 512 * 2**20
     assert config.resources.artifact_path == tmp_path / "model"
+
+
+def test_the_run_measures_the_model_artifact(tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_bytes(b"x" * 1000)
+    (tmp_path / "model" / "config.json").write_bytes(b"{}")
+    assert measure_artifact(tmp_path / "model") == ArtifactSize(tmp_path / "model", 1002, 2)
+    missing = measure_artifact(tmp_path / "gone")
+    assert missing.size_bytes is None and missing.files is None
+    assert missing.problem == f"model artifact: cannot read {tmp_path / 'gone'}: not found"

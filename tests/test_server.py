@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sidecar_helpers import write_profile
 
+from profiler.app import server
+from profiler.app.run import conclude
 from profiler.app.server import MAX_BODY_BYTES, READY_CACHE_S, Sidecar, TargetProbe, make_app
 from profiler.config import Config, load_config
 from profiler.examples.holdout import write_holdout
@@ -287,6 +290,28 @@ async def test_shutdown_past_the_grace_period_still_writes_an_aborted_report(
     stored = sidecar.history.get_run(state.run_id)
     assert stored is not None and stored["run"] == report["run"] and stored["stages"] == []
     _validator().validate(report)
+
+
+async def test_the_aborted_report_is_built_and_saved_off_the_event_loop(
+        make_config: Callable[..., Config], unused_tcp_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = make_config(url=f"http://127.0.0.1:{unused_tcp_port}")
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+
+    def spy(*args: Any) -> dict[str, Any]:
+        threads.append(threading.get_ident())
+        return conclude(*args)
+
+    monkeypatch.setattr(server, "conclude", spy)
+    sidecar = Sidecar(config)
+    state = sidecar.start_run()
+    while state.phase != "waiting for target":
+        await asyncio.sleep(0.02)
+    await sidecar.shutdown(grace_s=0.1)
+    await sidecar.probe.close()
+    assert len(threads) == 1 and threads[0] != loop_thread
+    assert state.report is not None and state.report["run"]["status"] == "aborted"
+    assert state.phase == "done"
 
 
 async def test_an_unreadable_history_is_a_503_not_a_crash(make_config: Callable[..., Config], serve_app: Any) -> None:

@@ -1,8 +1,9 @@
 """One profiling run, wired end to end: dataset -> codec -> engine -> recorders -> report -> verdict.
 
 Wiring and I/O: it builds the pieces from the profile, owns the asyncio tasks (load, resource
-sampler), fills the run's live state (profiler.state) phase by phase, and hands the finished state to
-the report and the history. `run_once` is the CLI's whole run: execute, write, print, exit code.
+sampler), fills the run's live state (profiler.state) phase by phase (it alone writes it), and ends
+with `conclude` in a thread: measure the model artifact, assemble the report, save it to the history.
+`run_once` is the CLI's whole run: execute, write, print, exit code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import signal
 import sys
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from profiler.codecs.base import Codec
@@ -27,12 +29,13 @@ from profiler.load.engine import Engine, build_bodies
 from profiler.load.search import Driver, run_search, run_stages
 from profiler.load.workers import make_driver
 from profiler.measure.accuracy import PredictionLog
-from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape
+from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape, artifact_size
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
-from profiler.record.history import find_baseline, record
+from profiler.record.baseline import find_baseline
+from profiler.record.history import record
 from profiler.record.render import render_text
 from profiler.record.report import build_report, write_json
-from profiler.state import RunState, new_state
+from profiler.state import ArtifactSize, RunState, new_state
 from profiler.transports.base import Transport
 from profiler.transports.factory import make_transport
 from profiler.transports.metadata import check_model_inputs
@@ -122,12 +125,33 @@ async def _execute(state: RunState, stop: asyncio.Event | None) -> dict[str, Any
     finally:
         sampling.cancel()
         await transport.close()
-    # Assembling the report runs statistics (bootstrap) and reads files: off the event loop.
-    report = await asyncio.to_thread(build_report, state, status, time.monotonic() - t0)
-    await asyncio.to_thread(record, state, report)
+    # Measuring the artifact (os.walk), the statistics of the report (bootstrap) and the history's SQLite
+    # write all block: off the event loop, so /metrics and /report keep answering meanwhile.
+    report = await asyncio.to_thread(conclude, state, status, time.monotonic() - t0)
     state.report = report
     state.phase = "done"
     return report
+
+
+def conclude(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
+    """Blocking, so call it in a thread: measure the model artifact (once), stamp the finish, assemble the
+    report and save the run to the history. `status` is how the run ended, `duration_s` its wall time."""
+    path = state.config.resources.artifact_path
+    if state.artifact is None and path is not None:
+        state.artifact = measure_artifact(path)
+    finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+    report = build_report(state, status, finished_at, duration_s)
+    record(state, report)
+    return report
+
+
+def measure_artifact(path: Path) -> ArtifactSize:
+    """The model artifact's bytes and file count on disk (a walk of a directory), or the problem reading it."""
+    try:
+        size_bytes, files = artifact_size(path)
+    except OSError as exc:
+        return ArtifactSize(path, problem=f"model artifact: cannot read {path}: {exc.strerror or 'not found'}")
+    return ArtifactSize(path, size_bytes, files)
 
 
 async def _watch_stop(stop: asyncio.Event, driver: Driver) -> None:

@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from profiler.app.auth import bearer_matches, load_token
-from profiler.app.run import execute
+from profiler.app.run import conclude, execute
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config
@@ -35,11 +35,10 @@ from profiler.core.errors import ConfigError, ProfilerError
 from profiler.core.redact import redact_url
 from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, exit_code_for
 from profiler.record.exporter import RunCollector
-from profiler.record.history import record
 from profiler.record.recent_runs import MemoryRuns, RunSource, StoreRuns
 from profiler.record.render import render_text
-from profiler.record.report import build_report, write_json
-from profiler.state import RunState, new_state
+from profiler.record.report import write_json
+from profiler.state import RunState, RunView, new_state
 from profiler.transports.factory import make_transport
 
 log = logging.getLogger("profiler.app.server")
@@ -161,10 +160,11 @@ class Sidecar:
             state.phase = "error"
             log.error("run %s could not run: %s", state.run_id, exc)
         except asyncio.CancelledError:
-            # Cancelled after the grace period of a shutdown: keep what was measured.
+            # Cancelled after the grace period of a shutdown: keep what was measured, and save it to the
+            # history, which the run did not get to do. In a thread, like the run's own end: the report's
+            # statistics and the SQLite write must not stall /healthz and /metrics meanwhile.
             try:
-                report = build_report(state, "aborted", time.monotonic() - self._started_mono)
-                record(state, report)  # the run did not get to save itself in the history
+                report = await asyncio.to_thread(conclude, state, "aborted", time.monotonic() - self._started_mono)
                 self._finish(report)
                 state.phase = "done"
             except Exception:
@@ -203,7 +203,7 @@ class Sidecar:
 
     # --- documents -----------------------------------------------------------------------------
 
-    async def _progress(self, state: RunState) -> dict[str, Any]:
+    async def _progress(self, state: RunView) -> dict[str, Any]:
         latest = await self._runs(1)
         return {
             "status": "error" if self.error else "running",

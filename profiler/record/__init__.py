@@ -1,2 +1,14 @@
-"""What a run leaves behind: the report (assembly, rendering), the SQLite history, MLflow tracking,
-the Prometheus exporter."""
+"""What a run leaves behind, one job per module.
+
+baseline     find the predecessor in the run history and load its evidence (store reads, before the load)
+assess       the verdict against the predecessor and the report's predecessor section (pure)
+report       assemble the report document from a finished run (pure, run in a thread); its file and schema
+render       text for a terminal: the report, the history table, two runs compared (pure)
+history      save a finished run to the SQLite history and MLflow
+compare      two stored runs side by side for `profiler compare` (store reads and paired tests)
+store        the SQLite run history file
+tracking     MLflow logging
+recent_runs  the runs /runs lists: the SQLite history or this process' memory
+exporter     Prometheus metrics from the live run state
+merge        several sidecars' reports as one
+"""

@@ -8,7 +8,7 @@ docs/sidecar.md lists every name; `promtool check metrics` accepts them (tests/t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -22,8 +22,10 @@ from prometheus_client.registry import Collector
 
 from profiler.core.results import OUTCOMES
 from profiler.measure.hdr import counts_at_or_below, total_of, values_at_percentiles
-from profiler.measure.latency import PERCENTILES
-from profiler.state import RunState
+from profiler.measure.latency import PERCENTILES, StageRecorder
+from profiler.measure.resources.sampler import ResourceSampler
+from profiler.measure.resources.series import BoundedSeries
+from profiler.state import RunView
 
 BUCKET_FACTORS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)
 """Histogram buckets as multiples of the latency objective, so resolution sits where it matters."""
@@ -60,7 +62,7 @@ def _number(value: Any) -> float | None:
 class RunCollector(Collector):
     """Exports the current run (from `get_state`) on every scrape."""
 
-    def __init__(self, get_state: Callable[[], RunState | None]) -> None:
+    def __init__(self, get_state: Callable[[], RunView | None]) -> None:
         self._get_state = get_state
 
     def collect(self) -> Iterator[Metric]:
@@ -73,15 +75,16 @@ class RunCollector(Collector):
                                  labels=["model", "run_id", "phase"])
         info.add_metric([model, state.run_id, state.phase], 1.0)
         yield info
-        yield from load_families(state, model)
-        yield from resource_families(state, model)
+        yield from load_families(state.recorders, state.config.objective.latency_ms, model)
+        yield from resource_families(state.series, state.sampler, model)
         if state.report is not None:
             yield from report_families(state.report, model)
 
 
-def load_families(state: RunState, model: str) -> Iterator[Metric]:
-    """Requests by outcome, latency histogram and HDR percentiles, offered and achieved rate, per stage."""
-    bounds = bucket_bounds_s(state.config.objective.latency_ms)
+def load_families(recorders: Sequence[StageRecorder], objective_ms: float, model: str) -> Iterator[Metric]:
+    """Requests by outcome, latency histogram (buckets around the `objective_ms` latency objective) and HDR
+    percentiles, offered and achieved rate, per stage."""
+    bounds = bucket_bounds_s(objective_ms)
     requests = CounterMetricFamily("profiler_requests", "Requests sent, by stage and outcome.",
                                    labels=["model", "stage", "outcome"])
     unsent = CounterMetricFamily("profiler_requests_unsent", "Requests the generator could not send in time.",
@@ -99,7 +102,7 @@ def load_families(state: RunState, model: str) -> Iterator[Metric]:
                                 labels=["model", "stage"])
     achieved = GaugeMetricFamily("profiler_achieved_rate_requests_per_second",
                                  "Achieved (successful) request rate.", labels=["model", "stage"])
-    for recorder in list(state.recorders):
+    for recorder in list(recorders):
         stage = recorder.stage.name
         for outcome in OUTCOMES:
             requests.add_metric([model, stage, outcome], float(recorder.outcomes[outcome]))
@@ -118,13 +121,12 @@ def load_families(state: RunState, model: str) -> Iterator[Metric]:
     yield from (requests, unsent, latency, quantiles, service, offered, achieved)
 
 
-def resource_families(state: RunState, model: str) -> Iterator[Metric]:
+def resource_families(series: BoundedSeries, sampler: ResourceSampler | None, model: str) -> Iterator[Metric]:
     """The model's memory and CPU from the sampler's latest reading, and the peak so far."""
-    series = state.series
     last = series.last
     if last is None:
         return
-    figure = (state.sampler.memory_figure if state.sampler is not None else None) or "none"
+    figure = (sampler.memory_figure if sampler is not None else None) or "none"
     if last.memory_bytes is not None:
         memory = GaugeMetricFamily("profiler_target_memory_bytes",
                                    "The model's memory in the figure the run uses (label 'figure': rss, pss, ...).",

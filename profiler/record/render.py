@@ -1,11 +1,13 @@
-"""The report as a JSON file and as a readable text table."""
+"""Text for a terminal: the report as a table (`render_text`), the run history (`history_table`) and
+two stored runs side by side (`comparison_text`). Pure: documents in, text out."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from profiler.judge.comparison import Row, render
+from profiler.judge.comparison import Row, render, summarise
 from profiler.judge.verdict import Significance
+from profiler.record.compare import RunComparison
 
 
 def _ms(value: float | None) -> str:
@@ -165,3 +167,36 @@ def render_history(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def history_table(runs: list[dict[str, Any]]) -> str:
+    """`profiler history`: one line per run as the store lists them (newest first), or a note when empty."""
+    if not runs:
+        return "no runs recorded yet\n"
+    header = ["run", "started", "model", "version", "hold-out", "verdict", "accuracy", "f1_macro", "p99 ms",
+              "max rps", "predecessor"]
+    body = [_history_row(run) for run in runs]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, ["-" * w for w in widths], *body]]
+    return "\n".join(lines) + "\n"
+
+
+def _history_row(run: dict[str, Any]) -> list[str]:
+    """One run's cells; a run that did not complete shows its status next to the verdict."""
+    m = run["metrics"]
+    verdict = run["verdict"].upper() + ("" if run["run_status"] == "completed" else f" ({run['run_status']})")
+    return [run["id"], str(run["started_at"] or "-"), run["model"], str(run["model_version"] or "-"),
+            str(run["holdout_sha256"] or "-")[:12], verdict,
+            _num(m.get("accuracy")), _num(m.get("f1_macro")), _ms(m.get("latency_p99_ms")),
+            _num(m.get("max_sustained_rps"), "{:g}"), run["predecessor_id"] or "-"]
+
+
+def comparison_text(comparison: RunComparison) -> str:
+    """`profiler compare A B`: both runs' headers, every metric (delta = B - A) and a one-line summary."""
+    a, b = comparison.a, comparison.b
+    lines = [f"A {a['id']}  {a['model']} {a['model_version'] or ''}  verdict {a['verdict']}",
+             f"B {b['id']}  {b['model']} {b['model_version'] or ''}  verdict {b['verdict']}",
+             f"hold-out sha256 {str(a['holdout_sha256'])[:12]}; delta = B - A; significance at 95% (paired where "
+             "possible)", ""]
+    lines += render(comparison.rows, "A", "B")
+    lines += ["", f"B vs A: {summarise(comparison.rows)}"]
+    return "\n".join(lines) + "\n"

@@ -1,41 +1,89 @@
-"""The report: one versioned JSON document assembled from a run's state, and written to a file.
+"""The report: one versioned JSON document assembled from a finished run's state, and its file.
 
-`build_report` is pure over the state it is given (no clock but the finish stamp, no sockets); it runs
-statistics, so the run calls it in a thread. `write_json` is the only writer of report files.
+`build_report` is pure over what it is given: no clock (the caller stamps the finish), no files (the
+run measures the model artifact and keeps the figure on its state), no sockets. It runs statistics
+(bootstrap), so callers run it in a thread, off the event loop. `write_json` is the only writer of
+report files; `report_schema` reads the packaged JSON Schema.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import tempfile
-from datetime import UTC, datetime
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from profiler import __version__
-from profiler.config import ResourcesConfig
+from profiler.config import Config, ObjectiveConfig, ResourcesConfig, SearchConfig
 from profiler.core.redact import redact_url
 from profiler.judge.capacity import capacity_summary, judge_stage, judge_window_stage
 from profiler.judge.catalogue import flatten_metrics
+from profiler.judge.requirements import Demand, Node, plan
 from profiler.measure.accuracy import accuracy_metrics
+from profiler.measure.latency import StageRecorder
 from profiler.measure.resources.footprint import footprint
 from profiler.measure.resources.leak import LeakSettings
-from profiler.measure.resources.sampler import ResourceSampler, artifact_size
+from profiler.measure.resources.sampler import ResourceSampler
 from profiler.measure.resources.series import BoundedSeries, summarise
-from profiler.record.history import assess, requirements_section
-from profiler.state import RunState
+from profiler.record.assess import assess, candidate_evidence
+from profiler.state import ArtifactSize, RunView
 
 REPORT_SCHEMA_VERSION = 1
 
 
-def build_report(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
-    """The versioned JSON document: stages, capacity, accuracy, resources, metrics and verdict."""
-    config = state.config
-    objective = config.objective
+def build_report(run: RunView, status: str, finished_at: str, duration_s: float) -> dict[str, Any]:
+    """The versioned JSON document: stages, capacity, accuracy, resources, metrics and verdict.
+
+    `status` is how the run ended ('completed', 'aborted', ...), `finished_at` an ISO 8601 UTC stamp
+    taken by the caller, `duration_s` the run's wall time in seconds.
+    """
+    config = run.config
+    dataset = run.dataset
+    stages = stage_summaries(run.recorders, config.objective, config.load.search)
+    capacity = {**capacity_summary(stages), "method": "search" if config.load.search is not None else "stages"}
+    report: dict[str, Any] = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "profiler_version": __version__,
+        "run": {"id": run.run_id, "status": status, "started_at": run.started_at,
+                "finished_at": finished_at, "duration_s": round(duration_s, 3)},
+        "target": {"url": redact_url(config.target.url), "protocol": config.target.protocol,
+                   "model": config.target.model, "version": config.target.version},
+        "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
+                    "sha256": dataset.sha256 if dataset else None,
+                    "samples": len(dataset.samples) if dataset else 0},
+        "load": {"arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
+                 "max_in_flight": config.load.max_in_flight, "warmup_s": config.load.warmup_s},
+        "objective": config.objective.model_dump(),
+        "stages": stages,
+        "capacity": capacity,
+        "accuracy": accuracy_section(run),
+        "resources": resources_report(run.series, run.sampler, config.resources, capacity["max_sustained_rps"],
+                                      run.artifact),
+    }
+    report["gates"] = [g.model_dump() for g in config.gates]
+    report["requirements"] = requirements_section(config, report)
+    report["metrics"] = flatten_metrics(report)
+    baseline = run.baseline
+    # The candidate's evidence encodes every histogram: only worth it when there is evidence to pair it with.
+    candidate = candidate_evidence(run) if baseline is not None and baseline.evidence is not None else None
+    verdict, report["predecessor"] = assess(report, [g.to_gate() for g in config.gates], baseline, candidate,
+                                            first_run_blocks=config.baseline.required)
+    if status != "completed" and verdict.status == "pass":
+        report["verdict"] = {"status": "inconclusive", "reason": f"the run was {status} before it finished",
+                             "checks": verdict.as_dict()["checks"]}
+    else:
+        report["verdict"] = verdict.as_dict()
+    return report
+
+
+def stage_summaries(recorders: Sequence[StageRecorder], objective: ObjectiveConfig,
+                    search: SearchConfig | None) -> list[dict[str, Any]]:
+    """Each stage's summary; measured stages also judged against the objective (per window in a search)."""
     stages = []
-    search = config.load.search
-    for recorder in state.recorders:
+    for recorder in recorders:
         summary = recorder.summary()
         if not recorder.stage.warmup and search is not None:
             summary["objective"] = judge_window_stage(summary, objective.percentile, objective.latency_ms,
@@ -44,44 +92,77 @@ def build_report(state: RunState, status: str, duration_s: float) -> dict[str, A
             summary["objective"] = judge_stage(summary, objective.percentile, objective.latency_ms,
                                                objective.max_error_rate)
         stages.append(summary)
-    dataset = state.dataset
-    labels = [s.label for s in dataset.samples] if dataset else []
-    accuracy: dict[str, Any] = {}
-    if state.predictions is not None and dataset is not None:
-        accuracy = accuracy_metrics(labels, state.predictions.reference)
-        accuracy["errors"] = state.accuracy_errors
-        accuracy["consistency"] = {"compared": state.predictions.compared,
-                                   "inconsistent": state.predictions.inconsistent}
-    capacity = {**capacity_summary(stages), "method": "search" if search is not None else "stages"}
-    resources = resources_report(state.series, state.sampler, config.resources, capacity["max_sustained_rps"])
-    report: dict[str, Any] = {
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "profiler_version": __version__,
-        "run": {"id": state.run_id, "status": status, "started_at": state.started_at,
-                "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "duration_s": round(duration_s, 3)},
-        "target": {"url": redact_url(config.target.url), "protocol": config.target.protocol,
-                   "model": config.target.model, "version": config.target.version},
-        "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
-                    "sha256": dataset.sha256 if dataset else None,
-                    "samples": len(dataset.samples) if dataset else 0},
-        "load": {"arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
-                 "max_in_flight": config.load.max_in_flight, "warmup_s": config.load.warmup_s},
-        "objective": objective.model_dump(),
-        "stages": stages,
-        "capacity": capacity,
-        "accuracy": accuracy,
-        "resources": resources,
-    }
-    report["gates"] = [g.model_dump() for g in config.gates]
-    report["requirements"] = requirements_section(config, report)
-    report["metrics"] = flatten_metrics(report)
-    verdict, report["predecessor"] = assess(state, report, state.baseline)
-    if status != "completed" and verdict.status == "pass":
-        report["verdict"] = {"status": "inconclusive", "reason": f"the run was {status} before it finished",
-                             "checks": verdict.as_dict()["checks"]}
-    else:
-        report["verdict"] = verdict.as_dict()
-    return report
+    return stages
+
+
+def accuracy_section(run: RunView) -> dict[str, Any]:
+    """report["accuracy"]: metrics of the reference predictions, failed requests, consistency; {} without
+    an accuracy pass."""
+    if run.predictions is None or run.dataset is None:
+        return {}
+    accuracy = accuracy_metrics([s.label for s in run.dataset.samples], run.predictions.reference)
+    accuracy["errors"] = run.accuracy_errors
+    accuracy["consistency"] = {"compared": run.predictions.compared, "inconsistent": run.predictions.inconsistent}
+    return accuracy
+
+
+def requirements_section(config: Config, report: dict[str, Any]) -> dict[str, Any] | None:
+    """The capacity plan (judge.requirements.plan) of the configured requirements and node for this
+    report; None when neither section is configured."""
+    if config.requirements is None and config.node is None:
+        return None
+    demand = None
+    if config.requirements is not None:
+        r = config.requirements
+        demand = Demand(r.requests_per_day, r.peak_rps, r.peak_factor, r.latency_ms, r.percentile, r.utilisation,
+                        r.min_replicas, r.replica_memory_bytes)
+    node = None
+    if config.node is not None:
+        n = config.node
+        node = Node(n.allocatable_memory_bytes, n.allocatable_cpu_cores, n.price_per_hour, n.currency)
+    return plan(report, demand, node, config.load.batch_size)
+
+
+def resources_report(series: BoundedSeries, sampler: ResourceSampler | None, config: ResourcesConfig,
+                     max_sustained_rps: float | None, artifact: ArtifactSize | None) -> dict[str, Any]:
+    """report["resources"]: source, problems, memory before/peak/after, CPU, leak test, footprint, series.
+
+    `artifact` is the model artifact as the run measured it (None when resources.artifact_path is unset).
+    """
+    problems = list(sampler.problems) if sampler is not None else []
+    if sampler is None or not sampler.configured:
+        problems.append("nothing to watch is configured (resources.pid, cmdline, pod, cgroup_path or metrics_url)")
+    if artifact is not None and artifact.problem is not None:
+        problems.append(artifact.problem)
+    limit = (sampler.limit_bytes if sampler is not None else None) or config.memory_limit_bytes
+    settings = LeakSettings(warmup_fraction=config.leak_warmup_fraction,
+                            min_bytes_per_request=config.leak_min_bytes_per_request)
+    section = summarise(series, sampler.source if sampler is not None else "none", problems,
+                        incomplete=sampler.incomplete if sampler is not None else None,
+                        limit_bytes=limit, settings=settings)
+    section["memory_figure"] = sampler.memory_figure if sampler is not None else None
+    section["cpu_figure"] = sampler.cpu_figure if sampler is not None else None
+    section.update(_cgroup_section(sampler))
+    if artifact is not None and artifact.problem is None:
+        section["artifact"] = {"path": str(artifact.path), "bytes": artifact.size_bytes, "files": artifact.files}
+    memory, cpu = section["memory"], section["cpu"]
+    section["footprint"] = footprint(
+        artifact_bytes=artifact.size_bytes if artifact is not None else None,
+        steady_bytes=memory["steady_bytes"], peak_bytes=memory["peak_bytes"],
+        cpu_s_per_request=cpu["seconds_per_request"], max_sustained_rps=max_sustained_rps,
+        node_memory_bytes=config.node_memory_bytes, node_cpu_cores=config.node_cpu_cores)
+    return section
+
+
+def _cgroup_section(sampler: ResourceSampler | None) -> dict[str, Any]:
+    """{"cgroup": the last cgroup reading} when the sampler watches a cgroup and has read it, else {}."""
+    if sampler is None or sampler.last_cgroup is None or sampler.cgroup is None:
+        return {}
+    cg = sampler.last_cgroup
+    return {"cgroup": {"path": str(sampler.cgroup.path), "version": sampler.cgroup.version,
+                       "current_bytes": cg.current_bytes, "anon_bytes": cg.anon_bytes, "file_bytes": cg.file_bytes,
+                       "working_set_bytes": cg.working_set_bytes, "limit_bytes": cg.limit_bytes,
+                       "oom_kills": sampler.cgroup.oom_kills}}
 
 
 def write_json(report: dict[str, Any], path: Path) -> Path:
@@ -97,42 +178,6 @@ def write_json(report: dict[str, Any], path: Path) -> Path:
 
 def report_schema() -> dict[str, Any]:
     """The JSON Schema of the report document (profiler/report.schema.json; $defs.progress for a live run)."""
-    from importlib import resources
-
-    schema: dict[str, Any] = json.loads(resources.files("profiler").joinpath("report.schema.json").read_text("utf-8"))
+    text = importlib.resources.files("profiler").joinpath("report.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
     return schema
-
-
-def resources_report(series: BoundedSeries, sampler: ResourceSampler | None, config: ResourcesConfig,
-                     max_sustained_rps: float | None) -> dict[str, Any]:
-    """report["resources"]: source, problems, memory before/peak/after, CPU, leak test, footprint, series."""
-    problems = list(sampler.problems) if sampler is not None else []
-    if sampler is None or not sampler.configured:
-        problems.append("nothing to watch is configured (resources.pid, cmdline, pod, cgroup_path or metrics_url)")
-    limit = (sampler.limit_bytes if sampler is not None else None) or config.memory_limit_bytes
-    settings = LeakSettings(warmup_fraction=config.leak_warmup_fraction,
-                            min_bytes_per_request=config.leak_min_bytes_per_request)
-    section = summarise(series, sampler.source if sampler is not None else "none", problems,
-                        incomplete=sampler.incomplete if sampler is not None else None,
-                        limit_bytes=limit, settings=settings)
-    section["memory_figure"] = sampler.memory_figure if sampler is not None else None
-    section["cpu_figure"] = sampler.cpu_figure if sampler is not None else None
-    if sampler is not None and sampler.last_cgroup is not None and sampler.cgroup is not None:
-        cg = sampler.last_cgroup
-        section["cgroup"] = {"path": str(sampler.cgroup.path), "version": sampler.cgroup.version,
-                             "current_bytes": cg.current_bytes, "anon_bytes": cg.anon_bytes,
-                             "file_bytes": cg.file_bytes, "working_set_bytes": cg.working_set_bytes,
-                             "limit_bytes": cg.limit_bytes, "oom_kills": sampler.cgroup.oom_kills}
-    artifact_bytes = None
-    if config.artifact_path is not None:
-        try:
-            artifact_bytes, files = artifact_size(config.artifact_path)
-            section["artifact"] = {"path": str(config.artifact_path), "bytes": artifact_bytes, "files": files}
-        except OSError as exc:
-            problems.append(f"model artifact: cannot read {config.artifact_path}: {exc.strerror or 'not found'}")
-    memory, cpu = section["memory"], section["cpu"]
-    section["footprint"] = footprint(
-        artifact_bytes=artifact_bytes, steady_bytes=memory["steady_bytes"], peak_bytes=memory["peak_bytes"],
-        cpu_s_per_request=cpu["seconds_per_request"], max_sustained_rps=max_sustained_rps,
-        node_memory_bytes=config.node_memory_bytes, node_cpu_cores=config.node_cpu_cores)
-    return section
