@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from profiler.config import Config
-from profiler.core.results import Result
+from profiler.core.results import Prediction
 from profiler.dataset import Dataset
 from profiler.judge.significance import Baseline
 from profiler.measure.accuracy import PredictionLog
@@ -41,8 +41,9 @@ class RunState:
     report: dict[str, Any] | None = None
     requests_done: int = 0
 
-    def add(self, result: Result) -> None:
-        """Count every finished request (the resource series plots memory against requests)."""
+    def add(self, prediction: Prediction) -> None:
+        """Count every finished request, from the engine or a worker (the resource series plots memory
+        against requests)."""
         self.requests_done += 1
 
     @property
