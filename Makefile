@@ -30,6 +30,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check profiler tests bench
 	$(BIN)/mypy profiler
 	$(BIN)/lint-imports
+	@# every function under cyclomatic complexity 20 (radon grade D and worse start at 21)
+	@out="$$($(BIN)/radon cc -n D -s profiler)"; if [ -n "$$out" ]; then echo "$$out"; echo "complexity over 20"; exit 1; fi
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -111,7 +111,7 @@ def test_pid_tree_memory_grows_with_the_process(grower: Callable[..., Grower]) -
     assert before.pss_bytes is not None and after.pss_bytes is not None
     assert after.pss_bytes - before.pss_bytes >= 38 * MIB
     assert after.uss_bytes is not None and after.uss_bytes <= after.pss_bytes <= after.rss_bytes
-    assert after.cpu_s >= before.cpu_s > 0
+    assert after.cpu_s >= before.cpu_s >= 0  # CPU time counts in clock ticks: a fresh child may read 0
     assert tree.problems == []
 
 
