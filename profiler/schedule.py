@@ -1,10 +1,10 @@
-"""When to send what: stages of rates and the arrival timetable inside each. Pure: no clock, no sleep.
+"""When to send what, and when to wake to send it. Pure: no clock, no sleep.
 
 A stage holds one rate for a duration or for a number of requests. Stages come from a list of
 rates or from a ramp (start, times a factor or plus a step, up to a maximum). Inside a stage,
-arrivals are evenly spaced (`constant`) or exponential gaps (`poisson`, seeded per stage).
-`pace(stage, elapsed_ns, sent)` answers "how long until the next request, or stop?" for the
-constant process, and `arrival_offsets_ns` yields the whole timetable for either process.
+arrivals are evenly spaced (`constant`) or exponential gaps (`poisson`, seeded per stage);
+`arrival_offsets_ns` yields the timetable. `pacing` and `Pacing.wake_ns` are the dispatcher's
+policy for when to wake for those arrivals (see LAG_BUDGET_NS).
 """
 
 from __future__ import annotations
@@ -21,6 +21,18 @@ MAX_RATE_RPS = 1_000_000.0
 MAX_STAGES = 1000
 """A ramp that would need more stages than this is a mistake (factor too close to 1, step too small)."""
 ARRIVALS = ("constant", "poisson")
+LAG_BUDGET_NS = 1_250_000
+"""How late the dispatcher may send a request so that it shares a wake with others (1.25 ms).
+
+A wake costs tens of microseconds of CPU (more in a VM), more than the send itself. Below
+1 / budget (800 rps) every request gets its own wake, on time. Above it the dispatcher wakes on a
+fixed grid and sends whatever is due: for evenly spaced arrivals the grid is laid on them, with a
+period of whole gaps (at 1,000 rps, every 2 ms: half the requests go on time, half 1 ms late);
+for Poisson arrivals its period is the budget. Either way no send is later than the budget plus
+the OS's own wake-up delay, the lag histogram shows what it was, and latency is still measured
+from the intended time. (1.25 ms rather than 1.5: on this project's VM it cut lag p99 at 4,000 rps
+from 1.60 to 1.37 ms and CPU was no higher, 23.0% vs 23.5% of a core, medians of 3 interleaved runs;
+at 10,000 rps 41% vs 50%.) `pacing` is the rule; the engine only follows it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,21 +117,6 @@ def plan(rates_durations: list[tuple[float, float | None, int | None]], warmup_s
     return stages
 
 
-def constant_offset_ns(rate_rps: float, i: int) -> int:
-    """The i-th (0-based) evenly spaced send time, in ns from the stage's start."""
-    return int(i * NS_PER_S / rate_rps)
-
-
-def pace(stage: Stage, elapsed_ns: int, sent: int) -> tuple[int, bool]:
-    """Constant arrivals: (ns to wait before request number `sent`, stop). 0 wait means send now (or late)."""
-    if sent >= stage.expected_requests:
-        return 0, True
-    due_ns = constant_offset_ns(stage.rate_rps, sent)
-    if stage.requests is None and due_ns >= int(stage.duration_s * NS_PER_S):
-        return 0, True
-    return max(due_ns - elapsed_ns, 0), False
-
-
 def arrival_offsets_ns(stage: Stage, arrival: str = "constant", seed: int = 0, *, part: int = 0,
                        parts: int = 1) -> Iterator[int]:
     """Intended send times as offsets from the stage's start, in ns.
@@ -133,7 +130,6 @@ def arrival_offsets_ns(stage: Stage, arrival: str = "constant", seed: int = 0, *
     if not 0 <= part < parts:
         raise ValueError(f"part {part} out of {parts}")
     if arrival == "constant":
-        # pace(stage, 0, i) for i = part, part + parts, ... until it says stop, with its checks hoisted.
         rate = stage.rate_rps
         end_ns = None if stage.requests is not None else int(stage.duration_s * NS_PER_S)
         for sent in range(part, stage.expected_requests, parts):
@@ -157,3 +153,66 @@ def arrival_offsets_ns(stage: Stage, arrival: str = "constant", seed: int = 0, *
             i += 1
     else:
         raise ValueError(f"unknown arrival process {arrival!r}; known: {', '.join(ARRIVALS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Pacing:
+    """When the dispatcher wakes through one stage (see LAG_BUDGET_NS); built by `pacing`.
+
+    Without a grid (`period_ns` 0) each send wakes on its own, unless it is due within `budget_ns`
+    of the last wake: then it shares the wake at that instant instead. With a grid the timer fires
+    at `origin_ns` + k x `period_ns` only, and answers are read at those wakes (polled mode).
+    """
+
+    budget_ns: int
+    origin_ns: int = 0
+    period_ns: int = 0
+
+    @property
+    def polled(self) -> bool:
+        """Whether the transport should read answers only at the dispatcher's wakes: on a grid, yes."""
+        return self.period_ns > 0
+
+    def own_wakes(self) -> Pacing:
+        """The same budget without a grid (for a timer that cannot tick)."""
+        return Pacing(self.budget_ns)
+
+    def deadline_ns(self, woke_ns: int, intended_ns: int) -> int:
+        """What to sleep until for a send intended at `intended_ns` (ns, the dispatcher's clock), the
+        last wake having been at `woke_ns`.
+
+        On a grid, the intended time itself: the grid's first tick at or after it ends the sleep (a
+        tick that wakes the process a little late still serves a send due in between). Without one,
+        the intended time, or the last wake plus the budget when that is later (a shared wake).
+        """
+        if self.period_ns > 0:
+            return intended_ns
+        shared = woke_ns + self.budget_ns
+        return intended_ns if intended_ns > shared else shared
+
+    def tick_ns(self, deadline_ns: int) -> int:
+        """When a sleep until `deadline_ns` ends on a timer that wakes exactly on time: on a grid its
+        first tick at or after the deadline, else the deadline."""
+        period = self.period_ns
+        if period <= 0:
+            return deadline_ns
+        behind = self.origin_ns - deadline_ns
+        return self.origin_ns if behind >= 0 else self.origin_ns - (behind // period) * period
+
+
+def pacing(budget_ns: int, gap_ns: float, even: bool, first_ns: int) -> Pacing:
+    """The wake policy for a stage whose arrivals are `gap_ns` apart on average (ns; evenly so when `even`),
+    the first at `first_ns`, allowed `budget_ns` of lateness to share a wake.
+
+    A grid only when arrivals come at least once per budget (gap <= budget): for even arrivals it is
+    laid on them with a period of the fewest whole gaps longer than the budget (so no send waits more
+    than the budget), for Poisson arrivals its period is the budget. A budget of 0 means a wake per send.
+    """
+    if budget_ns < 0:
+        raise ValueError(f"a lag budget must be 0 ns or more, got {budget_ns}")
+    if not gap_ns > 0:
+        raise ValueError(f"a mean gap between arrivals must be above 0 ns, got {gap_ns}")
+    if gap_ns > budget_ns:
+        return Pacing(budget_ns)
+    period = gap_ns * (budget_ns // gap_ns + 1) if even else budget_ns
+    return Pacing(budget_ns, first_ns, round(period))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from profiler.config import Config
-from profiler.core.results import Result
+from profiler.core.results import Prediction
 from profiler.dataset import Dataset
 from profiler.judge.significance import Baseline
 from profiler.measure.accuracy import PredictionLog
@@ -124,8 +124,9 @@ class RunState:
     report: dict[str, Any] | None = None
     requests_done: int = 0
 
-    def add(self, result: Result) -> None:
-        """Count every finished request (the resource series plots memory against requests)."""
+    def add(self, prediction: Prediction) -> None:
+        """Count every finished request, from the engine or a worker (the resource series plots memory
+        against requests)."""
         self.requests_done += 1
 
     @property

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from sklearn.metrics import f1_score
 
-from profiler.core.results import OK, Result
+from profiler.core.results import OK, Prediction, Result
 from profiler.measure.accuracy import PredictionLog, accuracy_metrics, label_key
 
 
@@ -38,9 +38,9 @@ def test_no_predictions_gives_none_not_zero() -> None:
 
 def test_prediction_log_keeps_first_and_counts_disagreements() -> None:
     log = PredictionLog(3)
-    log.add(Result(1, 2, 2, 0, 0, 0, OK, [5, 6]))  # samples 2 and 0 (wraps)
-    log.add(Result(1, 0, 1, 0, 0, 0, OK, [6]))  # agrees
-    log.add(Result(1, 2, 1, 0, 0, 0, OK, [4]))  # disagrees
-    log.add(Result(1, 1, 1, 0, 0, 0, "timeout", None))
+    log.add(Prediction(2, 2, OK, [5, 6]))  # samples 2 and 0 (wraps)
+    log.add(Prediction(0, 1, OK, [6]))  # agrees
+    log.add(Result(1, 2, 1, 10, 11, 12, OK, [4]))  # disagrees; the engine's Result is a Prediction too
+    log.add(Prediction(1, 1, "timeout", None))
     assert log.reference == ["6", None, "5"]
     assert (log.compared, log.inconsistent) == (2, 1)

@@ -8,6 +8,7 @@ use by the engine in polled mode with kernel receive times.
 from __future__ import annotations
 
 import asyncio
+import socket
 import subprocess
 import sys
 import time
@@ -23,10 +24,11 @@ from profiler.codecs.v2_grpc import INFER_METHOD as INFER
 from profiler.codecs.v2_grpc import V2GrpcCodec
 from profiler.core.errors import TransportError
 from profiler.core.results import OK, Result
+from profiler.core.units import NS_PER_S
 from profiler.load.engine import Engine
 from profiler.measure.latency import StageRecorder
 from profiler.schedule import arrival_offsets_ns, make_stage
-from profiler.transports.grpc_h2 import H2GrpcTransport, frame, request_block
+from profiler.transports.grpc_h2 import H2GrpcTransport, _Connection, _Shared, frame, request_block
 
 ECHO = "/test.Echo/Echo"
 
@@ -344,3 +346,93 @@ async def test_after_a_goaway_new_calls_do_not_wait_for_the_old_connections_call
     latencies.sort()
     assert client.connections_opened >= 3
     assert latencies[int(len(latencies) * 0.95)] < 0.15, latencies[-10:]
+
+
+class _Owner:
+    """A transport stand-in for one connection: records what the connection tells its owner."""
+
+    def __init__(self) -> None:
+        self.pings_sent = 0
+        self.events: list[tuple[Any, ...]] = []
+
+    def connection_lost(self, conn: _Connection, error: TransportError) -> None:
+        self.events.append(("lost", str(error)))
+
+    def retire(self, conn: _Connection) -> None:
+        self.events.append(("retire",))
+
+    def start_waiting(self) -> None:
+        self.events.append(("start_waiting",))
+
+    def requeue(self, path: str, body: bytes, done: Any, deadline_ns: int) -> None:
+        self.events.append(("requeue", path, body, deadline_ns))
+
+    def has_waiting(self, conn: _Connection) -> bool:
+        return False
+
+
+@pytest.fixture
+async def wired() -> AsyncIterator[tuple[_Connection, _Owner, socket.socket]]:
+    """A connection on one end of a socket pair (the server's end is returned), with a recording owner."""
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    owner = _Owner()
+    conn = _Connection(owner, _Shared("h:1", 5.0, (), 30 * NS_PER_S, 20 * NS_PER_S), ours,
+                       asyncio.get_running_loop())
+    yield conn, owner, theirs
+    conn.close()
+    theirs.close()
+
+
+def received(sock: socket.socket) -> bytes:
+    """Everything the connection has written to the server's end so far."""
+    try:
+        return sock.recv(1 << 20)
+    except BlockingIOError:
+        return b""
+
+
+def feed(conn: _Connection, *frames: bytes) -> None:
+    conn.inbuf += b"".join(frames)
+    conn.frames(0)
+
+
+@pytest.mark.parametrize("kind", [2, 5, 0x0A, 0xFF], ids=["PRIORITY", "PUSH_PROMISE", "unknown-0x0a", "unknown-0xff"])
+async def test_frames_without_a_handler_are_ignored_and_the_next_frame_is_handled(wired, kind):
+    conn, owner, server = wired
+    feed(conn, frame(kind, 0, 1, b"\x00" * 5), frame(6, 0, 0, b"12345678"))
+    assert not conn.closed and owner.events == []
+    assert received(server) == frame(6, 1, 0, b"12345678")  # the PING after it was answered
+
+
+@pytest.mark.parametrize("kind", [0, 2, 6, 0xFF], ids=["DATA", "PRIORITY", "PING", "unknown-0xff"])
+async def test_any_frame_but_continuation_inside_a_header_block_drops_the_connection(wired, kind):
+    conn, owner, _ = wired
+    feed(conn, frame(1, 0, 1, b"\x88"), frame(kind, 0, 0, b"12345678"))  # HEADERS without END_HEADERS
+    assert conn.closed
+    assert owner.events == [("lost", "protocol error: a header block was interrupted")]
+
+
+async def test_a_refused_stream_goes_again_and_another_reset_ends_the_call(wired):
+    conn, owner, _ = wired
+    outcomes: list[tuple[bytes, TransportError | None]] = []
+    for body in (b"first", b"second"):
+        conn.open(ECHO, body, lambda message, error, _: outcomes.append((message, error)), 123)
+    feed(conn, frame(3, 0, 1, (7).to_bytes(4, "big")), frame(3, 0, 3, (2).to_bytes(4, "big")))
+    assert owner.events == [("requeue", ECHO, b"first", 123)]  # REFUSED_STREAM: not processed, sent again
+    [(message, error)] = outcomes
+    assert message == b"" and error is not None and error.kind == "connection" and "HTTP/2 error 2" in str(error)
+    assert conn.streams == {}
+
+
+async def test_goaway_ends_the_streams_the_server_never_took_and_retires_the_connection(wired):
+    conn, owner, _ = wired
+    outcomes: dict[bytes, TransportError | None] = {}
+    for body in (b"taken", b"not taken"):
+        conn.open(ECHO, body, lambda message, error, _, body=body: outcomes.__setitem__(body, error), 0)
+    feed(conn, frame(7, 0, 0, (1).to_bytes(4, "big") + (0).to_bytes(4, "big")))  # last stream id 1
+    assert owner.events == [("retire",)]
+    assert list(conn.streams) == [1] and list(outcomes) == [b"not taken"]
+    error = outcomes[b"not taken"]
+    assert error is not None and error.kind == "connection" and "GOAWAY" in str(error)

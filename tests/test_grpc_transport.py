@@ -17,7 +17,8 @@ from profiler.core.errors import TargetError, TransportError
 from profiler.dataset import Sample
 from profiler.examples.grpc_server import make_handler
 from profiler.examples.model import Behaviour, train
-from profiler.transports.grpc import GrpcTransport, grpc_target
+from profiler.transports.grpc import GrpcTransport
+from profiler.transports.grpc_common import grpc_target
 from profiler.transports.grpc_h2 import H2GrpcTransport
 
 ZERO = Sample("z", [0] * 64, 0)
@@ -31,10 +32,13 @@ def grpc_server(example_grpc_url: str) -> str:
     return example_grpc_url
 
 
+Client = type[GrpcTransport] | type[H2GrpcTransport]
+
+
 @pytest.fixture(params=[GrpcTransport, H2GrpcTransport], ids=["grpc.aio", "lean-h2"])
-def client(request: pytest.FixtureRequest) -> type[GrpcTransport]:
+def client(request: pytest.FixtureRequest) -> Client:
     """Both gRPC clients must behave the same: grpc.aio, and the lean HTTP/2 client the engine uses."""
-    cls: type[GrpcTransport] = request.param
+    cls: Client = request.param
     return cls
 
 
@@ -57,23 +61,26 @@ def test_grpc_target_rejects_http() -> None:
         grpc_target("http://h:1")
 
 
-async def test_infer_readiness_and_metadata_over_one_channel(grpc_server: str, client: type[GrpcTransport]) -> None:
+async def test_infer_readiness_and_metadata_over_one_channel(grpc_server: str, client: Client) -> None:
     codec = V2GrpcCodec("digits")
     transport = client(grpc_server, model="digits", timeout_s=5)
     try:
         assert await transport.probe(SERVER_READY_METHOD) == 200
         assert await transport.probe(MODEL_READY_METHOD) == 200
-        channel = transport._channel
+        channel = transport._channel if isinstance(transport, GrpcTransport) else None
         body = await transport.send(INFER_METHOD, codec.encode([SEVEN, SEVEN]))
         assert codec.decode(body, 2) == [7, 7]
-        assert transport._channel is channel  # the same long-lived channel (the lean client has none)
+        if isinstance(transport, GrpcTransport):
+            assert transport._channel is channel  # the same long-lived channel
+        else:
+            assert transport.connections_opened == 1  # probes and calls on the one HTTP/2 connection
         metadata = await transport.model_metadata()
         assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP32", "shape": [-1, 64]}]
     finally:
         await transport.close()
 
 
-async def test_errors_map_to_transport_error_kinds(grpc_server: str, client: type[GrpcTransport]) -> None:
+async def test_errors_map_to_transport_error_kinds(grpc_server: str, client: Client) -> None:
     body = V2GrpcCodec("digits").encode([ZERO])
 
     unknown = client(grpc_server, model="cats", timeout_s=5)
@@ -103,7 +110,7 @@ async def slow_server() -> tuple[aio.Server, int]:
     return server, port
 
 
-async def test_a_missed_deadline_is_a_timeout(client: type[GrpcTransport]) -> None:
+async def test_a_missed_deadline_is_a_timeout(client: Client) -> None:
     server, port = await slow_server()
     try:
         slow = client(f"grpc://127.0.0.1:{port}", model="digits", timeout_s=0.05)
@@ -150,7 +157,7 @@ def test_metadata_request_round_trip() -> None:
     assert pb.ServerReadyResponse.FromString(raw).ready is True
 
 
-async def submitted(transport: GrpcTransport, body: bytes) -> tuple[bytes, TransportError | None]:
+async def submitted(transport: GrpcTransport | H2GrpcTransport, body: bytes) -> tuple[bytes, TransportError | None]:
     """The engine's callback path, awaited: what `done` was called with."""
     import asyncio
 
@@ -159,7 +166,7 @@ async def submitted(transport: GrpcTransport, body: bytes) -> tuple[bytes, Trans
     return await asyncio.wait_for(outcome, 10)
 
 
-async def test_submit_reports_answers_and_each_error_kind(grpc_server: str, client: type[GrpcTransport]) -> None:
+async def test_submit_reports_answers_and_each_error_kind(grpc_server: str, client: Client) -> None:
     codec = V2GrpcCodec("digits")
     transport = client(grpc_server, model="digits", timeout_s=5)
     payload, error = await submitted(transport, codec.encode([SEVEN]))

@@ -189,6 +189,32 @@ async def test_a_request_that_meets_the_servers_keepalive_close_goes_again_on_a_
     assert requests == 5  # each request answered exactly once: a retry never doubles one
 
 
+async def test_a_probe_reports_any_status_also_after_a_second_try():
+    """probe() gives the answer's own status (a 2xx that is not 200, a 503), also for a probe that met the
+    server closing its kept-alive connection and went again on a new one."""
+    connections = 0
+
+    async def one_answer_per_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = b"503 Service Unavailable" if head.startswith(b"GET /busy ") else b"202 Accepted"
+        writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await reader.readuntil(b"\r\n\r\n")  # the next request arrives: close, as at the keep-alive timeout
+        writer.close()
+
+    server, url = await raw_server(one_answer_per_connection)
+    client = Http1Transport(url, timeout_s=2, max_connections=1)
+    try:
+        assert [await client.probe(path) for path in ("/ready", "/ready", "/busy", "/busy")] == [202, 202, 503, 503]
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+    assert connections == 4  # each probe after the first met a closing connection and went again
+
+
 async def test_no_second_try_on_a_fresh_connection_or_after_the_answer_began():
     async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")

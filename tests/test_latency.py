@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.core.results import CONNECTION, OK, TIMEOUT, Result
+from profiler.core.results import CONNECTION, OK, TIMEOUT, Result, StageAccount
 from profiler.measure.latency import StageRecorder, new_histogram, record_ns, spectrum_ms
 from profiler.schedule import Stage
 
@@ -29,7 +29,8 @@ def test_counts_add_up_and_errors_are_classified() -> None:
         rec.add(result(OK, i, i, i + 1_000_000))
     rec.add(result(TIMEOUT, 0, 0, 5, "no answer"))
     rec.add(result(CONNECTION, 0, 0, 5, "refused"))
-    rec.unsent = 1
+    rec.close(StageAccount(started_ns=0, ended_ns=1_000_000_000, scheduled=10, unsent=1, late=0, cut_short=False,
+                           cpu_s=0.0))
     s = rec.summary()
     assert (s["sent"], s["completed"], s["errors"], s["unsent"]) == (9, 7, 2, 1)
     assert s["errors_by_kind"] == {"connection": 1, "timeout": 1}

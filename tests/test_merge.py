@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.core.results import OK, TIMEOUT, Result
+from profiler.core.results import OK, TIMEOUT, Result, StageAccount
 from profiler.examples.holdout import write_holdout
 from profiler.measure.latency import StageRecorder
 from profiler.record.merge import merge_reports, merge_stages
@@ -20,7 +20,7 @@ NS_PER_MS = 1_000_000
 
 
 def fill(recorder: StageRecorder, rng: random.Random, count: int) -> list[Result]:
-    recorder.started_ns = 1
+    recorder.open(1)
     results = []
     for i in range(count):
         intended = 1 + i * 5 * NS_PER_MS
@@ -30,10 +30,8 @@ def fill(recorder: StageRecorder, rng: random.Random, count: int) -> list[Result
         results.append(Result(1, i % 7, 1, intended, intended + lag, intended + lag + latency, outcome, [1]))
         recorder.record_lag(lag)
         recorder.add(results[-1])
-    recorder.scheduled = count + 3
-    recorder.unsent = 3
-    recorder.ended_ns = count * 5 * NS_PER_MS
-    recorder.cpu_s = 0.25
+    recorder.close(StageAccount(1, count * 5 * NS_PER_MS, scheduled=count + 3, unsent=3, late=0, cut_short=False,
+                                cpu_s=0.25))
     return results
 
 

@@ -6,8 +6,10 @@ import random
 
 import pytest
 
+from profiler.core.results import StageAccount
 from profiler.measure.hdr import counts_at_or_below, total_of, values_at_percentiles
-from profiler.measure.latency import BUFFER_VALUES, Recording, new_histogram, record_ns
+from profiler.measure.latency import BUFFER_VALUES, Recording, StageRecorder, new_histogram, record_ns
+from profiler.schedule import make_stage
 
 
 @pytest.mark.parametrize("count", [0, 1, 7, BUFFER_VALUES - 1, BUFFER_VALUES, 3 * BUFFER_VALUES + 5])
@@ -47,11 +49,8 @@ def test_recording_equals_record_value(count, spread):
     ],
 )
 def test_generator_self_check(cpu_s, processes, lags_ms, limited, reason):
-    from profiler.measure.latency import StageRecorder
-    from profiler.schedule import make_stage
-
-    recorder = StageRecorder(make_stage(1, 100, 1.0), started_ns=1, ended_ns=1 + 1_000_000_000)
-    recorder.cpu_s = cpu_s
+    recorder = StageRecorder(make_stage(1, 100, 1.0))
+    recorder.close(StageAccount(1, 1 + 1_000_000_000, 100, 0, 0, False, cpu_s))
     recorder.processes = processes
     for lag in lags_ms:
         recorder.record_lag(int(lag * 1e6))

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from profiler.judge.requirements import Demand, Node, plan, replica_rate, required_rps
+from profiler.judge.requirements import (
+    Demand,
+    Node,
+    objective_covers,
+    percentile_key,
+    plan,
+    replica_rate,
+    replicas_fit,
+    replicas_needed,
+    required_rps,
+    sustained_rate_within,
+)
 
 GiB = 2**30
 
@@ -108,3 +119,71 @@ def test_cost_counts_predictions_in_batches():
     one = plan(report(), None, Node(16 * GiB, price_per_hour=1.0), batch_size=1)
     four = plan(report(), None, Node(16 * GiB, price_per_hour=1.0), batch_size=4)
     assert four["cost_per_million"] == pytest.approx(one["cost_per_million"] / 4)
+
+
+NAN = float("nan")
+
+
+@pytest.mark.parametrize(("percentile", "key"), [
+    (50.0, "p50"), (99.0, "p99"), (99.9, "p999"), (42.0, None), (100.0, None), (0.0, None), (NAN, None),
+])
+def test_percentile_key(percentile, key):
+    assert percentile_key(percentile) == key
+
+
+@pytest.mark.parametrize(("objective", "latency_ms", "percentile", "covers"), [
+    ({"percentile": 99.0, "latency_ms": 100.0}, 100.0, 99.0, True),    # the same bound
+    ({"percentile": 99.0, "latency_ms": 100.0}, 200.0, 50.0, True),    # looser on both
+    ({"percentile": 99.0, "latency_ms": 100.0}, 50.0, 99.0, False),    # a tighter latency
+    ({"percentile": 95.0, "latency_ms": 100.0}, 200.0, 99.0, False),   # a higher percentile
+    ({"latency_ms": 100.0}, 200.0, 99.9, True),                        # no percentile: taken as the strictest
+    ({"percentile": 99.0}, 5000.0, 50.0, False),                       # no objective latency
+    ({}, 5000.0, 50.0, False),
+    ({"percentile": 99.0, "latency_ms": 100.0}, NAN, 99.0, False),
+])
+def test_objective_covers(objective, latency_ms, percentile, covers):
+    assert objective_covers(objective, latency_ms, percentile) is covers
+
+
+def stage(rps, p99, sustained=True, warmup=False):
+    return {"warmup": warmup, "offered_rps": rps, "latency_ms": {"p99": p99}, "objective": {"sustained": sustained}}
+
+
+@pytest.mark.parametrize(("stages", "latency_ms", "rate"), [
+    ([stage(100.0, 20.0), stage(200.0, 80.0), stage(400.0, 900.0, sustained=False)], 50.0, 100.0),
+    ([stage(100.0, 20.0), stage(200.0, 80.0)], 80.0, 200.0),               # the bound is inclusive
+    ([stage(100.0, 20.0)], 10.0, 0.0),                                     # measured, none within
+    ([stage(100.0, 5.0, sustained=False), stage(50.0, 5.0, warmup=True)], 10.0, 0.0),   # nothing sustained
+    ([], 10.0, 0.0),
+    ([stage(100.0, None), stage(200.0, NAN)], 50.0, None),                # sustained, latency never measured
+    ([stage(100.0, None), stage(50.0, 20.0)], 50.0, 50.0),
+])
+def test_sustained_rate_within(stages, latency_ms, rate):
+    assert sustained_rate_within(stages, "p99", latency_ms) == rate
+
+
+@pytest.mark.parametrize(("required", "rate", "min_replicas", "expected"), [
+    (1000.0, 200.0, 1, 5),
+    (1001.0, 200.0, 1, 6),
+    (2.1, 0.3, 1, 7),              # 2.1 / 0.3 is 7.000000000000001 in floating point
+    (1.0, 200.0, 3, 3),            # the minimum wins
+    (0.0, 200.0, 1, 1),
+    (100.0, 0.0, 1, None),         # a replica that sustains nothing: no number suffices
+    (100.0, -1.0, 1, None),
+    (100.0, NAN, 1, None),
+])
+def test_replicas_needed(required, rate, min_replicas, expected):
+    assert replicas_needed(required, rate, min_replicas) == expected
+
+
+@pytest.mark.parametrize(("node_memory", "memory", "node_cores", "cores", "fits"), [
+    (16 * GiB, 3 * GiB, None, None, {"memory": 5}),
+    (16 * GiB, 3 * GiB, 4.0, 0.5, {"memory": 5, "CPU": 8}),
+    (None, 3 * GiB, 2.0, 0.25, {"CPU": 8}),
+    (GiB, 2 * GiB, None, None, {"memory": 0}),       # does not fit
+    (16 * GiB, 0.0, 4.0, 0.0, {}),                   # zero use says nothing about fit
+    (16 * GiB, None, None, 0.5, {}),
+    (None, None, None, None, {}),
+])
+def test_replicas_fit(node_memory, memory, node_cores, cores, fits):
+    assert replicas_fit(node_memory, memory, node_cores, cores) == fits

@@ -16,9 +16,21 @@ from profiler.measure.resources.leak import (
     NO_LEAK,
     RAW,
     LeakSettings,
+    Series,
+    Trend,
+    Trends,
+    classify,
     detect_leak,
+    finite_readings,
+    fit_trends,
+    gc_series,
+    is_significant,
     requests_to_decide,
+    still_growing,
+    tail_grows,
+    time_to_limit,
     trend,
+    warmup_window,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "resources"
@@ -216,3 +228,166 @@ def test_recorded_bench_series(name: str, status: str, rate: float | None) -> No
     assert verdict.status == status, verdict.reason
     if rate is not None:
         assert verdict.bytes_per_request == pytest.approx(rate, rel=0.2)
+
+
+# The steps of detect_leak, one table each.
+
+NAN = float("nan")
+INF = float("inf")
+
+
+@pytest.mark.parametrize(
+    ("requests", "t_s", "memory", "expected"),
+    [
+        ([], [], [], []),
+        ([1, 2], [1, 2], [None, NAN], []),
+        ([3, 1, 2], [3, 1, 2], [30, 10, 20], [(1, 1, 10), (2, 2, 20), (3, 3, 30)]),   # sorted by requests
+        ([1, 1], [2, 1], [5, 6], [(1, 1, 6), (1, 2, 5)]),                             # then by time
+        ([INF, 1, NAN], [0, 1, 2], [1, 2, 3], [(1, 1, 2)]),                           # no infinite or NaN figure
+        ([1, 2], [0, INF], [0, 0], [(1, 0, 0)]),                                      # zero memory is a reading
+    ],
+)
+def test_finite_readings(requests, t_s, memory, expected) -> None:
+    assert finite_readings(requests, t_s, memory) == expected
+
+
+@pytest.mark.parametrize(
+    ("fraction", "kept"),
+    [(0.0, [0, 10, 20, 30, 40]), (0.2, [10, 20, 30, 40]), (0.5, [20, 30, 40]), (1.0, [40]), (1.5, [])],
+)
+def test_warmup_window(fraction: float, kept: list[float]) -> None:
+    rows = [(float(x), x / 10, 1e6 + x) for x in range(0, 50, 10)]
+    window = warmup_window(rows, fraction)
+    assert list(window.requests) == kept
+    assert list(window.t_s) == [x / 10 for x in kept]
+    assert list(window.memory_bytes) == [1e6 + x for x in kept]
+
+
+def test_warmup_window_needs_readings() -> None:
+    with pytest.raises(ValueError, match="no reading"):
+        warmup_window([], 0.2)
+
+
+def series_of(memory: np.ndarray) -> Series:
+    return Series(X.copy(), X / 400, np.asarray(memory, dtype=float))
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "points"),
+    # The sawtooth drops at every 2,000 requests up to 12,000: 6 drops, 6 floors.
+    [("flat", RAW, N), ("leak 10 KB", RAW, N), ("gc sawtooth", FLOORS, 6), ("two gc cycles", FLOORS, 2),
+     ("small sawtooth", RAW, N)],
+)
+def test_gc_series(name: str, method: str, points: int) -> None:
+    chosen, how = gc_series(series_of(shape(name)), LeakSettings())
+    assert how == method
+    assert len(chosen) == points
+    if method == FLOORS:  # each floor is the lowest reading of its tooth, at its own requests and time
+        assert set(chosen.memory_bytes) <= set(shape(name))
+        assert list(chosen.t_s) == list(chosen.requests / 400)
+
+
+def test_fit_trends() -> None:
+    leak = fit_trends(series_of(shape("leak 10 KB")), 0.95)
+    assert leak is not None
+    assert leak.overall.slope == pytest.approx(10_240, rel=0.02)
+    assert leak.head is not None and leak.tail is not None and leak.per_s is not None
+    assert leak.per_s.slope == pytest.approx(10_240 * 400, rel=0.02)   # 400 requests a second
+    assert leak.span_requests == 12_000 and leak.tail_requests == 6_000
+    assert fit_trends(Series(np.full(5, 7.0), np.arange(5.0), np.arange(5.0)), 0.95) is None  # requests never moved
+    assert fit_trends(Series(np.array([]), np.array([]), np.array([])), 0.95) is None
+
+
+def fit(slope: float, low: float | None = None, high: float | None = None, p_value: float = 0.001,
+        points: int = 100) -> Trend:
+    return Trend(slope, slope / 2 if low is None else low, slope * 2 if high is None else high, 0.5, p_value, points)
+
+
+@pytest.mark.parametrize(
+    ("overall", "span", "expected"),
+    [
+        (fit(1000), 12_000, True),
+        (fit(1000, low=0.0), 12_000, False),         # the interval reaches zero
+        (fit(1000, p_value=0.06), 12_000, False),    # Kendall does not see a trend
+        (fit(200), 12_000, False),                   # below 256 B per request
+        (fit(1000), 1000, False),                    # 1 MB in all is not material
+        (fit(NAN, low=NAN), 12_000, False),
+    ],
+)
+def test_is_significant(overall: Trend, span: float, expected: bool) -> None:
+    assert is_significant(overall, span, LeakSettings()) is expected
+
+
+@pytest.mark.parametrize(
+    ("head", "tail", "expected"),
+    [
+        (fit(1000), fit(1000), True),
+        (fit(1000), fit(400), False),                # slowed to below half the head's rate: a cache filling
+        (fit(1000), fit(500), True),                 # exactly half still counts
+        (fit(-50), fit(300), True),                  # a shrinking head sets no bar
+        (None, fit(300), True),
+        (fit(1000), fit(1000, low=0.0), False),      # the tail's interval reaches zero
+        (fit(1000), None, False),
+        (fit(1000), fit(NAN, low=NAN), False),
+    ],
+)
+def test_still_growing(head: Trend | None, tail: Trend | None, expected: bool) -> None:
+    assert still_growing(head, tail, LeakSettings()) is expected
+
+
+@pytest.mark.parametrize(
+    ("tail", "tail_requests", "expected"),
+    [
+        (fit(1000), 6000, True),
+        (fit(1000), 1000, False),                    # 1 MB over the last half is not material
+        (fit(100), 60_000, False),                   # below 256 B per request
+        (fit(1000, low=-1.0), 6000, False),
+        (None, 6000, False),
+        (fit(1000), 0.0, False),
+    ],
+)
+def test_tail_grows(tail: Trend | None, tail_requests: float, expected: bool) -> None:
+    assert tail_grows(tail, tail_requests, LeakSettings()) is expected
+
+
+@pytest.mark.parametrize(
+    ("overall", "head", "tail", "method", "status", "reason_part"),
+    [
+        (fit(1000), fit(1000), fit(1000), RAW, LEAKED, "grows 1,000 B per request (interval 500 to 2,000)"),
+        (fit(1000, points=6), fit(1000), fit(1000), FLOORS, LEAKED, "still grows at the end"),
+        (fit(1000, points=5), fit(1000), fit(1000), FLOORS, INCONCLUSIVE, "only 5 GC cycles were seen"),
+        (fit(1000), fit(1000), fit(10, low=-5, high=100), RAW, NO_LEAK, "levelled off (last half: 10 B"),
+        (fit(10, low=-5, high=20), fit(10), fit(5, low=-10, high=100), RAW, NO_LEAK, "last half is at most 100"),
+        (fit(10, low=-5, high=100), None, None, RAW, NO_LEAK, "over the window is at most 100"),
+        (fit(1000), fit(2000), fit(600, low=300, high=900), RAW, INCONCLUSIVE, "slowed down at the end (last half 600"),
+        (fit(1000), None, None, RAW, INCONCLUSIVE, "(last half nan)"),
+        (fit(100, low=-200, high=400), None, fit(100, low=-300, high=500), RAW, INCONCLUSIVE, "up to 500 B"),
+        (fit(100, low=-200, high=400), None, None, RAW, INCONCLUSIVE, "up to 400 B"),
+        (fit(NAN, low=NAN, high=NAN), None, None, RAW, INCONCLUSIVE, "up to nan B"),
+    ],
+)
+def test_classify(overall: Trend, head: Trend | None, tail: Trend | None, method: str, status: str,
+                  reason_part: str) -> None:
+    trends = Trends(overall, head, tail, None, span_requests=12_000, tail_requests=6_000)
+    got, reason = classify(trends, method, LeakSettings())
+    assert got == status
+    assert reason_part in reason, reason
+
+
+@pytest.mark.parametrize(
+    ("limit", "last", "per_request", "per_s", "expected"),
+    [
+        (2e9, 1e9, 1e4, 1e6, (1e5, 1e9 / 1e6 / 3600)),
+        (2e9, 1e9, 1e4, None, (1e5, None)),          # no growth against time known
+        (2e9, 1e9, 1e4, 0.0, (1e5, None)),
+        (2e9, 1e9, 1e4, -5.0, (1e5, None)),
+        (1e9, 3e9, 1e4, 1e6, (0.0, 0.0)),            # already past the limit: no headroom
+        (None, 1e9, 1e4, 1e6, (None, None)),
+        (0.0, 1e9, 1e4, 1e6, (None, None)),          # no limit set
+        (-1.0, 1e9, 1e4, 1e6, (None, None)),
+        (NAN, 1e9, 1e4, 1e6, (None, None)),
+    ],
+)
+def test_time_to_limit(limit: float | None, last: float, per_request: float, per_s: float | None,
+                       expected: tuple[float | None, float | None]) -> None:
+    assert time_to_limit(limit, last, per_request, per_s) == pytest.approx(expected)

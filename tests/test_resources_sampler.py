@@ -17,8 +17,13 @@ import psutil
 import pytest
 from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 
+from profiler.measure.resources.parse import CgroupMemory, ScrapedProcess
 from profiler.measure.resources.sampler import (
     CGROUP_WORKING_SET,
+    CPU_CGROUP,
+    CPU_PROCESSES,
+    CPU_SCRAPED,
+    MEMORY_FIGURES,
     PSS,
     RSS,
     SCRAPED_RSS,
@@ -26,7 +31,12 @@ from profiler.measure.resources.sampler import (
     ProcessTree,
     ResourceSampler,
     Scrape,
+    TreeFigures,
     artifact_size,
+    build_reading,
+    cpu_figures,
+    first_figure,
+    memory_figures,
 )
 
 FIXTURES = Path(__file__).parent / "fixtures" / "resources"
@@ -400,3 +410,59 @@ def test_sampler_in_a_thread_sees_growth(grower: Callable[..., Grower]) -> None:
         worker.join()
     assert all(r is not None for r in readings)
     assert readings[2] - readings[0] >= 18 * MIB  # type: ignore[operator]
+
+
+TREE = TreeFigures(rss_bytes=300, pss_bytes=200, uss_bytes=100, cpu_s=1.5, processes=2)
+TREE_NO_PSS = TreeFigures(rss_bytes=300, pss_bytes=None, uss_bytes=None, cpu_s=1.5, processes=2)
+CGROUP = CgroupMemory(current_bytes=500, anon_bytes=350, file_bytes=150, working_set_bytes=400, limit_bytes=1000)
+SCRAPED = ScrapedProcess(resident_bytes=700, cpu_s=4.0, series=3)
+SCRAPED_EMPTY = ScrapedProcess(resident_bytes=None, cpu_s=None, series=0)
+
+
+@pytest.mark.parametrize(("tree", "cg", "scraped", "memory", "first"), [
+    (TREE, CGROUP, SCRAPED, [400, 200, 300, 700], CGROUP_WORKING_SET),
+    (TREE, None, SCRAPED, [None, 200, 300, 700], PSS),
+    (TREE_NO_PSS, None, None, [None, None, 300, None], RSS),
+    (None, None, SCRAPED, [None, None, None, 700], SCRAPED_RSS),
+    (None, None, SCRAPED_EMPTY, [None, None, None, None], None),
+    (None, None, None, [None, None, None, None], None),
+])
+def test_memory_figures_in_order_of_preference(tree, cg, scraped, memory, first):
+    figures = memory_figures(tree, cg, scraped)
+    assert list(figures) == list(MEMORY_FIGURES)
+    assert list(figures.values()) == memory
+    assert first_figure(figures) == first
+
+
+@pytest.mark.parametrize(("tree", "cg_cpu_s", "scraped", "cpu", "first"), [
+    (TREE, 9.0, SCRAPED, [9.0, 1.5, 4.0], CPU_CGROUP),
+    (TREE, None, SCRAPED, [None, 1.5, 4.0], CPU_PROCESSES),
+    (None, None, SCRAPED, [None, None, 4.0], CPU_SCRAPED),
+    (None, 0.0, None, [0.0, None, None], CPU_CGROUP),        # zero seconds is a reading
+    (None, None, None, [None, None, None], None),
+])
+def test_cpu_figures_in_order_of_preference(tree, cg_cpu_s, scraped, cpu, first):
+    figures = cpu_figures(tree, cg_cpu_s, scraped)
+    assert list(figures.values()) == cpu
+    assert first_figure(figures) == first
+
+
+@pytest.mark.parametrize(("figures", "first"), [
+    ({}, None),
+    ({"a": None, "b": 0, "c": 5}, "b"),
+    ({"a": float("nan"), "b": 1.0}, "a"),   # NaN was read (a figure, if an odd one): the parsers never give one
+])
+def test_first_figure(figures, first):
+    assert first_figure(figures) == first
+
+
+@pytest.mark.parametrize(("tree", "cg", "scraped", "processes", "rss", "pss", "uss"), [
+    (TREE, CGROUP, SCRAPED, 2, 300, 200, 100),            # the tree's figures win over the scrape's
+    (None, CGROUP, SCRAPED, 3, 700, None, None),
+    (None, CGROUP, None, 0, None, None, None),
+    (TREE_NO_PSS, None, None, 2, 300, None, None),
+])
+def test_build_reading(tree, cg, scraped, processes, rss, pss, uss):
+    reading = build_reading(123, 4.5, tree, cg, scraped)
+    assert (reading.memory_bytes, reading.cpu_s, reading.cgroup) == (123, 4.5, cg)
+    assert (reading.processes, reading.rss_bytes, reading.pss_bytes, reading.uss_bytes) == (processes, rss, pss, uss)

@@ -1,4 +1,4 @@
-"""The schedule is pure: tables of stages, ramps, pace and timetables, failure cases included."""
+"""The schedule is pure: tables of stages, ramps and timetables, failure cases included (pacing: test_pacing.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pytest
 
 from profiler.core.units import NS_PER_S
-from profiler.schedule import Stage, arrival_offsets_ns, make_stage, pace, plan, ramp_rates
+from profiler.schedule import Stage, arrival_offsets_ns, make_stage, plan, ramp_rates
 
 
 @pytest.mark.parametrize(
@@ -87,26 +87,26 @@ def test_plan_puts_warmup_first_at_the_first_rate():
 
 
 @pytest.mark.parametrize(
-    ("rate", "duration", "requests", "elapsed_ns", "sent", "expected"),
+    ("rate", "duration", "requests", "index", "expected"),
     [
-        (10, 1.0, None, 0, 0, (0, False)),            # first request at once
-        (10, 1.0, None, 0, 1, (100_000_000, False)),  # second 100 ms later
-        (10, 1.0, None, 50_000_000, 1, (50_000_000, False)),
-        (10, 1.0, None, 250_000_000, 1, (0, False)),  # behind: send now, never a negative wait
-        (10, 1.0, None, 0, 9, (900_000_000, False)),
-        (10, 1.0, None, 0, 10, (0, True)),            # 10 requests in 1 s: done
-        (3, 1.0, None, 0, 2, (666_666_666, False)),
-        (3, 1.0, None, 0, 3, (0, True)),
-        (1000, 0.0015, None, 0, 1, (1_000_000, False)),
-        (1000, 0.0015, None, 0, 2, (0, True)),        # rounds up to 2 requests, both before 1.5 ms
-        (10, None, 3, 0, 2, (200_000_000, False)),    # held for a count
-        (10, None, 3, 0, 3, (0, True)),
-        (1e6, 1.0, None, 0, 999_999, (999_999_000, False)),
+        (10, 1.0, None, 0, 0),                      # first request at once
+        (10, 1.0, None, 1, 100_000_000),            # second 100 ms later
+        (10, 1.0, None, 9, 900_000_000),
+        (10, 1.0, None, 10, None),                  # 10 requests in 1 s: done
+        (3, 1.0, None, 2, 666_666_666),             # truncated to whole ns, never rounded up
+        (3, 1.0, None, 3, None),
+        (1000, 0.0015, None, 1, 1_000_000),
+        (1000, 0.0015, None, 2, None),              # rounds up to 2 requests, both before 1.5 ms
+        (10, None, 3, 2, 200_000_000),              # held for a count
+        (10, None, 3, 3, None),
+        (1e6, 1.0, None, 999_999, 999_999_000),
+        (1e6, 1.0, None, 1_000_000, None),
     ],
 )
-def test_pace(rate, duration, requests, elapsed_ns, sent, expected):
+def test_constant_timetable(rate, duration, requests, index, expected):
+    """The offset of arrival number `index` in ns, or None when the timetable has ended before it."""
     stage = make_stage(1, rate, duration, requests)
-    assert pace(stage, elapsed_ns, sent) == expected
+    assert next(itertools.islice(arrival_offsets_ns(stage), index, None), None) == expected
 
 
 @pytest.mark.parametrize(
@@ -128,15 +128,12 @@ def test_constant_offsets(rate, duration, requests, count):
     ("rate", "duration", "requests"),
     [(100, 1.0, None), (3, 1.0, None), (1000, 0.0015, None), (10, None, 3), (0.7, 10.0, None), (333.3, 0.5, None)],
 )
-def test_constant_offsets_are_what_pace_says(rate, duration, requests):
-    """The generator hoists pace's checks out of its loop; it must still yield exactly pace's timetable."""
+def test_constant_offsets_are_whole_gaps_and_parts_are_slices(rate, duration, requests):
+    """Arrival i is at i gaps (truncated to ns); worker k of n gets arrivals k, k+n, ... of the same timetable."""
     stage = make_stage(1, rate, duration, requests)
-    expected = []
-    while True:
-        wait_ns, stop = pace(stage, 0, len(expected))
-        if stop:
-            break
-        expected.append(wait_ns)
+    expected = [int(i * NS_PER_S / rate) for i in range(stage.expected_requests)]
+    if requests is None:
+        expected = [t for t in expected if t < duration * NS_PER_S]
     assert list(arrival_offsets_ns(stage)) == expected
     for parts in (2, 3):
         assert list(arrival_offsets_ns(stage, part=1, parts=parts)) == expected[1::parts]

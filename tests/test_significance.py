@@ -16,6 +16,7 @@ from profiler.judge.significance import (
     compare_metric,
     histogram_counts,
     mcnemar_accuracy,
+    mcnemar_p_value,
     pair,
 )
 from profiler.judge.verdict import Significance
@@ -85,6 +86,59 @@ def test_bootstrap_is_reproducible_and_narrows_with_confidence():
     wide = bootstrap_class_metric(paired, "f1_macro", alpha=0.01, resamples=400, seed=3)
     assert a == b
     assert wide.ci_low <= a.ci_low and wide.ci_high >= a.ci_high
+
+
+# (b, c, p): statsmodels 0.15.0 with scipy 1.17.1, computed before statsmodels was removed (issue 11):
+# float(statsmodels.stats.contingency_tables.mcnemar([[7, b], [c, 3]], exact=b + c < 25, correction=True).pvalue)
+# with b samples only the candidate got right and c only the predecessor. Exact below 25 discordant, chi-square
+# from 25 on (the 24/25 boundary is in the table). An exhaustive run of every b + c < 400 matched bit for bit too.
+STATSMODELS_MCNEMAR = [
+    (0, 1, 1.0),
+    (1, 0, 1.0),
+    (3, 3, 1.0),
+    (0, 10, 0.001953125),
+    (2, 9, 0.0654296875),
+    (9, 2, 0.0654296875),
+    (12, 12, 1.0),
+    (5, 19, 0.006610751152038574),
+    (0, 24, 1.1920928955078125e-07),
+    (11, 13, 0.8388197422027588),
+    (12, 13, 1.0),
+    (20, 5, 0.005110260660855866),
+    (0, 25, 1.5866563039511885e-06),
+    (30, 70, 9.619268803520536e-05),
+    (60, 40, 0.05743311963200335),
+    (100, 100, 0.9436280222029834),
+    (400, 350, 0.07357826163585493),
+    (1000, 1200, 2.2085222894420412e-05),
+]
+
+
+@pytest.mark.parametrize(("only_candidate", "only_predecessor", "statsmodels_p"), STATSMODELS_MCNEMAR)
+def test_mcnemar_gives_statsmodels_p_values(only_candidate, only_predecessor, statsmodels_p):
+    assert mcnemar_p_value(only_candidate, only_predecessor) == statsmodels_p
+    # The same figure through the accuracy test: 7 samples both runs got right, 3 both got wrong.
+    right, wrong = "1", "0"
+    candidate = [right] * only_candidate + [wrong] * only_predecessor + [right] * 7 + [wrong] * 3
+    predecessor = [wrong] * only_candidate + [right] * only_predecessor + [right] * 7 + [wrong] * 3
+    test = mcnemar_accuracy(pair([right] * len(candidate), candidate, predecessor))
+    assert isinstance(test, Significance)
+    assert test.p_value == statsmodels_p
+    assert test.method == ("McNemar exact" if only_candidate + only_predecessor < 25 else "McNemar")
+    assert test.difference == pytest.approx((only_candidate - only_predecessor) / len(candidate))
+
+
+@pytest.mark.parametrize(("only_candidate", "only_predecessor", "expected"), [
+    (0, 0, 1.0),            # no discordant sample: no evidence of a change
+    (-1, 3, ValueError),
+    (3, -1, ValueError),
+])
+def test_mcnemar_p_value_edges(only_candidate, only_predecessor, expected):
+    if expected is ValueError:
+        with pytest.raises(ValueError, match="cannot be negative"):
+            mcnemar_p_value(only_candidate, only_predecessor)
+    else:
+        assert mcnemar_p_value(only_candidate, only_predecessor) == expected
 
 
 @pytest.mark.parametrize(("labels", "candidate", "predecessor", "reason"), [

@@ -6,7 +6,13 @@ import math
 
 import pytest
 
-from profiler.judge.catalogue import flatten_metrics, greater_is_better, normalise_metric
+from profiler.judge.catalogue import (
+    accuracy_metrics,
+    flatten_metrics,
+    greater_is_better,
+    normalise_metric,
+    stage_metrics,
+)
 from profiler.judge.verdict import (
     FAIL,
     INCONCLUSIVE,
@@ -20,6 +26,8 @@ from profiler.judge.verdict import (
     evaluate_change,
     evaluate_gate,
     judge,
+    judge_change,
+    scaled_improvement,
 )
 
 NAN = math.nan
@@ -236,3 +244,80 @@ def test_first_run_passes_on_absolute_gates_only():
     assert verdict.status == PASS
     assert "1 change checks had no predecessor" in verdict.reason
     assert judge(REPORT, [gate], first_run_blocks=True).status == INCONCLUSIVE
+
+
+@pytest.mark.parametrize(("better", "previous", "relative", "expected"), [
+    (0.05, 0.9, False, 0.05),
+    (-0.09, 0.9, True, -0.1),
+    (5.0, -50.0, True, 0.1),           # a fraction of the predecessor's size, whatever its sign
+    (0.0, 0.0, True, 0.0),             # no move from 0
+    (0.1, 0.0, True, None),            # a move from 0: undefined
+    (0.1, 0.0, False, 0.1),
+    (NAN, 0.9, True, NAN),
+])
+def test_scaled_improvement(better, previous, relative, expected):
+    got = scaled_improvement(better, previous, relative)
+    if expected is None:
+        assert got is None
+    else:
+        assert got == pytest.approx(expected, nan_ok=True)
+
+
+@pytest.mark.parametrize(("change", "better", "is_real", "status", "why"), [
+    (ChangeBound(max_worse=0.01), -0.005, False, PASS, "within the tolerated 0.01"),
+    (ChangeBound(max_worse=0.01), -0.01 - 1e-12, False, PASS, "within the tolerated 0.01"),   # the slack
+    (ChangeBound(max_worse=0.01), -0.02, False, FAIL, "more than the tolerated 0.01"),
+    (ChangeBound(), -0.02, False, FAIL, "more than the tolerated 0"),                          # no bound: 0
+    (ChangeBound(max_worse=0.01, significant=True), -0.02, False, PASS, "beyond the tolerated 0.01 but not counted"),
+    (ChangeBound(max_worse=0.01, significant=True), -0.02, True, FAIL, "more than the tolerated 0.01"),
+    (ChangeBound(min_better=0.01), 0.02, False, PASS, "at least the required improvement 0.01"),
+    (ChangeBound(min_better=0.01), 0.0, False, FAIL, "less than the required improvement 0.01"),
+    (ChangeBound(min_better=0.01, significant=True), 0.02, False, FAIL, "a significant improvement is required"),
+    (ChangeBound(min_better=0.01, significant=True), 0.02, True, PASS, "at least the required improvement"),
+    (ChangeBound(max_worse=0.0), 0.0, False, PASS, "within the tolerated 0"),                   # no change at all
+    (ChangeBound(max_worse=0.0), -1e-6, False, FAIL, "more than the tolerated 0"),
+])
+def test_judge_change(change, better, is_real, status, why):
+    got, reason = judge_change(change, better, 1e-9, is_real)
+    assert got == status
+    assert why in reason
+
+
+@pytest.mark.parametrize(("accuracy", "expected"), [
+    ({}, {"accuracy": None, "coverage": None}),
+    ({"accuracy": 0.9, "scored": 100}, {"accuracy": 0.9, "inconsistent_rate": 0.0}),
+    ({"scored": 100, "consistency": {"compared": 40, "inconsistent": 10}}, {"inconsistent_rate": 0.25}),
+    ({"scored": 0, "consistency": {"compared": 0, "inconsistent": 0}}, {"inconsistent_rate": "absent"}),
+    ({"f1_macro": NAN}, {"f1_macro": NAN, "inconsistent_rate": "absent"}),
+])
+def test_accuracy_metrics(accuracy, expected):
+    got = accuracy_metrics(accuracy)
+    for key, value in expected.items():
+        if value == "absent":
+            assert key not in got
+        elif value is None or not math.isnan(value):
+            assert got[key] == value, key
+        else:
+            assert math.isnan(got[key])
+
+
+def measured(rps, p99, sent=100, unsent=0, errors=0, warmup=False, limited=False):
+    return {"warmup": warmup, "offered_rps": rps, "sent": sent, "unsent": unsent, "errors": errors,
+            "latency_ms": {k: (p99 if k == "p99" else None) for k in ("p50", "p90", "p95", "p99", "p999", "max")},
+            "generator": {"limited": limited}}
+
+
+@pytest.mark.parametrize(("stages", "expected"), [
+    ([], {"error_rate": "absent", "latency_p99_ms": None, "generator_limited_stages": "absent"}),
+    ([measured(10, 5.0, warmup=True)], {"error_rate": "absent", "latency_p99_ms": None}),   # warm-up is not measured
+    ([measured(10, 5.0), measured(20, 9.0, errors=5, unsent=5, limited=True)],
+     {"error_rate": 10 / 205, "latency_p99_ms": 9.0, "latency_p50_ms": None, "generator_limited_stages": 1.0}),
+    ([measured(10, None, sent=0)], {"error_rate": "absent", "latency_p99_ms": None, "generator_limited_stages": 0.0}),
+])
+def test_stage_metrics(stages, expected):
+    got = stage_metrics(stages)
+    for key, value in expected.items():
+        if value == "absent":
+            assert key not in got, key
+        else:
+            assert got[key] == (pytest.approx(value) if value is not None else None), key

@@ -22,7 +22,7 @@ from profiler.config import Config, ResourcesConfig
 from profiler.core import aio
 from profiler.core.errors import DecodeError, TargetError, TransportError
 from profiler.core.redact import redact_url
-from profiler.core.results import OK, Result
+from profiler.core.results import OK, Prediction
 from profiler.dataset import Dataset, load_dataset
 from profiler.judge.verdict import exit_code_for
 from profiler.load.engine import Engine, build_bodies
@@ -177,7 +177,7 @@ async def _accuracy_pass(state: RunState, transport: Transport, codec: Codec, da
                 state.accuracy_errors += 1
                 continue
             assert state.predictions is not None
-            state.predictions.add(Result(-1, first, len(chunk), 0, 0, 0, OK, predictions))
+            state.predictions.add(Prediction(first, len(chunk), OK, predictions))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 

@@ -108,28 +108,49 @@ def greater_is_better(name: str) -> bool:
 def flatten_metrics(report: dict[str, Any]) -> dict[str, float | None]:
     """The gateable metrics of a report, each a number or None when not measured."""
     out: dict[str, float | None] = dict.fromkeys(METRICS)
-    accuracy = report.get("accuracy") or {}
-    for key in ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-                "recall_weighted", "f1_weighted", "coverage"):
-        out[key] = accuracy.get(key)
+    out.update(accuracy_metrics(report.get("accuracy") or {}))
+    out.update(stage_metrics(report.get("stages", [])))
+    out["max_sustained_rps"] = (report.get("capacity") or {}).get("max_sustained_rps")
+    out.update(resource_metrics(report.get("resources") or {}))
+    out.update(plan_metrics(report.get("requirements") or {}))
+    out.update(qualified_metrics(report))
+    return out
+
+
+_ACCURACY_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
+                  "recall_weighted", "f1_weighted", "coverage")
+
+
+def accuracy_metrics(accuracy: dict[str, Any]) -> dict[str, float | None]:
+    """The accuracy section's scores (shares, 0..1), and the inconsistent rate when predictions were repeated.
+
+    The inconsistent rate is 0.0 for a scored run that repeated nothing, and absent when nothing was scored.
+    """
+    out: dict[str, float | None] = {key: accuracy.get(key) for key in _ACCURACY_KEYS}
     consistency = accuracy.get("consistency") or {}
     if consistency.get("compared"):
         out["inconsistent_rate"] = consistency["inconsistent"] / consistency["compared"]
     elif accuracy.get("scored"):
         out["inconsistent_rate"] = 0.0
-    measured = [s for s in report.get("stages", []) if not s["warmup"]]
+    return out
+
+
+def stage_metrics(stages: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Error rate, the worst stage's latency percentiles (ms) and generator-limited stages, over measured stages.
+
+    The error rate is absent when no request was attempted, the generator count when no stage was
+    measured (the report's defaults stand); a latency is None when no measured stage recorded it.
+    """
+    measured = [s for s in stages if not s["warmup"]]
+    out: dict[str, float | None] = {}
     attempted = sum(s["sent"] + s["unsent"] for s in measured)
     if attempted:
         out["error_rate"] = sum(s["errors"] + s["unsent"] for s in measured) / attempted
     for key in ("p50", "p90", "p95", "p99", "p999", "max"):
         values = [s["latency_ms"][key] for s in measured if s["latency_ms"][key] is not None]
         out[f"latency_{key}_ms"] = max(values) if values else None
-    out["max_sustained_rps"] = (report.get("capacity") or {}).get("max_sustained_rps")
     if measured:
         out["generator_limited_stages"] = float(sum(1 for s in measured if (s.get("generator") or {}).get("limited")))
-    out.update(resource_metrics(report.get("resources") or {}))
-    out.update(plan_metrics(report.get("requirements") or {}))
-    out.update(qualified_metrics(report))
     return out
 
 

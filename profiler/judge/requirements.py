@@ -58,42 +58,70 @@ def required_rps(demand: Demand) -> float:
     return demand.requests_per_day / SECONDS_PER_DAY * demand.peak_factor
 
 
+_PERCENTILE_KEYS = ("p50", "p90", "p95", "p99", "p999")
+"""The latency percentiles a report's stages hold."""
+
+
+def percentile_key(percentile: float) -> str | None:
+    """The stage latency key of a percentile ('p99' for 99, 'p999' for 99.9), None when stages do not hold it."""
+    key = "p" + f"{percentile:g}".replace(".", "")
+    return key if key in _PERCENTILE_KEYS else None
+
+
+def objective_covers(objective: dict[str, Any], latency_ms: float, percentile: float) -> bool:
+    """Whether the run's objective implies the requirement: its latency within `latency_ms` at a percentile
+    at least as high. The run's sustained stages then meet the requirement too."""
+    return (objective.get("latency_ms") is not None and latency_ms >= objective["latency_ms"]
+            and percentile <= objective.get("percentile", 100.0))
+
+
+def _sustained(stage: dict[str, Any]) -> bool:
+    """A measured (not warm-up) stage that met the run's objective."""
+    return not stage.get("warmup") and bool((stage.get("objective") or {}).get("sustained"))
+
+
+def sustained_rate_within(stages: list[dict[str, Any]], key: str, latency_ms: float) -> float | None:
+    """The highest offered rate (rps) of a sustained stage whose `key` latency is within `latency_ms`.
+
+    0.0 when none is; None when some stage was sustained but none of them measured that latency.
+    """
+    rates = []
+    measured = False
+    for stage in stages:
+        if not _sustained(stage):
+            continue
+        observed = _number(stage["latency_ms"].get(key))
+        measured = measured or observed is not None
+        if observed is not None and observed <= latency_ms:
+            rates.append(float(stage["offered_rps"]))
+    if not measured and any(_sustained(stage) for stage in stages):
+        return None
+    return max(rates) if rates else 0.0
+
+
 def replica_rate(report: dict[str, Any], demand: Demand) -> tuple[float | None, str]:
-    """One replica's rate within the requirement's latency, and where it came from.
+    """One replica's rate (rps) within the requirement's latency, and where it came from.
 
     The run's objective decided which stages were sustained. When the requirement is at least as
     loose as the objective (same or lower percentile, same or higher latency), the run's
     max_sustained_rps holds; otherwise only sustained stages that also meet the requirement count.
     """
     objective = report.get("objective") or {}
-    capacity = report.get("capacity") or {}
-    sustained = _number(capacity.get("max_sustained_rps"))
+    sustained = _number((report.get("capacity") or {}).get("max_sustained_rps"))
     percentile = demand.percentile if demand.percentile is not None else objective.get("percentile", 99.0)
     if demand.latency_ms is None:
         return sustained, "the run's max_sustained_rps (no requirement latency given)"
-    looser = (objective.get("latency_ms") is not None and demand.latency_ms >= objective["latency_ms"]
-              and percentile <= objective.get("percentile", 100.0))
-    if looser:
+    if objective_covers(objective, demand.latency_ms, percentile):
         return sustained, f"the run's max_sustained_rps (its objective is within {demand.latency_ms:g} ms)"
-    key = "p" + f"{percentile:g}".replace(".", "")
-    if key not in ("p50", "p90", "p95", "p99", "p999"):
+    key = percentile_key(percentile)
+    if key is None:
         return None, f"the report holds no p{percentile:g} latency"
     if not report.get("stages"):
         return None, "no stage was measured"
-    rates = []
-    measured = False
-    for stage in report.get("stages", []):
-        if stage.get("warmup") or not (stage.get("objective") or {}).get("sustained"):
-            continue
-        observed = _number(stage["latency_ms"].get(key))
-        measured = measured or observed is not None
-        if observed is not None and observed <= demand.latency_ms:
-            rates.append(float(stage["offered_rps"]))
-    source = f"the highest sustained stage with p{percentile:g} <= {demand.latency_ms:g} ms"
-    if not measured and any(not s.get("warmup") and (s.get("objective") or {}).get("sustained")
-                            for s in report["stages"]):
+    rate = sustained_rate_within(report["stages"], key, demand.latency_ms)
+    if rate is None:
         return None, f"no sustained stage has a p{percentile:g} latency"
-    return (max(rates) if rates else 0.0), source
+    return rate, f"the highest sustained stage with p{percentile:g} <= {demand.latency_ms:g} ms"
 
 
 def _replica_memory(demand: Demand | None, resources: dict[str, Any]) -> tuple[float | None, str | None]:
@@ -107,6 +135,76 @@ def _replica_memory(demand: Demand | None, resources: dict[str, Any]) -> tuple[f
     return (peak, "peak") if peak is not None else (None, None)
 
 
+def _planned_rate(report: dict[str, Any], demand: Demand | None) -> tuple[float | None, str]:
+    """The rate (rps) one replica is planned at, with its source: the requirement's rate x utilisation,
+    or the run's max_sustained_rps when there is no requirements section."""
+    if demand is None:
+        return (_number((report.get("capacity") or {}).get("max_sustained_rps")),
+                "the run's max_sustained_rps (no requirements section)")
+    rate, source = replica_rate(report, demand)
+    return (rate * demand.utilisation if rate is not None else None), source
+
+
+def replicas_needed(required_rps: float, replica_rps: float, min_replicas: int) -> int | None:
+    """Replicas for the required rate, at least `min_replicas`; None when a replica sustains nothing (rate <= 0)."""
+    if not replica_rps > 0:
+        return None
+    # The 1e-9 absorbs float error: 2.1 / 0.3 is 7.000000000000001, and 7 replicas serve 2.1 rps.
+    return max(min_replicas, math.ceil(required_rps / replica_rps - 1e-9))
+
+
+def _replica_cores(resources: dict[str, Any]) -> float | None:
+    """CPU a replica burns at its highest sustained rate (resources' footprint), else the average under load."""
+    cores = _number((resources.get("footprint") or {}).get("cores_per_replica_at_capacity"))
+    return cores if cores is not None else _number((resources.get("cpu") or {}).get("cores_under_load"))
+
+
+def _node_size(node: Node | None, footprint: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(memory bytes, CPU cores) a node offers: the node section, else what the resources section knows."""
+    node_memory: float | None = node.allocatable_memory_bytes if node and node.allocatable_memory_bytes else None
+    node_cores = node.allocatable_cpu_cores if node and node.allocatable_cpu_cores else None
+    if node_memory is None and node_cores is None:
+        # The resources section may know the node (resources.node_memory_bytes / node_cpu_cores).
+        return _number(footprint.get("node_memory_bytes")), _number(footprint.get("node_cpu_cores"))
+    return node_memory, node_cores
+
+
+def replicas_fit(node_memory_bytes: float | None, replica_memory_bytes: float | None, node_cores: float | None,
+                 replica_cores: float | None) -> dict[str, int]:
+    """Replicas that fit one node by each resource known on both sides ('memory', 'CPU'); empty if none is."""
+    fits: dict[str, int] = {}
+    if node_memory_bytes is not None and replica_memory_bytes is not None and replica_memory_bytes > 0:
+        fits["memory"] = math.floor(node_memory_bytes / replica_memory_bytes)
+    if node_cores is not None and replica_cores is not None and replica_cores > 0:
+        fits["CPU"] = math.floor(node_cores / replica_cores)
+    return fits
+
+
+def _pack(out: dict[str, Any], fits: dict[str, int], rate: float | None, node: Node | None,
+          batch_size: int) -> None:
+    """Fill in replicas per node, node capacity, nodes and cost from what fits a node; notes say what binds."""
+    notes: list[str] = out["notes"]
+    limit = min(fits, key=lambda k: fits[k])  # on a tie, memory (listed first) is named
+    per_node = fits[limit]
+    out["replicas_limited_by"] = limit
+    if len(fits) > 1 and fits["memory"] != fits["CPU"]:
+        notes.append(f"{limit} limits replicas per node to {per_node} (memory allows {fits['memory']}, "
+                     f"CPU {fits['CPU']})")
+    out["replicas_per_node"] = per_node
+    if per_node == 0:
+        notes.append("one replica does not fit on a node")
+        return
+    if rate is not None:
+        out["capacity_per_node_rps"] = per_node * rate
+    if out["replicas_needed"] is not None:
+        out["nodes_needed"] = math.ceil(out["replicas_needed"] / per_node)
+    if node is not None and node.price_per_hour is not None and out["capacity_per_node_rps"]:
+        predictions_per_hour = out["capacity_per_node_rps"] * max(batch_size, 1) * 3600
+        out["cost_per_million"] = node.price_per_hour / predictions_per_hour * 1e6
+        if out["nodes_needed"] is not None:
+            out["cost_per_day"] = out["nodes_needed"] * node.price_per_hour * 24
+
+
 def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch_size: int = 1) -> dict[str, Any]:
     """The requirements section of the report: every figure, None where it cannot be known, and why."""
     notes: list[str] = []
@@ -117,69 +215,29 @@ def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch
         "cost_per_day": None, "currency": node.currency if node else None, "replica_memory_source": None,
         "replicas_limited_by": None, "notes": notes,
     }
-    rate: float | None = None
     if demand is not None:
         out["required_rps"] = required_rps(demand)
-        rate, out["replica_rps_source"] = replica_rate(report, demand)
-        if rate is not None:
-            rate *= demand.utilisation
-    else:
-        rate = _number((report.get("capacity") or {}).get("max_sustained_rps"))
-        out["replica_rps_source"] = "the run's max_sustained_rps (no requirements section)"
+    rate, out["replica_rps_source"] = _planned_rate(report, demand)
     out["replica_rps"] = rate
     if rate is None:
         notes.append("the replica's sustainable rate was not measured")
     elif rate <= 0:
         notes.append("no stage was sustained within the latency bound, so no number of replicas suffices")
     if demand is not None and rate is not None:
-        required = out["required_rps"]
-        out["one_replica_meets"] = rate >= required
-        if rate > 0:
-            out["replicas_needed"] = max(demand.min_replicas, math.ceil(required / rate - 1e-9))
+        out["one_replica_meets"] = rate >= out["required_rps"]
+        out["replicas_needed"] = replicas_needed(out["required_rps"], rate, demand.min_replicas)
     resources = report.get("resources") or {}
-    footprint = resources.get("footprint") or {}
     memory, out["replica_memory_source"] = _replica_memory(demand, resources)
     if memory is None:
         notes.append("the replica's memory was not measured (resources) nor given (replica_memory_bytes)")
     out["replica_memory_bytes"] = int(memory) if memory else None
-    # CPU a replica burns at its highest sustained rate (resources' footprint), else the average under load.
-    cores = _number(footprint.get("cores_per_replica_at_capacity"))
-    if cores is None:
-        cores = _number((resources.get("cpu") or {}).get("cores_under_load"))
-    node_memory: float | None = node.allocatable_memory_bytes if node and node.allocatable_memory_bytes else None
-    node_cores = node.allocatable_cpu_cores if node and node.allocatable_cpu_cores else None
-    if node_memory is None and node_cores is None:
-        # The resources section may know the node (resources.node_memory_bytes / node_cpu_cores).
-        node_memory = _number(footprint.get("node_memory_bytes"))
-        node_cores = _number(footprint.get("node_cpu_cores"))
+    cores = _replica_cores(resources)
+    node_memory, node_cores = _node_size(node, resources.get("footprint") or {})
     if node_memory is None and node_cores is None:
         notes.append("no node size (node.allocatable_memory_bytes or resources.node_memory_bytes): replicas per "
                      "node, node capacity and cost are not computed")
         return out
-    fits: dict[str, int] = {}
-    if node_memory is not None and memory is not None and memory > 0:
-        fits["memory"] = math.floor(node_memory / memory)
-    if node_cores is not None and cores is not None and cores > 0:
-        fits["CPU"] = math.floor(node_cores / cores)
-    if not fits:
-        return out
-    limit = min(fits, key=lambda k: fits[k])
-    per_node = fits[limit]
-    out["replicas_limited_by"] = limit
-    if len(fits) > 1 and fits["memory"] != fits["CPU"]:
-        notes.append(f"{limit} limits replicas per node to {per_node} (memory allows {fits['memory']}, "
-                     f"CPU {fits['CPU']})")
-    out["replicas_per_node"] = per_node
-    if per_node == 0:
-        notes.append("one replica does not fit on a node")
-        return out
-    if rate is not None:
-        out["capacity_per_node_rps"] = per_node * rate
-    if out["replicas_needed"] is not None:
-        out["nodes_needed"] = math.ceil(out["replicas_needed"] / per_node)
-    if node is not None and node.price_per_hour is not None and out["capacity_per_node_rps"]:
-        predictions_per_hour = out["capacity_per_node_rps"] * max(batch_size, 1) * 3600
-        out["cost_per_million"] = node.price_per_hour / predictions_per_hour * 1e6
-        if out["nodes_needed"] is not None:
-            out["cost_per_day"] = out["nodes_needed"] * node.price_per_hour * 24
+    fits = replicas_fit(node_memory, memory, node_cores, cores)
+    if fits:
+        _pack(out, fits, rate, node, batch_size)
     return out

@@ -169,6 +169,47 @@ def _change_bound_text(change: ChangeBound, higher_better: bool) -> str:
     return text + (", significant" if change.significant else "")
 
 
+def scaled_improvement(better: float, previous: float, relative: bool) -> float | None:
+    """The improvement in the bound's unit: as it is, or a fraction of |previous| when `relative`.
+
+    None when relative to a predecessor value of 0 and the value moved (undefined); 0.0 when it did not.
+    """
+    if not relative:
+        return better
+    if previous == 0:
+        return 0.0 if better == 0 else None
+    return better / abs(previous)
+
+
+def _noise(significance: Significance | str | None) -> str:
+    """What the paired test said, to append to a reason: its verdict, why it was not done, or nothing."""
+    if isinstance(significance, Significance):
+        return f"; {significance.describe()}"
+    if isinstance(significance, str):
+        return f"; not tested: {significance}"
+    return ""
+
+
+def judge_change(change: ChangeBound, better: float, slack: float, is_real: bool) -> tuple[str, str]:
+    """(status, why) for an improvement `better` (in the bound's unit; negative: worse) against the bound.
+
+    `slack` keeps float error from failing a change right on the bound; `is_real` says the paired
+    test found the change significant (only consulted when the bound asks for significance).
+    """
+    if change.min_better is not None:
+        if better < change.min_better - slack:
+            return FAIL, f"less than the required improvement {change.min_better:g}"
+        if change.significant and not is_real:
+            return FAIL, "but a significant improvement is required"
+        return PASS, f"at least the required improvement {change.min_better:g}"
+    allowed = change.max_worse or 0.0
+    if better < -allowed - slack:
+        if change.significant and not is_real:
+            return PASS, f"beyond the tolerated {allowed:g} but not counted"
+        return FAIL, f"more than the tolerated {allowed:g}"
+    return PASS, f"within the tolerated {allowed:g}"
+
+
 def evaluate_change(metric: str, value: float | None, predecessor: Predecessor | None, change: ChangeBound,
                     higher_better: bool, significance: Significance | str | None, required: bool = True,
                     first_run_blocks: bool = False) -> Check:
@@ -192,46 +233,22 @@ def evaluate_change(metric: str, value: float | None, predecessor: Predecessor |
     if _missing(previous):
         return check(INCONCLUSIVE, f"{metric} was not measured in the predecessor run {predecessor.run_id}")
     assert value is not None and previous is not None
-    better = (value - previous) if higher_better else (previous - value)
-    unit = ""
-    if change.relative:
-        if previous == 0:
-            if better == 0:
-                better_scaled = 0.0
-            else:
-                return check(INCONCLUSIVE, f"{metric}: a relative change from a predecessor value of 0 is "
-                                           "undefined", previous)
-        else:
-            better_scaled = better / abs(previous)
-        unit = " of the predecessor's value"
-    else:
-        better_scaled = better
+    better = scaled_improvement((value - previous) if higher_better else (previous - value), previous,
+                                change.relative)
+    if better is None:
+        return check(INCONCLUSIVE, f"{metric}: a relative change from a predecessor value of 0 is undefined",
+                     previous)
+    unit = " of the predecessor's value" if change.relative else ""
     # Bounds are inclusive; the slack keeps 0.89 - 0.9 (= -0.01000000000000001) within "worse by <= 0.01".
     slack = 1e-9 * (1.0 if change.relative else max(1.0, abs(value), abs(previous)))
     moved = (f"{metric} {value:.6g} vs {previous:.6g} in {predecessor.run_id}: "
-             f"{'better' if better_scaled >= 0 else 'worse'} by {abs(better_scaled):.4g}{unit}")
-    noise = ""
-    if isinstance(significance, Significance):
-        noise = f"; {significance.describe()}"
-    elif isinstance(significance, str):
-        noise = f"; not tested: {significance}"
+             f"{'better' if better >= 0 else 'worse'} by {abs(better):.4g}{unit}")
     if change.significant and not isinstance(significance, Significance):
         why = significance if isinstance(significance, str) else "no significance test exists for this metric"
         return check(INCONCLUSIVE, f"{moved}; significance is required but could not be tested: {why}", previous)
     is_real = isinstance(significance, Significance) and significance.significant
-    if change.min_better is not None:
-        if better_scaled < change.min_better - slack:
-            return check(FAIL, f"{moved}, less than the required improvement {change.min_better:g}{noise}",
-                         previous)
-        if change.significant and not is_real:
-            return check(FAIL, f"{moved}, but a significant improvement is required{noise}", previous)
-        return check(PASS, f"{moved}, at least the required improvement {change.min_better:g}{noise}", previous)
-    allowed = change.max_worse or 0.0
-    if better_scaled < -allowed - slack:
-        if change.significant and not is_real:
-            return check(PASS, f"{moved}, beyond the tolerated {allowed:g} but not counted{noise}", previous)
-        return check(FAIL, f"{moved}, more than the tolerated {allowed:g}{noise}", previous)
-    return check(PASS, f"{moved}, within the tolerated {allowed:g}{noise}", previous)
+    status, why = judge_change(change, better, slack, is_real)
+    return check(status, f"{moved}, {why}{_noise(significance)}", previous)
 
 
 IMPLIED = "implied"

@@ -11,26 +11,14 @@ from functools import partial
 from typing import Any
 
 from profiler.core.errors import DecodeError, TransportError
-from profiler.core.results import DECODE, OK, Consumer, Result
+from profiler.core.results import DECODE, OK, Consumer, Result, StageAccount
 from profiler.core.units import NS_PER_S
-from profiler.load.timer import MIN_SLEEP_NS, Sleeper
+from profiler.load.timer import MONOTONIC, Clock, Waker
 from profiler.measure.latency import StageRecorder
-from profiler.schedule import Stage
+from profiler.schedule import LAG_BUDGET_NS, Pacing, Stage, pacing
 from profiler.transports.base import Transport
 
 Decoder = Callable[[bytes, int], list[Any]]
-LAG_BUDGET_NS = 1_250_000
-"""How late the dispatcher may send a request so that it shares a wake with others (1.25 ms).
-
-A wake costs tens of microseconds of CPU (more in a VM), more than the send itself. Below
-1 / budget (800 rps) every request gets its own wake, on time. Above it the dispatcher wakes on a
-fixed grid and sends whatever is due: for evenly spaced arrivals the grid is laid on them, with a
-period of whole gaps (at 1,000 rps, every 2 ms: half the requests go on time, half 1 ms late);
-for Poisson arrivals its period is the budget. Either way no send is later than the budget plus
-the OS's own wake-up delay, the lag histogram shows what it was, and latency is still measured
-from the intended time. (1.25 ms rather than 1.5: on this project's VM it cut lag p99 at 4,000 rps
-from 1.60 to 1.37 ms and CPU was no higher, 23.0% vs 23.5% of a core, medians of 3 interleaved runs;
-at 10,000 rps 41% vs 50%.)"""
 
 
 class Engine:
@@ -42,7 +30,9 @@ class Engine:
     `timeout_s` of its intended time is counted as unsent instead of being sent (later ones are
     sent late, and their latency shows it). Requests still open `timeout_s` + 1 s after the
     stage's last send are cancelled and counted as timeouts, so a stage always ends.
-    `lag_budget_ns` bounds how late a send may be made to share a wake (see LAG_BUDGET_NS).
+    `lag_budget_ns` bounds how late a send may be made to share a wake (see schedule.LAG_BUDGET_NS;
+    the engine follows schedule.pacing). `clock` is its time, sleeps included (see timer.Clock): the
+    dispatch is the same code on the real clock and on a test's fake one.
     """
 
     def __init__(
@@ -57,7 +47,7 @@ class Engine:
         max_in_flight: int = 512,
         timeout_s: float = 10.0,
         consumers: Iterable[Consumer] = (),
-        clock: Callable[[], int] = time.monotonic_ns,
+        clock: Clock = MONOTONIC,
         cpu_clock: Callable[[], float] = time.process_time,
         lag_budget_ns: int = LAG_BUDGET_NS,
     ) -> None:
@@ -73,7 +63,8 @@ class Engine:
         self._max_in_flight = max_in_flight
         self._stale_ns = int(timeout_s * NS_PER_S)
         self._consumers = list(consumers)
-        self._clock = clock
+        self._time = clock
+        self._clock = clock.now_ns  # bound once: read twice per request
         self._cpu_clock = cpu_clock
         self._in_flight = 0
         self._budget_ns = lag_budget_ns
@@ -109,85 +100,77 @@ class Engine:
         (a wait for an in-flight slot is the model's doing and shows as `late` and in the latency).
         `gap_ns` is the mean gap between this engine's arrivals (default: the stage's rate; a worker
         that gets every Nth arrival has N times that), and `even` says they are evenly spaced (the
-        constant process), which lets the wake grid sit on them.
+        constant process), which lets the wake grid sit on them. The recorder is opened at the start
+        (its windows count from it) and gets the stage's StageAccount in one piece at the end.
         """
         sinks: list[Consumer] = [recorder, *self._consumers]
         clock = self._clock
         if start_ns is None:
             start_ns = clock()
         cpu_start = self._cpu_clock()
-        recorder.started_ns = start_ns
+        recorder.open(start_ns)
         # Everything alive now (modules, the dataset, pre-encoded bodies) is moved out of the garbage
         # collector's view: a full collection would otherwise walk it all mid-stage, a pause of
         # milliseconds that lands in the latency of whatever is in flight.
         gc.freeze()
-        sleeper = Sleeper(precise=self._clock is time.monotonic_ns)
+        waker = self._time.waker()
         offsets: Iterator[int] = iter(offsets_ns)
         first = next(offsets, None)
+        wakes = Pacing(self._budget_ns)
         if first is not None:
             offsets = itertools.chain((first,), offsets)
-            if sleeper.precise:
-                self._lay_grid(sleeper, start_ns + first, gap_ns or NS_PER_S / stage.rate_rps, even)
+            wakes = self._lay_grid(waker, pacing(self._budget_ns, gap_ns or NS_PER_S / stage.rate_rps, even,
+                                                 start_ns + first))
         try:
-            scheduled, unsent, late = await self._dispatch(stage.index, start_ns, offsets, recorder, sinks, until,
-                                                           sleeper, recorder.record_lag)
+            scheduled, unsent, late, cut_short = await self._dispatch(stage.index, start_ns, offsets, sinks, until,
+                                                                      waker, wakes, recorder.record_lag)
         finally:
-            sleeper.close()
+            waker.close()
             self._use_polled(False)
-        recorder.ended_ns = clock()
-        recorder.scheduled = scheduled
-        recorder.late = late
-        recorder.unsent = unsent
+        ended_ns = clock()
         await self.drain()
-        recorder.cpu_s = self._cpu_clock() - cpu_start
+        recorder.close(StageAccount(start_ns, ended_ns, scheduled, unsent, late, cut_short,
+                                    self._cpu_clock() - cpu_start))
 
-    def _lay_grid(self, sleeper: Sleeper, first_ns: int, gap_ns: float, even: bool) -> None:
-        """Above 1 / budget, wake on a periodic grid (see LAG_BUDGET_NS) and read answers at those wakes.
+    def _lay_grid(self, waker: Waker, wakes: Pacing) -> Pacing:
+        """Arm the policy's grid, if it has one, and read answers at its wakes; the policy the dispatch follows.
 
         Polled mode: the event loop no longer wakes for each answer; the dispatcher drains them at its
         own wakes. The kernel's receive times keep their latency exact; they are only read later.
+        A sleeper that cannot tick leaves a wake per send (shared within the budget).
         """
-        budget = self._budget_ns
-        if gap_ns > budget:
-            return
-        period = gap_ns * (budget // gap_ns + 1) if even else budget
-        if sleeper.tick(first_ns, round(period)):
-            self._use_polled(True)
+        if not wakes.polled:
+            return wakes
+        if not waker.tick(wakes.origin_ns, wakes.period_ns):
+            return wakes.own_wakes()
+        self._use_polled(True)
+        return wakes
 
-    async def _dispatch(self, stage_index: int, start_ns: int, offsets_ns: Iterable[int], recorder: StageRecorder,
-                        sinks: list[Consumer], until: Callable[[], bool] | None, sleeper: Sleeper,
-                        record_lag: Callable[[int], None]) -> tuple[int, int, int]:
-        """The hot loop: sleep to each intended time, take a slot, launch. Returns (scheduled, unsent, late)."""
+    async def _dispatch(self, stage_index: int, start_ns: int, offsets_ns: Iterable[int], sinks: list[Consumer],
+                        until: Callable[[], bool] | None, waker: Waker, wakes: Pacing,
+                        record_lag: Callable[[int], None]) -> tuple[int, int, int, bool]:
+        """The hot loop: sleep to each intended time, take a slot, launch.
+
+        Returns (scheduled, unsent, late, cut_short).
+        """
         clock = self._clock
         stale_ns = self._stale_ns
         scheduled = unsent = late = 0
         free_ns = 0  # when the dispatcher last came out of a wait for a slot
-        precise = sleeper.precise
-        ticking = sleeper.ticking
-        budget_ns = self._budget_ns
         woke_ns = 0
+        deadline_ns = wakes.deadline_ns
         for offset in offsets_ns:
             if self._stopping or (until is not None and until()):
-                recorder.cut_short = True
-                break
+                return scheduled, unsent, late, True
             intended = start_ns + offset
             now = clock()
             if intended > now:
-                if ticking:
-                    await sleeper.until(intended)  # the first tick of the grid at or after it
-                    if self._polled:
-                        self._transport.poll()
-                elif precise:
-                    # Within the budget of the last wake, a wake of its own is not worth its CPU.
-                    wake_ns = woke_ns + budget_ns
-                    await sleeper.until(intended if intended > wake_ns else wake_ns)
-                    woke_ns = clock()
-                else:
-                    await self._sleep(intended - now)
+                await waker.until(deadline_ns(woke_ns, intended))
+                if self._polled:
+                    self._transport.poll()
                 if self._stopping:
-                    recorder.cut_short = True
-                    break
-                now = clock()
+                    return scheduled, unsent, late, True
+                now = woke_ns = clock()
             scheduled += 1
             if now - intended > stale_ns:
                 unsent += 1
@@ -203,12 +186,7 @@ class Engine:
             else:
                 record_lag(now - (intended if intended > free_ns else free_ns))
             self._launch(stage_index, intended, sinks)
-        return scheduled, unsent, late
-
-    async def _sleep(self, wait_ns: int) -> None:
-        # With an injected clock there is no timerfd to arm. uvloop keeps timers in whole
-        # milliseconds and runs one under 0.5 ms at once: a shorter sleep would spin the dispatcher.
-        await asyncio.sleep(max(wait_ns, MIN_SLEEP_NS) / NS_PER_S)
+        return scheduled, unsent, late, False
 
     async def _wait_slot(self, deadline_ns: int) -> bool:
         """Wait for an in-flight slot until `deadline_ns`; False if none came (or the engine stops).
@@ -249,11 +227,11 @@ class Engine:
                   payload: bytes, error: TransportError | None, received_ns: int) -> None:
         """The end of one request: its Result goes to every sink.
 
-        The answer's time is the kernel's receive time when the transport has one (and the engine
-        runs on the real clock), else now.
+        The answer's time is the kernel's receive time when the transport read one (0: none) and it
+        lies between the send and now on the engine's clock (see timer.Clock), else now.
         """
         done_ns = self._clock()
-        if sent_ns <= received_ns <= done_ns and self._clock is time.monotonic_ns:
+        if sent_ns <= received_ns <= done_ns and received_ns:
             done_ns = received_ns
         predictions = None
         detail = None

@@ -5,6 +5,10 @@ either wakes up to ~1 ms late or, for short waits, spins the loop. On Linux a ti
 absolute CLOCK_MONOTONIC deadline (the clock behind time.monotonic_ns) is watched by the event loop
 like a socket: the kernel's high-resolution timer wakes the loop on time, one wake per sleep.
 Elsewhere, or when the timerfd cannot be made, it falls back to asyncio.sleep of at least 1 ms.
+
+`Clock` is the engine's one seam to time: what time it is and a sleeper on that same time line.
+The default, MONOTONIC, is time.monotonic_ns with a Sleeper per stage; a test injects a fake whose
+sleeps move its own time, and the engine runs the very same dispatch code on it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import ctypes
 import os
 import sys
 import time
+from typing import Protocol
 
 from profiler.core.units import NS_PER_S
 
@@ -45,6 +50,40 @@ def _libc() -> ctypes.CDLL | None:
         return libc
     except (OSError, AttributeError):
         return None
+
+
+class Waker(Protocol):
+    """One stage's sleeps on its clock's time line: one sleep at a time, closed at the stage's end."""
+
+    def tick(self, first_ns: int, interval_ns: int) -> bool:
+        """Periodic mode: from now on wake only at `first_ns` + k x `interval_ns`; False if it cannot."""
+        ...
+
+    async def until(self, deadline_ns: int) -> None:
+        """Return at `deadline_ns` (or at the first tick at or after it), or at once if it has passed."""
+        ...
+
+    def close(self) -> None:
+        """Release what the sleeps held."""
+        ...
+
+
+class Clock(Protocol):
+    """The engine's time: now, and sleepers on the same time line.
+
+    Transports read answers' kernel receive times on the monotonic clock; the engine takes one as the
+    answer's time only when it lies between the send and now on this clock. The real clock always
+    has them; a fake clock has them only if it runs on the monotonic time line (tests that start
+    theirs elsewhere, with in-process transports that read no kernel time, get none).
+    """
+
+    def now_ns(self) -> int:
+        """The time now, in ns."""
+        ...
+
+    def waker(self) -> Waker:
+        """A sleeper for one stage."""
+        ...
 
 
 class Sleeper:
@@ -148,3 +187,18 @@ class Sleeper:
             os.close(self._fd)
             self._fd = -1
             self._loop = None
+
+
+class MonotonicClock:
+    """time.monotonic_ns, with a timerfd Sleeper per stage: the engine's real time."""
+
+    # The builtin itself, not a method wrapping it: the engine reads the clock twice per request.
+    now_ns = staticmethod(time.monotonic_ns)
+
+    def waker(self) -> Sleeper:
+        """A new timerfd sleeper (the millisecond fallback where there is none)."""
+        return Sleeper()
+
+
+MONOTONIC = MonotonicClock()
+"""The default clock of the engine."""

@@ -6,7 +6,8 @@ parts add up to exactly the planned stage) starting at a shared monotonic instan
 a stage a worker sends its recorder's figures with HDR-encoded histograms, which the parent adds
 bucket by bucket into the stage's recorder: the merged percentiles are those of one histogram
 holding every request. While a stage runs, workers stream (sample, predictions, outcome) batches
-back, so accuracy and consistency see one result stream as in a single process.
+back as Prediction records (the times stay in the workers' histograms), so accuracy and consistency
+see one prediction stream as in a single process.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from profiler.codecs.base import Codec
 from profiler.config import Config
 from profiler.core import aio
 from profiler.core.errors import ProfilerError
-from profiler.core.results import OK, Consumer, Result
+from profiler.core.results import OK, Prediction, PredictionConsumer
 from profiler.core.units import NS_PER_S
 from profiler.load.engine import Engine
 from profiler.load.search import Driver, LocalDriver
@@ -56,7 +57,7 @@ def choose_workers(configured: int | None, highest_rate_rps: float, cores: int) 
 
 
 def make_driver(config: Config, engine: Engine, bodies: Sequence[bytes], codec: Codec,
-                consumers: list[Consumer]) -> Driver:
+                consumers: list[PredictionConsumer]) -> Driver:
     """The in-process driver, or a pool of worker processes when the rate needs more than one core."""
     count = choose_workers(config.load.workers, config.load.highest_rate_rps(), os.cpu_count() or 1)
     if count <= 1:
@@ -65,15 +66,18 @@ def make_driver(config: Config, engine: Engine, bodies: Sequence[bytes], codec: 
 
 
 class _Batcher:
-    """A worker's consumer: keeps (first sample, batch, predictions, outcome) until the next flush."""
+    """A worker's consumer: keeps (first sample, batch, predictions, outcome) until the next flush.
+
+    Plain tuples, not the records: they cross the pipe in bulk and pickle smaller.
+    """
 
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self.items: list[tuple[int, int, list[Any] | None, str]] = []
         self.stage = 0
 
-    def add(self, result: Result) -> None:
-        self.items.append((result.first_sample, result.batch, result.predictions, result.outcome))
+    def add(self, prediction: Prediction) -> None:
+        self.items.append((prediction.first_sample, prediction.batch, prediction.predictions, prediction.outcome))
 
     def flush(self) -> None:
         if self.items:
@@ -162,7 +166,7 @@ class WorkerPool:
     """N worker processes driven stage by stage; implements the Driver protocol of profiler.load.search."""
 
     def __init__(self, config: Config, codec: Codec, bodies: Sequence[bytes], sample_count: int, count: int,
-                 consumers: list[Consumer], clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 consumers: list[PredictionConsumer], clock: Callable[[], int] = time.monotonic_ns) -> None:
         context = multiprocessing.get_context("spawn")
         self._clock = clock
         self._consumers = consumers
@@ -222,27 +226,36 @@ class WorkerPool:
             return
         kind = message[0]
         if kind == "results":
-            stage_index = message[1]
-            for first, batch, predictions, outcome in message[2]:
-                result = Result(stage_index, first, batch, 0, 0, 0, outcome, predictions if outcome == OK else None)
-                for consumer in self._consumers:
-                    consumer.add(result)
+            self._predictions(message[2])
         elif kind == "partial":
-            self._partials[index] = message[2]
-            live = self._live
-            if live is not None and live.stage.index == message[1]:
-                live.rebuild([self._partials[k] for k in sorted(self._partials)])
-                if self._until is not None and not self._ending and self._until():
-                    self._ending = True
-                    for other in self._conns:
-                        with contextlib.suppress(OSError):
-                            other.send(("end",))
+            self._partial(index, message[1], message[2])
         elif kind == "stage":
             future = self._stage_results.pop(index, None)
             if future is not None and not future.done():
                 future.set_result(message[1])
         elif kind == "ready" and not self._ready[index].done():
             self._ready[index].set_result(message[2])
+
+    def _predictions(self, items: list[tuple[int, int, list[Any] | None, str]]) -> None:
+        """A worker's batch of (first sample, batch, predictions, outcome): one Prediction each, to every consumer."""
+        consumers = self._consumers
+        for first, batch, predictions, outcome in items:
+            prediction = Prediction(first, batch, outcome, predictions if outcome == OK else None)
+            for consumer in consumers:
+                consumer.add(prediction)
+
+    def _partial(self, index: int, stage_index: int, wire: dict[str, Any]) -> None:
+        """A worker's figures so far: rebuild the live recorder, and ask `until` whether the stage should end."""
+        self._partials[index] = wire
+        live = self._live
+        if live is None or live.stage.index != stage_index:
+            return
+        live.rebuild([self._partials[k] for k in sorted(self._partials)])
+        if self._until is not None and not self._ending and self._until():
+            self._ending = True
+            for other in self._conns:
+                with contextlib.suppress(OSError):
+                    other.send(("end",))
 
     def _fail(self, reason: str) -> None:
         self._failed = reason
@@ -265,7 +278,7 @@ class WorkerPool:
             await asyncio.gather(*self._ready)
         loop = asyncio.get_running_loop()
         start_ns = self._clock() + START_DELAY_NS
-        recorder.started_ns = start_ns
+        recorder.open(start_ns)
         fields = {"index": stage.index, "rate_rps": stage.rate_rps, "duration_s": stage.duration_s,
                   "warmup": stage.warmup, "requests": stage.requests}
         futures = []

@@ -8,7 +8,7 @@ from typing import Any
 
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from profiler.core.results import Result
+from profiler.core.results import Prediction
 
 
 def label_key(value: Any) -> str:
@@ -31,14 +31,15 @@ class PredictionLog:
         self.compared = 0
         self.inconsistent = 0
 
-    def add(self, result: Result) -> None:
-        """Take the predictions of a successful request."""
-        if result.predictions is None:
+    def add(self, prediction: Prediction) -> None:
+        """Take the predictions of a successful request (a Result from the engine is one too)."""
+        if prediction.predictions is None:
             return
         n = len(self.reference)
-        for offset, prediction in enumerate(result.predictions):
-            index = (result.first_sample + offset) % n
-            key = label_key(prediction)
+        first = prediction.first_sample
+        for offset, value in enumerate(prediction.predictions):
+            index = (first + offset) % n
+            key = label_key(value)
             seen = self.reference[index]
             if seen is None:
                 self.reference[index] = key

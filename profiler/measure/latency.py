@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from profiler.core.results import OK, Result
+from profiler.core.results import OK, Result, StageAccount
 from profiler.measure.hdr import values_at_percentiles
 from profiler.schedule import Stage
 
@@ -111,6 +111,8 @@ class StageRecorder:
     `scheduled` requests were due; each was sent or counted `unsent` (it could not get an in-flight
     slot within the timeout of its intended time). `late` ones were sent, but only after waiting
     for a slot. The lag histogram holds how late the generator itself woke up for each send.
+    The generator opens the recorder when the stage starts and closes it with the stage's account
+    (`open`, `close`); a recorder fed by worker processes is `rebuild`-ed from their figures instead.
     """
 
     stage: Stage
@@ -152,6 +154,20 @@ class StageRecorder:
             self.error_examples.append(f"{result.outcome}: {result.error}"[:300])
         if self.window_ns:
             self._window_add(result, ok)
+
+    def open(self, started_ns: int) -> None:
+        """The stage starts at `started_ns` (monotonic): windows and rates count from it while it runs."""
+        self.started_ns = started_ns
+
+    def close(self, account: StageAccount) -> None:
+        """The stage's account, in one piece once it has ended (its requests drained)."""
+        self.started_ns = account.started_ns
+        self.ended_ns = account.ended_ns
+        self.scheduled = account.scheduled
+        self.unsent = account.unsent
+        self.late = account.late
+        self.cut_short = account.cut_short
+        self.cpu_s = account.cpu_s
 
     def record_lag(self, lag_ns: int) -> None:
         """How late the generator woke up for one send (its own lateness, not the model's)."""

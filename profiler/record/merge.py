@@ -9,7 +9,10 @@ Pure: takes and returns plain data (the CLI reads and writes the files).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
+
+from hdrh.histogram import HdrHistogram
 
 from profiler.core.results import OK
 from profiler.judge.capacity import capacity_summary, judge_stage, judge_window_stage
@@ -18,67 +21,96 @@ from profiler.measure.latency import MAX_ERROR_EXAMPLES, new_histogram, spectrum
 
 def merge_stages(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """One stage summary from the same stage of several reports."""
-    if not parts:
-        raise ValueError("nothing to merge")
-    names = {p["name"] for p in parts}
-    if len(names) != 1:
-        raise ValueError(f"cannot merge different stages: {', '.join(sorted(names))}")
-    histograms = {}
-    for kind in ("latency", "service", "lag"):
-        histogram = new_histogram()
-        for part in parts:
-            encoded = (part.get("histograms") or {}).get(kind)
-            if not encoded:
-                raise ValueError(f"stage {part['name']} has no encoded {kind} histogram to merge")
-            histogram.decode_and_add(encoded.encode("ascii"))
-        histograms[kind] = histogram
-    errors: Counter[str] = Counter()
-    for part in parts:
-        errors.update(part["errors_by_kind"])
-    sent = sum(p["sent"] for p in parts)
-    unsent = sum(p["unsent"] for p in parts)
-    error_count = sum(errors.values())
-    attempted = sent + unsent
-    cpu_s = sum(p["generator_cpu_s"] for p in parts)
-    achieved = [p["achieved_rps"] for p in parts]
-    windows: list[dict[str, Any]] = []
-    for i in range(max(len(p.get("windows", [])) for p in parts)):
-        column = [p["windows"][i] for p in parts if i < len(p.get("windows", []))]
-        latencies = [w["latency_ms"] for w in column if w["latency_ms"] is not None]
-        windows.append({"rps": round(sum(w["rps"] for w in column), 3),
-                        "latency_ms": max(latencies) if latencies else None,
-                        "errors": sum(w["errors"] for w in column)})
-    reasons = [f"part {i}: {r}" for i, p in enumerate(parts) for r in (p.get("generator") or {}).get("reasons", [])]
-    examples = [e for p in parts for e in p.get("error_examples", [])][:MAX_ERROR_EXAMPLES]
-    completed = sum(p["completed"] for p in parts)
+    _check_same_stage(parts)
+    histograms = {kind: _merged_histogram(parts, kind) for kind in ("latency", "service", "lag")}
+    completed = _count(parts, "completed")
     if completed != histograms["latency"].get_total_count():
         raise ValueError(f"stage {parts[0]['name']}: {completed} completed but the histograms hold "
                          f"{histograms['latency'].get_total_count()}")
+    errors: Counter[str] = Counter()
+    for part in parts:
+        errors.update(part["errors_by_kind"])
+    sent = _count(parts, "sent")
+    unsent = _count(parts, "unsent")
+    error_count = sum(errors.values())
+    attempted = sent + unsent
+    cpu_s = sum(p["generator_cpu_s"] for p in parts)
+    reasons = _generator_reasons(parts)
     return {
         "name": parts[0]["name"],
         "warmup": parts[0]["warmup"],
         "offered_rps": sum(p["offered_rps"] for p in parts),
         "duration_s": max(p["duration_s"] for p in parts),
-        "scheduled": sum(p["scheduled"] for p in parts),
+        "scheduled": _count(parts, "scheduled"),
         "sent": sent,
         "unsent": unsent,
-        "late": sum(p.get("late", 0) for p in parts),
+        "late": _count(parts, "late", missing=0),
         "completed": completed,
         "errors": error_count,
         "errors_by_kind": {k: n for k, n in sorted(errors.items()) if k != OK},
         "error_rate": (error_count + unsent) / attempted if attempted else None,
-        "achieved_rps": sum(a for a in achieved if a is not None) if any(a is not None for a in achieved) else None,
+        "achieved_rps": _sum_known(p["achieved_rps"] for p in parts),
         "latency_ms": spectrum_ms(histograms["latency"]),
         "service_time_ms": spectrum_ms(histograms["service"]),
         "schedule_lag_ms": {"p50": value_at_ms(histograms["lag"], 50.0), "p99": value_at_ms(histograms["lag"], 99.0)},
         "generator_cpu_s": round(cpu_s, 4),
         "generator_cpu_us_per_request": round(cpu_s / sent * 1e6, 1) if sent else None,
         "generator": {"limited": bool(reasons), "cpu_share": None, "reasons": reasons},
-        "processes": sum(p.get("processes", 1) for p in parts),
-        "windows": windows,
-        "error_examples": examples,
+        "processes": _count(parts, "processes", missing=1),
+        "windows": _merged_windows(parts),
+        "error_examples": [e for p in parts for e in p.get("error_examples", [])][:MAX_ERROR_EXAMPLES],
         "histograms": {k: h.encode().decode("ascii") for k, h in histograms.items()},
     }
+
+
+def _check_same_stage(parts: list[dict[str, Any]]) -> None:
+    if not parts:
+        raise ValueError("nothing to merge")
+    names = {p["name"] for p in parts}
+    if len(names) != 1:
+        raise ValueError(f"cannot merge different stages: {', '.join(sorted(names))}")
+
+
+def _merged_histogram(parts: list[dict[str, Any]], kind: str) -> HdrHistogram:
+    """Every part's encoded `kind` histogram added bucket by bucket (each part must carry one)."""
+    histogram = new_histogram()
+    for part in parts:
+        encoded = (part.get("histograms") or {}).get(kind)
+        if not encoded:
+            raise ValueError(f"stage {part['name']} has no encoded {kind} histogram to merge")
+        histogram.decode_and_add(encoded.encode("ascii"))
+    return histogram
+
+
+def _count(parts: list[dict[str, Any]], key: str, missing: int | None = None) -> int:
+    """The parts' count `key` added up; a part without it counts as `missing` (None: every part must have it)."""
+    if missing is None:
+        return sum(int(p[key]) for p in parts)
+    return sum(int(p.get(key, missing)) for p in parts)
+
+
+def _generator_reasons(parts: list[dict[str, Any]]) -> list[str]:
+    """Every part's generator self-check reasons, each named after its part."""
+    return [f"part {i}: {r}" for i, p in enumerate(parts) for r in (p.get("generator") or {}).get("reasons", [])]
+
+
+def _sum_known(values: Iterable[float | None]) -> float | None:
+    """The sum of the values that are known; None when none is."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _merged_windows(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Windows position by position: rates and errors added, latency the worst of the parts (an upper bound)."""
+    columns = [p.get("windows", []) for p in parts]
+    windows = []
+    for i in range(max(len(c) for c in columns)):
+        column = [c[i] for c in columns if i < len(c)]
+        latencies = [w["latency_ms"] for w in column if w["latency_ms"] is not None]
+        windows.append({"rps": round(sum(w["rps"] for w in column), 3),
+                        "latency_ms": max(latencies) if latencies else None,
+                        "errors": sum(w["errors"] for w in column)})
+    return windows
 
 
 def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
@@ -91,35 +123,50 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     if not reports:
         raise ValueError("nothing to merge")
     first = reports[0]
-    order = [s["name"] for s in first["stages"]]
+    order = _stage_order(reports)
+    objective = first["objective"]
+    search = (first.get("capacity") or {}).get("method") == "search"
+    stages = [_judged(merge_stages([r["stages"][position] for r in reports]), objective, search)
+              for position in range(len(order))]
+    out = dict(first)
+    out["stages"] = stages
+    out["capacity"] = {**capacity_summary(stages), "method": "search" if search else "stages"}
+    out["run"] = _merged_run(reports)
+    out["accuracy"] = _merged_accuracy(reports)
+    return out
+
+
+def _stage_order(reports: list[dict[str, Any]]) -> list[str]:
+    """The first report's stage names, which every other report must have in the same order."""
+    order = [s["name"] for s in reports[0]["stages"]]
     for index, report in enumerate(reports[1:], start=2):
         names = [s["name"] for s in report["stages"]]
         if names != order:
             raise ValueError(f"report {index} has stages {names}, the first has {order}")
-    objective = first["objective"]
-    search = (first.get("capacity") or {}).get("method") == "search"
-    stages = []
-    for position, _ in enumerate(order):
-        merged = merge_stages([r["stages"][position] for r in reports])
-        if not merged["warmup"]:
-            if search:
-                merged["objective"] = judge_window_stage(merged, objective["percentile"], objective["latency_ms"],
-                                                         objective["max_error_rate"])
-            else:
-                merged["objective"] = judge_stage(merged, objective["percentile"], objective["latency_ms"],
-                                                  objective["max_error_rate"])
-        stages.append(merged)
-    out = dict(first)
-    out["stages"] = stages
-    out["capacity"] = {**capacity_summary(stages), "method": "search" if search else "stages"}
-    out["run"] = {**first["run"], "id": "merged-" + "+".join(r["run"]["id"] for r in reports),
-                  "status": "completed" if all(r["run"]["status"] == "completed" for r in reports) else "partial",
-                  "merged_from": [r["run"]["id"] for r in reports]}
-    accuracy = dict(first.get("accuracy") or {})
+    return order
+
+
+def _judged(stage: dict[str, Any], objective: dict[str, Any], search: bool) -> dict[str, Any]:
+    """The merged stage with its objective re-judged (by windows in a search); warm-ups are not judged."""
+    if stage["warmup"]:
+        return stage
+    judge = judge_window_stage if search else judge_stage
+    stage["objective"] = judge(stage, objective["percentile"], objective["latency_ms"], objective["max_error_rate"])
+    return stage
+
+
+def _merged_run(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first report's run block, named after every part; completed only if every part completed."""
+    ids = [r["run"]["id"] for r in reports]
+    status = "completed" if all(r["run"]["status"] == "completed" for r in reports) else "partial"
+    return {**reports[0]["run"], "id": "merged-" + "+".join(ids), "status": status, "merged_from": ids}
+
+
+def _merged_accuracy(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first report's accuracy, with every part's consistency counts added."""
+    accuracy = dict(reports[0].get("accuracy") or {})
     if accuracy.get("consistency") is not None:
-        accuracy["consistency"] = {
-            "compared": sum((r.get("accuracy") or {}).get("consistency", {}).get("compared", 0) for r in reports),
-            "inconsistent": sum((r.get("accuracy") or {}).get("consistency", {}).get("inconsistent", 0)
-                                for r in reports)}
-    out["accuracy"] = accuracy
-    return out
+        counts = [(r.get("accuracy") or {}).get("consistency", {}) for r in reports]
+        accuracy["consistency"] = {"compared": sum(c.get("compared", 0) for c in counts),
+                                   "inconsistent": sum(c.get("inconsistent", 0) for c in counts)}
+    return accuracy

@@ -15,26 +15,15 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from profiler._proto import grpc_predict_v2_pb2 as pb
-from profiler.codecs.v2_grpc import MODEL_METADATA_METHOD, MODEL_READY_METHOD, SERVER_READY_METHOD, metadata_dict
 from profiler.core.errors import TargetError, TransportError
 from profiler.transports.base import Done
+from profiler.transports.grpc_common import STATUS_KINDS, fetch_model_metadata, grpc_target, probe_ready
 from profiler.transports.sockets import MAX_MESSAGE_BYTES
-
-_KINDS = {grpc.StatusCode.DEADLINE_EXCEEDED: "timeout", grpc.StatusCode.UNAVAILABLE: "connection"}
-
-
-def grpc_target(url: str) -> tuple[str, bool]:
-    """host:port and whether TLS is on, from a grpc:// or grpcs:// URL."""
-    for scheme, tls in (("grpcs://", True), ("grpc://", False)):
-        if url.startswith(scheme):
-            return url[len(scheme):].rstrip("/"), tls
-    raise ValueError(f"not a grpc:// or grpcs:// URL: {url!r}")
 
 
 def _rpc_error(exc: aio.AioRpcError) -> TransportError:
     code = exc.code()
-    kind = _KINDS.get(code, "grpc_status")
+    kind = STATUS_KINDS.get(code, "grpc_status")
     return TransportError(kind, f"gRPC {code.name}: {exc.details() or ''}"[:300], code.value[0])
 
 
@@ -151,27 +140,11 @@ class GrpcTransport:
 
     async def probe(self, path: str) -> int:
         """ServerReady or ModelReady: 200 ready, 503 not ready, 0 no answer."""
-        if path == SERVER_READY_METHOD:
-            body = pb.ServerReadyRequest().SerializeToString()
-        elif path == MODEL_READY_METHOD:
-            body = pb.ModelReadyRequest(name=self._model, version=self._version).SerializeToString()
-        else:
-            raise ValueError(f"not a readiness method: {path}")
-        try:
-            raw = await self.send(path, body)
-        except TransportError as exc:
-            return 0 if exc.kind in ("connection", "timeout") else 503
-        ready = pb.ServerReadyResponse.FromString(raw).ready  # both responses hold `bool ready = 1`
-        return 200 if ready else 503
+        return await probe_ready(self.send, path, self._model, self._version)
 
     async def model_metadata(self) -> dict[str, Any]:
         """The model's ModelMetadata, in the REST document's shape."""
-        body = pb.ModelMetadataRequest(name=self._model, version=self._version).SerializeToString()
-        try:
-            raw = await self.send(MODEL_METADATA_METHOD, body)
-        except TransportError as exc:
-            raise TargetError(f"{self.url}: ModelMetadata for model {self._model!r} failed: {exc}") from None
-        return metadata_dict(pb.ModelMetadataResponse.FromString(raw))
+        return await fetch_model_metadata(self.send, self.url, self._model, self._version)
 
     async def close(self) -> None:
         """Close the channel."""

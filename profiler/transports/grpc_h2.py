@@ -36,7 +36,9 @@ import socket
 import struct
 import time
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import grpc
@@ -45,7 +47,7 @@ import hpack
 from profiler.core.errors import TransportError
 from profiler.core.units import NS_PER_S
 from profiler.transports.base import Done
-from profiler.transports.grpc import GrpcTransport
+from profiler.transports.grpc_common import STATUS_KINDS, fetch_model_metadata, grpc_target, probe_ready
 from profiler.transports.sockets import (
     ANCILLARY_BYTES,
     MAX_MESSAGE_BYTES,
@@ -65,7 +67,6 @@ _DEFAULT_WINDOW = 65_535
 _LAST_STREAM_ID = 2**31 - 1
 _FRAME_HEAD = struct.Struct(">BHBBI")  # length as 1 + 2 bytes, type, flags, stream id
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
-_KINDS = {grpc.StatusCode.DEADLINE_EXCEEDED: "timeout", grpc.StatusCode.UNAVAILABLE: "connection"}
 _CANCEL, _REFUSED_STREAM = 0x8, 0x7
 _KEEPALIVE_OPAQUE = b"profiler"  # the 8 bytes of our keepalive PINGs, echoed in the ACK
 
@@ -135,11 +136,54 @@ class _Stream:
         self.received_ns = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What every connection of one transport shares: how its requests are headed, its keepalive, its read buffer."""
+
+    authority: str  # host:port, the :authority of every request
+    timeout_s: float  # the calls' deadline, sent as grpc-timeout
+    metadata: tuple[tuple[str, str], ...]  # (lower-case key, value) sent with every call
+    keepalive_ns: int  # how long a server with calls open may stay quiet before it is PINGed
+    ping_timeout_ns: int  # how long a keepalive PING may go unanswered before the connection is dropped
+    blocks: dict[str, bytes] = field(default_factory=dict)  # request header blocks by method path, encoded once
+    buffer: bytearray = field(default_factory=lambda: bytearray(READ_BYTES))  # one read (reads never interleave)
+
+
+class _Owner(Protocol):
+    """What a connection tells the transport that owns it: the transport decides where new calls go."""
+
+    pings_sent: int  # keepalive PINGs sent on all its connections
+
+    def connection_lost(self, conn: _Connection, error: TransportError) -> None:
+        """`conn` broke or closed: it is forgotten, and if new calls were waiting for it they fail with `error`."""
+        ...
+
+    def retire(self, conn: _Connection) -> None:
+        """`conn` takes no new streams (GOAWAY, stream ids used up); it closes when its last stream has ended."""
+        ...
+
+    def start_waiting(self) -> None:
+        """A stream ended or the server's limits changed: queued calls may go now."""
+        ...
+
+    def requeue(self, path: str, body: bytes, done: Done, deadline_ns: int) -> None:
+        """A call the server refused unprocessed goes again, first in line, keeping its deadline (monotonic ns)."""
+        ...
+
+    def has_waiting(self, conn: _Connection) -> bool:
+        """Whether calls are queued for `conn` (it is the connection new calls go on)."""
+        ...
+
+
 class _Connection:
     """One HTTP/2 connection: its socket, streams, flow-control windows, HPACK decoder and keepalive."""
 
-    def __init__(self, owner: H2GrpcTransport, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, owner: _Owner, shared: _Shared, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
         self.owner = owner
+        self.shared = shared
+        self.blocks = shared.blocks
+        self.view = memoryview(shared.buffer)
+        self.views = [self.view]
         self.sock = sock
         self.fd = sock.fileno()
         self.loop = loop
@@ -172,9 +216,10 @@ class _Connection:
         settings = struct.pack(">HIHIHI", 0x1, 0, 0x2, 0, 0x4, _MAX_WINDOW)  # no dynamic table, no push, big windows
         self.write(PREFACE + frame(_SETTINGS, 0, 0, settings)
                    + frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", _MAX_WINDOW - _DEFAULT_WINDOW)))
-        self.pinger = self.loop.call_later(self.owner._keepalive_ns / NS_PER_S, self.keepalive)
+        self.pinger = self.loop.call_later(self.shared.keepalive_ns / NS_PER_S, self.keepalive)
 
     def watch(self, on: bool) -> None:
+        """Have the event loop read the socket as frames arrive (on), or leave reading to poll() (off)."""
         if self.closed or on == self.watching or self.loop.is_closed():
             return
         if on:
@@ -206,15 +251,23 @@ class _Connection:
             return
         self.close()
         error = TransportError("connection", reason)
-        self.owner._lost(self, error)  # first: calls made from the callbacks below must not land here
+        self.owner.connection_lost(self, error)  # first: calls made from the callbacks below must not land here
         streams, self.streams = self.streams, {}
         self.blocked.clear()
         for stream in streams.values():
-            self.owner._finish(stream, b"", error)
+            self.finish(stream, b"", error)
+
+    def finish(self, stream: _Stream, message: bytes, error: TransportError | None) -> None:
+        """Report the call's outcome to its `done` (with the answer's kernel time when it succeeded)."""
+        try:
+            stream.done(message, error, stream.received_ns if error is None else 0)
+        except Exception as exc:  # a consumer's bug must not break the connection
+            self.loop.call_exception_handler({"message": "load engine result callback failed", "exception": exc})
 
     # -- writing
 
     def write(self, data: bytes) -> None:
+        """Send `data` now, or as much as the socket takes and the rest when it can."""
         if self.closed:
             return
         if self.writing:
@@ -233,6 +286,7 @@ class _Connection:
             self.loop.add_writer(self.fd, self.flush)
 
     def flush(self) -> None:
+        """Send more of what the socket could not take (the loop calls this when it can)."""
         if self.closed:
             return
         try:
@@ -266,10 +320,10 @@ class _Connection:
 
     def open(self, path: str, body: bytes, done: Done, deadline_ns: int) -> None:
         """Start the call on a new stream (the caller checked that one may be opened)."""
-        owner = self.owner
-        block = owner._blocks.get(path)
+        block = self.blocks.get(path)
         if block is None:
-            block = owner._blocks[path] = request_block(path, owner._address, owner._timeout_s, owner._metadata or ())
+            shared = self.shared
+            block = self.blocks[path] = request_block(path, shared.authority, shared.timeout_s, shared.metadata)
         if len(block) > self.max_frame:
             done(b"", TransportError("connection", "request metadata larger than the server's frame size"), 0)
             return
@@ -297,10 +351,10 @@ class _Connection:
             with contextlib.suppress(ValueError):
                 self.blocked.remove(stream)
             self.write(frame(_RST_STREAM, 0, stream.id, struct.pack(">I", _CANCEL)))
-            self.owner._finish(stream, b"", TransportError("timeout", f"gRPC DEADLINE_EXCEEDED: no answer within "
-                                                                      f"{self.owner._timeout_s:g} s"))
+            self.finish(stream, b"", TransportError("timeout", f"gRPC DEADLINE_EXCEEDED: no answer within "
+                                                               f"{self.shared.timeout_s:g} s"))
         if self.going_away and not self.streams:
-            self.owner._retire(self)
+            self.owner.retire(self)
 
     def keepalive(self) -> None:
         """Every keepalive_s: PING a server that has gone quiet with calls open; drop one that does not answer."""
@@ -310,19 +364,19 @@ class _Connection:
         self.poll()  # (in polled mode frames may be waiting unread)
         if self.closed:
             return
-        owner = self.owner
+        shared = self.shared
         now = time.monotonic_ns()
         if self.ping_sent_ns:
-            if now - self.ping_sent_ns >= owner._ping_timeout_ns:
-                self.drop(f"no answer to a keepalive PING within {owner._ping_timeout_ns / NS_PER_S:g} s")
+            if now - self.ping_sent_ns >= shared.ping_timeout_ns:
+                self.drop(f"no answer to a keepalive PING within {shared.ping_timeout_ns / NS_PER_S:g} s")
                 return
-        elif (self.streams or (owner._waiting and owner._conn is self)) and now - self.heard_ns >= owner._keepalive_ns:
+        elif (self.streams or self.owner.has_waiting(self)) and now - self.heard_ns >= shared.keepalive_ns:
             self.ping_sent_ns = now
-            owner.pings_sent += 1
+            self.owner.pings_sent += 1
             self.write(frame(_PING, 0, 0, _KEEPALIVE_OPAQUE))
-        wait_ns = owner._keepalive_ns
+        wait_ns = shared.keepalive_ns
         if self.ping_sent_ns:
-            wait_ns = self.ping_sent_ns + owner._ping_timeout_ns - now
+            wait_ns = self.ping_sent_ns + shared.ping_timeout_ns - now
         if not self.closed:
             self.pinger = self.loop.call_later(max(wait_ns, 1_000_000) / NS_PER_S, self.keepalive)
 
@@ -330,12 +384,12 @@ class _Connection:
 
     def poll(self) -> None:
         """Read and act on every frame that has arrived, without waiting."""
-        owner = self.owner
         sock = self.sock
+        views = self.views
         offset_ns = -1
         while not self.closed:
             try:
-                count, ancillary, _, _ = sock.recvmsg_into(owner._views, ANCILLARY_BYTES)
+                count, ancillary, _, _ = sock.recvmsg_into(views, ANCILLARY_BYTES)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -348,13 +402,18 @@ class _Connection:
                 self.heard_ns = time.monotonic_ns()
                 if ancillary:
                     offset_ns = clock_offset_ns()
-            self.inbuf += owner._view[:count]
+            self.inbuf += self.view[:count]
             self.frames(received_ns(ancillary, offset_ns))
             if count < READ_BYTES:
                 return
 
     def frames(self, received_ns: int) -> None:
+        """Act on every whole frame in the input buffer, each by its type's handler; a partial one waits.
+
+        `received_ns`: the kernel's monotonic receive time of the bytes just read (0 when unknown).
+        """
         buf = self.inbuf
+        handlers = _FRAME_HANDLERS
         pos = 0
         end = len(buf)
         while end - pos >= 9:
@@ -364,98 +423,107 @@ class _Connection:
                 break
             payload = bytes(buf[pos + 9:pos + 9 + size])
             pos += 9 + size
-            self.frame(kind, flags, stream_id & 0x7FFFFFFF, payload, received_ns)
-            if self.closed:
+            if self.fragment is not None and kind != _CONTINUATION:
+                self.drop("protocol error: a header block was interrupted")
                 return
+            handler = handlers[kind]  # (a tuple indexed by the type byte: cheaper than a dict's get per frame)
+            if handler is not None:
+                handler(self, flags, stream_id & 0x7FFFFFFF, payload, received_ns)
+                if self.closed:
+                    return
         del buf[:pos]
 
-    def frame(self, kind: int, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
-        if self.fragment is not None and kind != _CONTINUATION:
-            self.drop("protocol error: a header block was interrupted")
+    # Each frame type's handler: (flags, stream id, payload, received_ns).
+
+    def _on_data(self, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        self.recv_unacked += len(payload)
+        if self.recv_unacked > _MAX_WINDOW // 2:
+            self.write(frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
+            self.recv_unacked = 0
+        stream = self.streams.get(stream_id)
+        if stream is None:
             return
-        if kind == _DATA:
-            self.recv_unacked += len(payload)
-            if self.recv_unacked > _MAX_WINDOW // 2:
-                self.write(frame(_WINDOW_UPDATE, 0, 0, struct.pack(">I", self.recv_unacked)))
-                self.recv_unacked = 0
+        if flags & _PADDED:
+            payload = payload[1:len(payload) - payload[0]]
+        stream.data.append(payload)
+        stream.size += len(payload)
+        stream.received_ns = received_ns
+        if stream.size > MAX_MESSAGE_BYTES + 5:
+            self.streams.pop(stream_id, None)
+            self.write(frame(_RST_STREAM, 0, stream_id, struct.pack(">I", _CANCEL)))
+            self.finish(stream, b"", TransportError("connection", "answer larger than 64 MiB"))
+            return
+        if flags & _END_STREAM:
+            self.end(stream)
+
+    def _on_headers(self, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        if flags & _PADDED:
+            payload = payload[1:len(payload) - payload[0]]
+        if flags & _PRIORITY:
+            payload = payload[5:]
+        if flags & _END_HEADERS:
+            self.headers(stream_id, flags, payload, received_ns)
+        else:
+            self.fragment = (stream_id, flags, bytearray(payload))
+
+    def _on_continuation(self, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        if self.fragment is None or self.fragment[0] != stream_id:
+            self.drop("protocol error: CONTINUATION without a header block")
+            return
+        self.fragment[2].extend(payload)
+        if flags & _END_HEADERS:
+            sid, first_flags, block = self.fragment
+            self.fragment = None
+            self.headers(sid, first_flags, bytes(block), received_ns)
+
+    def _on_settings(self, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        if not flags & _ACK:
+            # Acknowledge first: the server holds us to its old limits (frame size) until it has our ACK.
+            self.write(frame(_SETTINGS, _ACK, 0))
+            self.settings(payload)
+
+    def _on_window_update(self, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        if len(payload) != 4:
+            return
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if stream_id == 0:
+            self.send_window += increment
+        else:
             stream = self.streams.get(stream_id)
-            if stream is None:
-                return
-            if flags & _PADDED:
-                payload = payload[1:len(payload) - payload[0]]
-            stream.data.append(payload)
-            stream.size += len(payload)
-            stream.received_ns = received_ns
-            if stream.size > MAX_MESSAGE_BYTES + 5:
-                self.streams.pop(stream_id, None)
-                self.write(frame(_RST_STREAM, 0, stream_id, struct.pack(">I", _CANCEL)))
-                self.owner._finish(stream, b"", TransportError("connection", "answer larger than 64 MiB"))
-                return
-            if flags & _END_STREAM:
-                self.end(stream)
-        elif kind == _HEADERS:
-            if flags & _PADDED:
-                payload = payload[1:len(payload) - payload[0]]
-            if flags & _PRIORITY:
-                payload = payload[5:]
-            if flags & _END_HEADERS:
-                self.headers(stream_id, flags, payload, received_ns)
-            else:
-                self.fragment = (stream_id, flags, bytearray(payload))
-        elif kind == _CONTINUATION:
-            if self.fragment is None or self.fragment[0] != stream_id:
-                self.drop("protocol error: CONTINUATION without a header block")
-                return
-            self.fragment[2].extend(payload)
-            if flags & _END_HEADERS:
-                sid, first_flags, block = self.fragment
-                self.fragment = None
-                self.headers(sid, first_flags, bytes(block), received_ns)
-        elif kind == _SETTINGS:
-            if not flags & _ACK:
-                # Acknowledge first: the server holds us to its old limits (frame size) until it has our ACK.
-                self.write(frame(_SETTINGS, _ACK, 0))
-                self.settings(payload)
-        elif kind == _WINDOW_UPDATE:
-            if len(payload) != 4:
-                return
-            increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
-            if stream_id == 0:
-                self.send_window += increment
-            else:
-                stream = self.streams.get(stream_id)
-                if stream is not None:
-                    stream.window += increment
-            self.unblock()
-        elif kind == _PING:
-            if not flags & _ACK:
-                self.write(frame(_PING, _ACK, 0, payload))
-            elif payload == _KEEPALIVE_OPAQUE:
-                self.ping_sent_ns = 0
-        elif kind == _RST_STREAM:
-            stream = self.streams.pop(stream_id, None)
             if stream is not None:
-                with contextlib.suppress(ValueError):
-                    self.blocked.remove(stream)
-                code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
-                if code == _REFUSED_STREAM and not stream.data and stream.headers is None:
-                    # Not processed at all (the server counts streams a little longer than we do): send again.
-                    self.owner._waiting.appendleft((stream.path, stream.body, stream.done, stream.deadline_ns))
-                    self.owner._start_waiting()
-                else:
-                    self.owner._finish(stream, b"", TransportError("connection", f"the server reset the stream "
-                                                                                 f"(HTTP/2 error {code})"))
-                if self.going_away and not self.streams:
-                    self.owner._retire(self)
-        elif kind == _GOAWAY:
-            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 4 else 0
-            for sid in [s for s in self.streams if s > last]:
-                stream = self.streams.pop(sid)
-                self.owner._finish(stream, b"", TransportError("connection", "the server is going away (GOAWAY)"))
-            self.owner._retire(self)
-        # PRIORITY, PUSH_PROMISE (disabled by our settings) and unknown frames are ignored.
+                stream.window += increment
+        self.unblock()
+
+    def _on_ping(self, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        if not flags & _ACK:
+            self.write(frame(_PING, _ACK, 0, payload))
+        elif payload == _KEEPALIVE_OPAQUE:
+            self.ping_sent_ns = 0
+
+    def _on_rst_stream(self, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        with contextlib.suppress(ValueError):
+            self.blocked.remove(stream)
+        code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
+        if code == _REFUSED_STREAM and not stream.data and stream.headers is None:
+            # Not processed at all (the server counts streams a little longer than we do): send again.
+            self.owner.requeue(stream.path, stream.body, stream.done, stream.deadline_ns)
+        else:
+            self.finish(stream, b"", TransportError("connection", f"the server reset the stream (HTTP/2 error {code})"))
+        if self.going_away and not self.streams:
+            self.owner.retire(self)
+
+    def _on_goaway(self, flags: int, stream_id: int, payload: bytes, received_ns: int) -> None:
+        last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 4 else 0
+        for sid in [s for s in self.streams if s > last]:
+            stream = self.streams.pop(sid)
+            self.finish(stream, b"", TransportError("connection", "the server is going away (GOAWAY)"))
+        self.owner.retire(self)
 
     def headers(self, stream_id: int, flags: int, block: bytes, received_ns: int) -> None:
+        """A whole header block (the answer's headers, or its trailers) for `stream_id`."""
         headers = self.decoded.get(block)
         if headers is None:
             table = self.decoder.header_table
@@ -483,6 +551,7 @@ class _Connection:
             self.end(stream)
 
     def settings(self, payload: bytes) -> None:
+        """The server's SETTINGS: its stream limit, initial stream window and frame size."""
         for offset in range(0, len(payload) - 5, 6):
             key, value = struct.unpack_from(">HI", payload, offset)
             if key == 0x3:
@@ -496,9 +565,10 @@ class _Connection:
                 self.max_frame = value
         self.unblock()
         self.settled = True
-        self.owner._start_waiting()
+        self.owner.start_waiting()
 
     def unblock(self) -> None:
+        """Send what flow control held back, in order, as far as the windows now allow."""
         blocked = self.blocked
         while blocked:
             if not self.send_data(blocked[0]):
@@ -509,53 +579,70 @@ class _Connection:
     def end(self, stream: _Stream) -> None:
         """The stream's trailers (or a trailers-only answer) arrived: report its outcome."""
         self.streams.pop(stream.id, None)
-        owner = self.owner
         headers = stream.headers or {}
         status = headers.get("grpc-status")
         if stream.status != 200:
-            owner._finish(stream, b"", TransportError("connection", f"HTTP/2 status {stream.status} from the "
-                                                                    "server (not a gRPC answer)"))
+            self.finish(stream, b"", TransportError("connection", f"HTTP/2 status {stream.status} from the "
+                                                                  "server (not a gRPC answer)"))
         elif status is None:
-            owner._finish(stream, b"", TransportError("connection", "the answer ended without a grpc-status"))
+            self.finish(stream, b"", TransportError("connection", "the answer ended without a grpc-status"))
         elif status != "0":
             code = _CODES.get(int(status) if status.isdigit() else 2, grpc.StatusCode.UNKNOWN)
             detail = unquote(headers.get("grpc-message", ""))
-            owner._finish(stream, b"", TransportError(_KINDS.get(code, "grpc_status"),
-                                                      f"gRPC {code.name}: {detail}"[:300], code.value[0]))
+            self.finish(stream, b"", TransportError(STATUS_KINDS.get(code, "grpc_status"),
+                                                    f"gRPC {code.name}: {detail}"[:300], code.value[0]))
         else:
             payload = b"".join(stream.data)
             if len(payload) < 5 or payload[0] != 0:
                 problem = "compressed" if payload[:1] == b"\x01" else "truncated"
-                owner._finish(stream, b"", TransportError("connection", f"a {problem} gRPC message"))
+                self.finish(stream, b"", TransportError("connection", f"a {problem} gRPC message"))
             else:
-                owner._finish(stream, payload[5:5 + int.from_bytes(payload[1:5], "big")], None)
+                self.finish(stream, payload[5:5 + int.from_bytes(payload[1:5], "big")], None)
         if self.going_away:
             if not self.streams:
-                owner._retire(self)
+                self.owner.retire(self)
         else:
-            owner._start_waiting()
+            self.owner.start_waiting()
 
 
-class H2GrpcTransport(GrpcTransport):
-    """GrpcTransport's calls on the lean client: same readiness, metadata and error classes; grpc:// only."""
+_FrameHandler = Callable[[_Connection, int, int, bytes, int], None]
+_HANDLER_OF_TYPE: dict[int, _FrameHandler] = {
+    _DATA: _Connection._on_data, _HEADERS: _Connection._on_headers, _CONTINUATION: _Connection._on_continuation,
+    _SETTINGS: _Connection._on_settings, _WINDOW_UPDATE: _Connection._on_window_update, _PING: _Connection._on_ping,
+    _RST_STREAM: _Connection._on_rst_stream, _GOAWAY: _Connection._on_goaway,
+}
+# PRIORITY, PUSH_PROMISE (disabled by our settings) and unknown frames have no handler: they are ignored.
+_FRAME_HANDLERS: tuple[_FrameHandler | None, ...] = tuple(_HANDLER_OF_TYPE.get(kind) for kind in range(256))
+"""The handler of each frame type (the frame head's type byte), or None."""
+
+
+class H2GrpcTransport:
+    """The gRPC transport on the lean client: GrpcTransport's calls, readiness, metadata and error classes;
+    grpc:// only (grpcs:// targets use GrpcTransport)."""
 
     def __init__(self, url: str, *, model: str, version: str | None = None, timeout_s: float,
-                 headers: dict[str, str] | None = None, keepalive_s: float = 30.0, **_: Any) -> None:
-        super().__init__(url, model=model, version=version, timeout_s=timeout_s, headers=headers)
-        if self._tls:
+                 headers: dict[str, str] | None = None, keepalive_s: float = 30.0, **_: object) -> None:
+        address, tls = grpc_target(url)
+        if tls:
             raise ValueError(f"the lean gRPC client speaks plain grpc:// only, got {url!r}")
-        host, _colon, port = self._address.rpartition(":")
+        host, _colon, port = address.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"a gRPC target needs host:port, got {self._address!r}")
-        self._h2_host = host.strip("[]")
+            raise ValueError(f"a gRPC target needs host:port, got {address!r}")
+        self.url = url
+        self._address = address
+        self._host = host.strip("[]")
         self._port = int(port)
+        self._model = model
+        self._version = version or ""
+        self._timeout_s = timeout_s
         self._timeout_ns = int(timeout_s * NS_PER_S)
         self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
-        self._keepalive_ns = int(keepalive_s * NS_PER_S)
-        self._ping_timeout_ns = min(self._keepalive_ns, 20 * NS_PER_S)
+        keepalive_ns = int(keepalive_s * NS_PER_S)
+        # gRPC metadata keys are lower case; the values never leave this object.
+        metadata = tuple((k.lower(), v) for k, v in headers.items()) if headers else ()
+        self._shared = _Shared(address, timeout_s, metadata, keepalive_ns, min(keepalive_ns, 20 * NS_PER_S))
         self.pings_sent = 0  # keepalive PINGs, for the curious (and the tests)
         self.connections_opened = 0
-        self._blocks: dict[str, bytes] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._conn: _Connection | None = None  # the connection new calls go on
         self._draining: list[_Connection] = []  # connections after a GOAWAY, finishing their streams
@@ -563,16 +650,13 @@ class H2GrpcTransport(GrpcTransport):
         self._waiting: deque[tuple[str, bytes, Done, int]] = deque()  # calls not yet on a stream, and deadlines
         self._polled = False
         self._sweeper: asyncio.TimerHandle | None = None
-        self._buffer = bytearray(READ_BYTES)
-        self._view = memoryview(self._buffer)
-        self._views = [self._view]
 
     # -- connections
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            sock = await connect(self._h2_host, self._port)
+            sock = await connect(self._host, self._port)
         except OSError as exc:
             self._fail_waiting(TransportError("connection", f"cannot connect to {self._address}: "
                                                             f"{exc.strerror or exc}"))
@@ -583,16 +667,16 @@ class H2GrpcTransport(GrpcTransport):
         for old in stale:
             old.drop("reconnected in a new event loop")
         if self._conn is not None:  # (a connection of this loop is open already: keep it, use the new one)
-            self._retire(self._conn)
-        conn = _Connection(self, sock, loop)
+            self.retire(self._conn)
+        conn = _Connection(self, self._shared, sock, loop)
         self._conn = conn
         self._loop = loop
         self.connections_opened += 1
         conn.start(self._polled)
 
-    def _retire(self, conn: _Connection) -> None:
+    def retire(self, conn: _Connection) -> None:
         """`conn` takes no new streams (GOAWAY, or its stream ids ran out). New calls go on a new connection
-        at once; `conn` is closed when its last stream has ended."""
+        at once; `conn` is closed when its last stream has ended. (Its connections call this too.)"""
         conn.going_away = True
         if self._conn is conn:
             self._conn = None
@@ -605,13 +689,18 @@ class H2GrpcTransport(GrpcTransport):
             if conn in self._draining:
                 self._draining.remove(conn)
 
-    def _lost(self, conn: _Connection, error: TransportError) -> None:
-        """`conn` broke or closed. If it was the one new calls go on, the calls waiting for it fail too."""
+    def connection_lost(self, conn: _Connection, error: TransportError) -> None:
+        """`conn` broke or closed. If it was the one new calls go on, the calls waiting for it fail too.
+        (Its connections call this.)"""
         if conn in self._draining:
             self._draining.remove(conn)
         if self._conn is conn:
             self._conn = None
             self._fail_waiting(error)
+
+    def has_waiting(self, conn: _Connection) -> bool:
+        """Whether calls are queued for `conn`, the connection new calls go on. (Its connections ask this.)"""
+        return bool(self._waiting) and self._conn is conn
 
     def _ensure_connecting(self, loop: asyncio.AbstractEventLoop) -> None:
         if (self._connecting is None or self._connecting.done()) and not loop.is_closed():
@@ -659,7 +748,7 @@ class H2GrpcTransport(GrpcTransport):
         if not conn.settled or len(conn.streams) >= conn.max_streams or conn.next_id > _LAST_STREAM_ID - 2:
             self._waiting.append((path, body, done, deadline_ns))
             if conn.next_id > _LAST_STREAM_ID - 2:
-                self._retire(conn)
+                self.retire(conn)
             self._arm_sweeper(loop)
             return
         conn.open(path, body, done, deadline_ns)
@@ -670,7 +759,8 @@ class H2GrpcTransport(GrpcTransport):
         if self._sweeper is None and not loop.is_closed():
             self._sweeper = loop.call_later(self._sweep_s, self._sweep)
 
-    def _start_waiting(self) -> None:
+    def start_waiting(self) -> None:
+        """Put queued calls on streams while the current connection takes them. (Its connections call this.)"""
         waiting = self._waiting
         while waiting:
             conn = self._conn
@@ -678,6 +768,12 @@ class H2GrpcTransport(GrpcTransport):
                 return
             path, body, done, deadline_ns = waiting.popleft()
             self._start(path, body, done, deadline_ns)
+
+    def requeue(self, path: str, body: bytes, done: Done, deadline_ns: int) -> None:
+        """A call the server refused unprocessed: first in line again, keeping its deadline (monotonic ns).
+        (Its connections call this.)"""
+        self._waiting.appendleft((path, body, done, deadline_ns))
+        self.start_waiting()
 
     async def send(self, path: str, body: bytes) -> bytes:
         """One unary call of method `path` with the pre-serialized `body`; the response bytes."""
@@ -694,13 +790,13 @@ class H2GrpcTransport(GrpcTransport):
         self.submit(path, body, done)
         return await waiter
 
-    def _finish(self, stream: _Stream, message: bytes, error: TransportError | None) -> None:
-        try:
-            stream.done(message, error, stream.received_ns if error is None else 0)
-        except Exception as exc:  # a consumer's bug must not break the connection
-            if self._loop is not None:
-                self._loop.call_exception_handler({"message": "load engine result callback failed",
-                                                   "exception": exc})
+    async def probe(self, path: str) -> int:
+        """ServerReady or ModelReady over this client: 200 ready, 503 not ready, 0 no answer."""
+        return await probe_ready(self.send, path, self._model, self._version)
+
+    async def model_metadata(self) -> dict[str, Any]:
+        """The model's ModelMetadata over this client, in the REST document's shape."""
+        return await fetch_model_metadata(self.send, self.url, self._model, self._version)
 
     def _sweep(self) -> None:
         """Cancel calls past their deadline (reading first whatever has arrived), queued ones included."""
@@ -736,4 +832,3 @@ class H2GrpcTransport(GrpcTransport):
         self._draining = []
         self._fail_waiting(TransportError("connection", "the client was closed"))
         self._loop = None
-        await super().close()

@@ -28,12 +28,14 @@ byte of its answer arrived; its latency still runs from its intended time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import select
 import selectors
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from profiler.core.errors import TransportError
@@ -47,9 +49,8 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
 """One read's buffer, shared by every connection of a transport (reads are never interleaved)."""
 _HEAD_OK, _HEAD_BAD, _HEAD_INTERIM = 0, 1, 2
-Callback = Callable[[int, bytes, "TransportError | None", int], None]
-"""(status, body, error, received_ns): how a connection reports the end of one exchange.
-received_ns is the kernel's monotonic time of the answer's last bytes, or 0 when unknown."""
+OnStatus = Callable[[int], None]
+"""Told the HTTP status of a complete answer, before the request's `done` runs (probe wants it)."""
 
 
 class _Inbox:
@@ -90,17 +91,52 @@ class _Inbox:
             self._selector.close()  # type: ignore[union-attr]
 
 
+class _Pool(Protocol):
+    """What a connection tells the transport that pools it."""
+
+    timeout_s: float  # a request's timeout (for the error that says it passed)
+
+    def started(self, conn: _Connection) -> None:
+        """A request went out on `conn`: its deadline is watched."""
+        ...
+
+    def watch_write(self, conn: _Connection) -> None:
+        """`conn` has more of a request to write: call its flush() when the socket can take it."""
+        ...
+
+    def unwatch_write(self, conn: _Connection) -> None:
+        """`conn` has nothing left to write."""
+        ...
+
+    def finished(self, conn: _Connection, reusable: bool) -> None:
+        """The request on `conn` ended; a `reusable` connection takes the next request."""
+        ...
+
+    def forget(self, conn: _Connection) -> None:
+        """`conn` closed: out of the pool and its count."""
+        ...
+
+    def resend(self, request: bytes, done: Done, deadline_ns: int, on_status: OnStatus | None) -> None:
+        """A request that met the server closing its kept-alive connection goes once more (see the module),
+        on another connection, by its first try's deadline (monotonic ns)."""
+        ...
+
+
 class _Connection:
     """One keep-alive connection carrying one request at a time."""
 
-    __slots__ = ("_buf", "_callback", "_chunked", "_close", "_heard", "_length", "_out", "_owner", "_received_ns",
-                 "_request", "_retried", "_status", "_submitted", "answered", "closed", "deadline_ns", "fd", "sock")
+    __slots__ = ("_buf", "_chunked", "_close", "_done", "_heard", "_length", "_on_status", "_out", "_pool",
+                 "_received_ns", "_request", "_retried", "_status", "_view", "_views", "answered", "closed",
+                 "deadline_ns", "fd", "sock")
 
-    def __init__(self, owner: Http1Transport, sock: socket.socket) -> None:
-        self._owner = owner
+    def __init__(self, pool: _Pool, sock: socket.socket, views: list[memoryview]) -> None:
+        self._pool = pool
         self.sock = sock
         self.fd = sock.fileno()
-        self._callback: Callable[..., None] | None = None  # Callback, or the engine's Done when submitted
+        self._views = views  # the read buffer, shared by the pool's connections (reads never interleave)
+        self._view = views[0]
+        self._done: Done | None = None  # the open request's report
+        self._on_status: OnStatus | None = None
         self._out: memoryview | None = None
         self._buf = b""
         self._status = 0
@@ -108,7 +144,6 @@ class _Connection:
         self._chunked = False
         self._close = False
         self._received_ns = 0
-        self._submitted = False
         self._request = b""
         self._retried = False
         self._heard = False  # whether any byte of the current answer has arrived
@@ -116,20 +151,20 @@ class _Connection:
         self.deadline_ns = 0
         self.closed = False
 
-    def start(self, request: bytes, callback: Callable[..., None], timeout_ns: int, submitted: bool = False,
+    def start(self, request: bytes, done: Done, timeout_ns: int, on_status: OnStatus | None = None,
               retried: bool = False) -> None:
-        """Write a request; `callback(status, body, error, received_ns)` runs once: on the answer, a failure or
-        the timeout. A `submitted` request's callback is the engine's `done(body, error, received_ns)`, with
-        a status of 300 or more made an http_status error. `retried`: this is the request's second try."""
-        self._callback = callback
-        self._submitted = submitted
+        """Write a request; `done(body, error, received_ns)` runs once: on the answer, a failure or the timeout.
+        An answer with a status of 300 or more is an http_status error (with its body and time). `on_status`,
+        if given, is told the status of a complete answer first. `retried`: this is the request's second try."""
+        self._done = done
+        self._on_status = on_status
         self._request = request
         self._retried = retried
         self._heard = False
         self._buf = b""
         self._status = 0
         self.deadline_ns = time.monotonic_ns() + timeout_ns
-        self._owner._started(self)
+        self._pool.started(self)
         try:
             sent = self.sock.send(request)
         except (BlockingIOError, InterruptedError):
@@ -139,7 +174,7 @@ class _Connection:
             return
         if sent < len(request):
             self._out = memoryview(request)[sent:]
-            self._owner._watch_write(self)
+            self._pool.watch_write(self)
 
     def flush(self) -> None:
         """Write more of a request the socket could not take at once (the loop calls this when it can)."""
@@ -157,18 +192,18 @@ class _Connection:
             self._out = out[sent:]
             return
         self._out = None
-        self._owner._unwatch_write(self)
+        self._pool.unwatch_write(self)
 
     def expire(self) -> None:
         """The timeout passed: its answer may still come, so the connection cannot carry another request."""
-        self._fail(TransportError("timeout", f"no answer within {self._owner.timeout_s:g} s"))
+        self._fail(TransportError("timeout", f"no answer within {self._pool.timeout_s:g} s"))
 
     def readable(self, offset_ns: int) -> None:
         """Read what has arrived; `offset_ns` (wall clock minus monotonic) turns kernel timestamps monotonic."""
-        owner = self._owner
+        views = self._views
         while not self.closed:
             try:
-                count, ancillary, _, _ = self.sock.recvmsg_into(owner._views, ANCILLARY_BYTES)
+                count, ancillary, _, _ = self.sock.recvmsg_into(views, ANCILLARY_BYTES)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -179,13 +214,13 @@ class _Connection:
                 return
             self._received_ns = received_ns(ancillary, offset_ns)
             self._heard = True
-            self._data(bytes(owner._view[:count]))
+            self._data(bytes(self._view[:count]))
             if count < READ_BYTES:
                 return  # the rest (if any) has not arrived yet
 
     def _data(self, data: bytes) -> None:
         buf = self._buf + data if self._buf else data
-        if self._callback is None:
+        if self._done is None:
             # Bytes nobody asked for: the stream is out of step, so the connection is useless.
             self.abort()
             return
@@ -285,18 +320,17 @@ class _Connection:
     def _unanswered_on_reuse(self) -> bool:
         """Whether the request met a server closing this kept-alive connection: the connection answered
         before, nothing of this answer has arrived, and this is the request's first try."""
-        return self.answered > 0 and not self._retried and not self._heard and self._callback is not None
+        return self.answered > 0 and not self._retried and not self._heard and self._done is not None
 
     def _resend(self) -> None:
-        callback, self._callback = self._callback, None
-        self._owner._busy.discard(self)
-        assert callback is not None
-        self._owner._start_later(self._request, callback, self._submitted, self.deadline_ns, retried=True)
+        done, self._done = self._done, None
+        assert done is not None
+        self._pool.resend(self._request, done, self.deadline_ns, self._on_status)
 
     def _ended(self, detail: str | None) -> None:
         """The server closed the connection (or it broke): a body delimited by the close is complete."""
         self.abort()
-        if self._callback is None:
+        if self._done is None:
             return
         if self._unanswered_on_reuse():
             self._resend()
@@ -309,33 +343,41 @@ class _Connection:
         self._buf = b""
 
     def _complete(self, status: int, body: bytes, error: TransportError | None, received_ns: int) -> None:
-        callback = self._callback
-        self._callback = None
-        owner = self._owner
-        owner._busy.discard(self)
+        done = self._done
+        self._done = None
         if error is None:
             self.answered += 1
-            if not self.closed:
-                owner._release(self)  # back in the pool before the caller runs, ready for its next request
-        if callback is not None:
-            try:
-                if self._submitted:
-                    if error is None and status >= 300:
-                        error = _status_error(status, body)
-                    callback(body, error, received_ns)
-                else:
-                    callback(status, body, error, received_ns)
-            except Exception as exc:  # a consumer's bug must not break the connection
-                asyncio.get_running_loop().call_exception_handler(
-                    {"message": "load engine result callback failed", "exception": exc})
+        # Back in the pool before the caller runs, ready for its next request.
+        self._pool.finished(self, error is None and not self.closed)
+        if done is None:
+            return
+        try:
+            if error is None:
+                if self._on_status is not None:
+                    self._on_status(status)
+                if status >= 300:
+                    error = _status_error(status, body)
+            done(body, error, received_ns)
+        except Exception as exc:  # a consumer's bug must not break the connection
+            asyncio.get_running_loop().call_exception_handler(
+                {"message": "load engine result callback failed", "exception": exc})
 
     def abort(self) -> None:
         """Drop the connection (a reply can no longer be matched to its request)."""
         if self.closed:
             return
         self.closed = True
-        self._owner._forget(self)
+        if self._out is not None:
+            self._out = None
+            self._pool.unwatch_write(self)
+        self._pool.forget(self)
         self.sock.close()
+
+    def close(self, error: TransportError) -> None:
+        """Drop the connection; a request still open on it ends with `error`."""
+        self.abort()
+        if self._done is not None:
+            self._complete(0, b"", error, 0)
 
 
 def _field(fields: bytes, name: bytes) -> bytes | None:
@@ -469,7 +511,10 @@ class Http1Transport:
             if conn is not None:
                 conn.readable(offset_ns)
 
-    def _started(self, conn: _Connection) -> None:
+    # -- what its connections tell it (the _Pool protocol)
+
+    def started(self, conn: _Connection) -> None:
+        """A request went out on `conn`: the sweep watches its deadline."""
         self._busy.add(conn)
         if self._sweeper is None and self._loop is not None:
             self._sweeper = self._loop.call_later(self._sweep_s, self._sweep)
@@ -484,21 +529,29 @@ class Http1Transport:
         if self._busy and self._loop is not None and not self._loop.is_closed():
             self._sweeper = self._loop.call_later(self._sweep_s, self._sweep)
 
-    def _watch_write(self, conn: _Connection) -> None:
+    def watch_write(self, conn: _Connection) -> None:
+        """`conn` has more of a request to write: the loop calls its flush() when the socket can take it."""
         assert self._loop is not None
         self._loop.add_writer(conn.fd, conn.flush)
 
-    def _unwatch_write(self, conn: _Connection) -> None:
+    def unwatch_write(self, conn: _Connection) -> None:
+        """`conn` has nothing left to write."""
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_writer(conn.fd)
 
-    def _forget(self, conn: _Connection) -> None:
+    def finished(self, conn: _Connection, reusable: bool) -> None:
+        """The request on `conn` ended; a `reusable` connection goes back into the pool."""
+        self._busy.discard(conn)
+        if reusable:
+            if self._waiters:
+                self._release(conn)
+            else:
+                self._idle.append(conn)  # (the common case, without a second call on the hot path)
+
+    def forget(self, conn: _Connection) -> None:
         """A connection closed: out of the inbox, the pool and the count."""
         if self._inbox is not None:
             self._inbox.discard(conn.fd)
-        if conn._out is not None:
-            conn._out = None
-            self._unwatch_write(conn)
         self._busy.discard(conn)
         if self._all.get(conn.fd) is conn:
             del self._all[conn.fd]
@@ -549,7 +602,7 @@ class Http1Transport:
             self._open -= 1
             self._wake()
             raise
-        conn = _Connection(self, sock)
+        conn = _Connection(self, sock, self._views)
         assert self._inbox is not None
         self._inbox.add(conn.fd)
         self._all[conn.fd] = conn
@@ -590,20 +643,21 @@ class Http1Transport:
 
     # -- sending
 
-    async def _exchange(self, request: bytes) -> tuple[int, bytes]:
+    async def _exchange(self, request: bytes, on_status: OnStatus | None = None) -> bytes:
+        """Send `request` and wait for the body of its 2xx answer; anything else raises TransportError."""
         loop = self._bind()
         conn = await self._acquire_within()
-        waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
+        waiter: asyncio.Future[bytes] = loop.create_future()
 
-        def finished(status: int, body: bytes, error: TransportError | None, _: int) -> None:
+        def done(body: bytes, error: TransportError | None, _: int) -> None:
             if waiter.done():
                 return
             if error is not None:
                 waiter.set_exception(error)
             else:
-                waiter.set_result((status, body))
+                waiter.set_result(body)
 
-        conn.start(request, finished, self._timeout_ns)
+        conn.start(request, done, self._timeout_ns, on_status)
         return await waiter
 
     def submit(self, path: str, body: bytes, done: Done) -> None:
@@ -619,61 +673,62 @@ class Http1Transport:
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                conn.start(request, done, self._timeout_ns, True)
+                conn.start(request, done, self._timeout_ns)
                 return
-        self._start_later(request, done, True)
+        self._start_later(request, done)
 
-    def _start_later(self, request: bytes, callback: Callable[..., None], submitted: bool, deadline_ns: int = 0,
+    def resend(self, request: bytes, done: Done, deadline_ns: int, on_status: OnStatus | None) -> None:
+        """The second try of a request that met the server closing its kept-alive connection (see the module),
+        by its first try's deadline (monotonic ns)."""
+        self._start_later(request, done, deadline_ns, on_status, retried=True)
+
+    def _start_later(self, request: bytes, done: Done, deadline_ns: int = 0, on_status: OnStatus | None = None,
                      retried: bool = False) -> None:
         """Start the request once a connection is free or opened, in a task: the submit path's slow case,
         and the second try of a request that met a server closing its kept-alive connection (`retried`,
         keeping its first try's `deadline_ns`; see the module)."""
         task = asyncio.get_running_loop().create_task(
-            self._start_slow(request, callback, submitted, deadline_ns, retried))
+            self._start_slow(request, done, deadline_ns, on_status, retried))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start_slow(self, request: bytes, callback: Callable[..., None], submitted: bool, deadline_ns: int,
+    async def _start_slow(self, request: bytes, done: Done, deadline_ns: int, on_status: OnStatus | None,
                           retried: bool) -> None:
-        def failed(error: TransportError) -> None:
-            if submitted:
-                callback(b"", error, 0)
-            else:
-                callback(0, b"", error, 0)
-
         if retried:
             self.poll()  # the server closes idle connections together: drop those it already closed
         try:
             self._bind()
             conn = await self._acquire_within()
         except TransportError as exc:
-            failed(exc)
+            done(b"", exc, 0)
             return
         except asyncio.CancelledError:
-            failed(TransportError("connection", "the client was closed"))
+            done(b"", TransportError("connection", "the client was closed"), 0)
             raise
         timeout_ns = deadline_ns - time.monotonic_ns() if deadline_ns else self._timeout_ns
         if timeout_ns <= 0:
             self._release(conn)
-            failed(TransportError("timeout", f"no answer within {self.timeout_s:g} s"))
+            done(b"", TransportError("timeout", f"no answer within {self.timeout_s:g} s"), 0)
             return
-        conn.start(request, callback, timeout_ns, submitted, retried)
+        conn.start(request, done, timeout_ns, on_status, retried)
 
     async def send(self, path: str, body: bytes) -> bytes:
         """POST and return the body of a 2xx response."""
-        status, payload = await self._exchange(self._request("POST", path, body))
-        if status >= 300:
-            raise _status_error(status, payload)
-        return payload
+        return await self._exchange(self._request("POST", path, body))
 
     async def probe(self, path: str) -> int:
         """GET and return the status, 0 if the connection failed or timed out."""
         request = (f"GET {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1") + self._common
                    + b"Content-Length: 0\r\n\r\n")
-        try:
-            status, _ = await self._exchange(request)
-        except TransportError:
-            return 0
+        status = 0
+
+        def answered(code: int) -> None:
+            nonlocal status
+            status = code
+
+        # A complete answer's status, whatever it is (300 and above come with an http_status error).
+        with contextlib.suppress(TransportError):
+            await self._exchange(request, answered)
         return status
 
     async def close(self) -> None:
@@ -681,9 +736,7 @@ class Http1Transport:
         for task in list(self._tasks):
             task.cancel()
         for conn in list(self._all.values()):
-            conn.abort()
-            if conn._callback is not None:
-                conn._complete(0, b"", TransportError("connection", "the client was closed"), 0)
+            conn.close(TransportError("connection", "the client was closed"))
         self._idle.clear()
         for waiter in self._waiters:
             if not waiter.done():

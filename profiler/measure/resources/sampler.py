@@ -19,7 +19,7 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,43 +153,59 @@ class ProcessTree(_Problems):
     def _members(self) -> list[psutil.Process]:
         """Every watched process now: the roots and their children, each once."""
         if self.pid is not None:
-            try:
-                roots = [psutil.Process(self.pid)]
-                exited = roots[0].status() == psutil.STATUS_ZOMBIE
-            except psutil.NoSuchProcess:
-                exited = True
-            if exited:
-                self._lose(f"pid {self.pid} does not exist or has exited")
-                return []
-            return self._with_children(roots)
+            return self._pid_members(self.pid)
         ancestors, descendants = self._own()
         if self.pattern is not None:
-            found = []
-            for pid in self.list_pids():
-                if pid in ancestors:
-                    continue
-                try:
-                    proc = psutil.Process(pid)
-                    line = " ".join(proc.cmdline())
-                except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-                    continue
-                if self.pattern.search(line):
-                    found.append(proc)
-            roots = _topmost(found)
-            if not roots:
-                self._lose(f"no process matches the pattern {self.pattern.pattern!r}")
-                return []
-            pids = {p.pid for p in roots}
-            if self._roots_seen is None:  # found at last: not finding it while it started is no problem
-                self._forget(f"no process matches the pattern {self.pattern.pattern!r}")
-            if self._roots_seen is not None and pids != self._roots_seen:
-                self._lose(f"the processes matching {self.pattern.pattern!r} changed from pids "
-                           f"{sorted(self._roots_seen)} to {sorted(pids)} (a restart?)")
-            self._roots_seen = pids
-            return self._with_children(roots)
+            return self._pattern_members(self.pattern, ancestors)
+        return self._pod_members(ancestors | descendants)
+
+    def _pid_members(self, pid: int) -> list[psutil.Process]:
+        """The process `pid` and its children; none, and the tree lost, once it has exited."""
+        try:
+            roots = [psutil.Process(pid)]
+            exited = roots[0].status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            exited = True
+        if exited:
+            self._lose(f"pid {pid} does not exist or has exited")
+            return []
+        return self._with_children(roots)
+
+    def _matching(self, pattern: re.Pattern[str], ancestors: set[int]) -> list[psutil.Process]:
+        """Processes whose command line matches, the sidecar's ancestors (whose lines may match too) left out."""
+        found = []
+        for pid in self.list_pids():
+            if pid in ancestors:
+                continue
+            try:
+                proc = psutil.Process(pid)
+                line = " ".join(proc.cmdline())
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+            if pattern.search(line):
+                found.append(proc)
+        return found
+
+    def _pattern_members(self, pattern: re.Pattern[str], ancestors: set[int]) -> list[psutil.Process]:
+        """The topmost matching processes and their children; a change of those roots is a restart."""
+        roots = _topmost(self._matching(pattern, ancestors))
+        if not roots:
+            self._lose(f"no process matches the pattern {pattern.pattern!r}")
+            return []
+        pids = {p.pid for p in roots}
+        if self._roots_seen is None:  # found at last: not finding it while it started is no problem
+            self._forget(f"no process matches the pattern {pattern.pattern!r}")
+        elif pids != self._roots_seen:
+            self._lose(f"the processes matching {pattern.pattern!r} changed from pids "
+                       f"{sorted(self._roots_seen)} to {sorted(pids)} (a restart?)")
+        self._roots_seen = pids
+        return self._with_children(roots)
+
+    def _pod_members(self, own: set[int]) -> list[psutil.Process]:
+        """Every visible process but the sidecar's own (`own`: ancestors, itself, descendants) and kernel threads."""
         members = []
         for pid in self.list_pids():
-            if pid in ancestors or pid in descendants or pid <= 0:
+            if pid in own or pid <= 0:
                 continue
             try:
                 proc = psutil.Process(pid)
@@ -446,40 +462,72 @@ class ResourceSampler:
         if cg_memory is not None:
             self.last_cgroup = cg_memory
             self.limit_bytes = cg_memory.limit_bytes
-        local = tree is not None or cg_memory is not None
-        scraped = None
-        if self.scrape is not None and (self.memory_figure == SCRAPED_RSS or (self.memory_figure is None
-                                                                            and not local)):
-            scraped = self.scrape.read_scrape()
-        memory = {
-            CGROUP_WORKING_SET: cg_memory.working_set_bytes if cg_memory else None,
-            PSS: tree.pss_bytes if tree else None,
-            RSS: tree.rss_bytes if tree else None,
-            SCRAPED_RSS: scraped.resident_bytes if scraped else None,
-        }
-        cpu = {CPU_CGROUP: cg_cpu, CPU_PROCESSES: tree.cpu_s if tree else None,
-               CPU_SCRAPED: scraped.cpu_s if scraped else None}
-        if self.memory_figure is None:
-            self.memory_figure = next((k for k in MEMORY_FIGURES if memory[k] is not None), None)
-        if self.cpu_figure is None:
-            self.cpu_figure = next((k for k in cpu if cpu[k] is not None), None)
+        scraped = self._scrape(local=tree is not None or cg_memory is not None)
+        memory = memory_figures(tree, cg_memory, scraped)
+        cpu = cpu_figures(tree, cg_cpu, scraped)
+        # The first figure seen is kept for the whole run, so the series is one figure.
+        self.memory_figure = self.memory_figure or first_figure(memory)
+        self.cpu_figure = self.cpu_figure or first_figure(cpu)
         memory_bytes = memory[self.memory_figure] if self.memory_figure else None
-        if self.memory_figure is not None and memory_bytes is None and self.readings and self._gap is None:
-            causes = self.problems
-            self._gap = (f"the memory figure ({self.memory_figure}) could not be read after {self.readings} readings"
-                         + (f": {causes[-1]}" if causes else ""))
+        if memory_bytes is None:
+            self._note_gap()
         if tree is None and cg_memory is None and scraped is None:
             return None
         self.readings += 1
-        return Reading(
-            memory_bytes=memory_bytes,
-            cpu_s=cpu[self.cpu_figure] if self.cpu_figure else None,
-            processes=tree.processes if tree else (scraped.series if scraped else 0),
-            rss_bytes=tree.rss_bytes if tree else (scraped.resident_bytes if scraped else None),
-            pss_bytes=tree.pss_bytes if tree else None,
-            uss_bytes=tree.uss_bytes if tree else None,
-            cgroup=cg_memory,
-        )
+        return build_reading(memory_bytes, cpu[self.cpu_figure] if self.cpu_figure else None, tree, cg_memory, scraped)
+
+    def _scrape(self, local: bool) -> ScrapedProcess | None:
+        """A scrape when the run's memory figure is the scraped one, or before a figure is chosen with nothing
+        local (process tree, cgroup) readable; else None, sparing the target a request."""
+        if self.scrape is None:
+            return None
+        if self.memory_figure == SCRAPED_RSS or (self.memory_figure is None and not local):
+            return self.scrape.read_scrape()
+        return None
+
+    def _note_gap(self) -> None:
+        """The run's memory figure could not be read: after a first reading, the series has a gap (said once)."""
+        if self.memory_figure is not None and self.readings and self._gap is None:
+            causes = self.problems
+            self._gap = (f"the memory figure ({self.memory_figure}) could not be read after {self.readings} readings"
+                         + (f": {causes[-1]}" if causes else ""))
+
+
+def memory_figures(tree: TreeFigures | None, cg_memory: CgroupMemory | None,
+                   scraped: ScrapedProcess | None) -> dict[str, int | None]:
+    """Every memory figure (bytes) one reading offers, None where unread, in MEMORY_FIGURES' order of preference."""
+    return {
+        CGROUP_WORKING_SET: cg_memory.working_set_bytes if cg_memory else None,
+        PSS: tree.pss_bytes if tree else None,
+        RSS: tree.rss_bytes if tree else None,
+        SCRAPED_RSS: scraped.resident_bytes if scraped else None,
+    }
+
+
+def cpu_figures(tree: TreeFigures | None, cg_cpu_s: float | None,
+                scraped: ScrapedProcess | None) -> dict[str, float | None]:
+    """Every cumulative CPU figure (seconds) one reading offers, None where unread, in order of preference."""
+    return {CPU_CGROUP: cg_cpu_s, CPU_PROCESSES: tree.cpu_s if tree else None,
+            CPU_SCRAPED: scraped.cpu_s if scraped else None}
+
+
+def first_figure(figures: Mapping[str, float | None]) -> str | None:
+    """The name of the first figure (in the mapping's order) that was read, or None when none was."""
+    return next((name for name, value in figures.items() if value is not None), None)
+
+
+def build_reading(memory_bytes: int | None, cpu_s: float | None, tree: TreeFigures | None,
+                  cg_memory: CgroupMemory | None, scraped: ScrapedProcess | None) -> Reading:
+    """One Reading: the chosen figures, and the others seen (the process tree's, else the scrape's)."""
+    return Reading(
+        memory_bytes=memory_bytes,
+        cpu_s=cpu_s,
+        processes=tree.processes if tree else (scraped.series if scraped else 0),
+        rss_bytes=tree.rss_bytes if tree else (scraped.resident_bytes if scraped else None),
+        pss_bytes=tree.pss_bytes if tree else None,
+        uss_bytes=tree.uss_bytes if tree else None,
+        cgroup=cg_memory,
+    )
 
 
 def _topmost(processes: list[psutil.Process]) -> list[psutil.Process]:
