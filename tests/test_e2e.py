@@ -76,7 +76,8 @@ def test_run_reports_what_scikit_learn_computes(tmp_path: Path, example_server) 
     memory = report["resources"]["memory"]
     assert memory["before_bytes"] > 10 * 2**20 and memory["peak_bytes"] >= memory["before_bytes"]
     assert {c["metric"]: c["status"] for c in report["verdict"]["checks"]} == {
-        "f1_macro": "pass", "latency_p99_ms": "pass", "error_rate": "pass"}
+        "f1_macro": "pass", "latency_p99_ms": "pass", "error_rate": "pass", "error_budget": "pass",
+        "objective": "pass"}
 
 
 def test_failed_gate_exits_1_with_the_reason(tmp_path: Path, example_server) -> None:

@@ -12,10 +12,12 @@ import pytest
 
 from profiler.config import Config, ResourcesConfig, parse_config
 from profiler.core.errors import ConfigError
+from profiler.core.results import OK, Result, StageAccount
 from profiler.dataset import load_dataset
 from profiler.judge.significance import Baseline, Evidence
 from profiler.judge.verdict import Predecessor
 from profiler.measure.accuracy import PredictionLog
+from profiler.measure.latency import StageRecorder
 from profiler.measure.resources.series import BoundedSeries
 from profiler.record.assess import assess, candidate_evidence
 from profiler.record.baseline import find_baseline
@@ -36,6 +38,19 @@ gates: [{{metric: accuracy, min: 0.5, change: {{max_worse: 0.0}}}}]
 """
 
 
+def served_stage(stage, latency_ms: float = 2.0) -> StageRecorder:
+    """A stage that answered every request of its timetable within `latency_ms`: the objective is met."""
+    recorder = StageRecorder(stage)
+    start_ns, gap_ns = 1_000_000_000, int(1e9 / stage.rate_rps)
+    recorder.open(start_ns)
+    count = stage.expected_requests
+    for i in range(count):
+        intended = start_ns + i * gap_ns
+        recorder.add(Result(stage.index, 0, 1, intended, intended, intended + int(latency_ms * 1e6), OK, [0]))
+    recorder.close(StageAccount(start_ns, start_ns + count * gap_ns, count, 0, 0, False, 0.001))
+    return recorder
+
+
 def finished_state(tmp_path: Path, predictions: list[str | None], extra: str = ""):
     rows = [{"id": f"s{i}", "inputs": [i], "label": i % 2} for i in range(len(predictions))]
     (tmp_path / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -45,6 +60,7 @@ def finished_state(tmp_path: Path, predictions: list[str | None], extra: str = "
     state.baseline = find_baseline(config, state.dataset.sha256, state.run_id)
     state.predictions = PredictionLog(len(predictions))
     state.predictions.reference = list(predictions)
+    state.recorders.extend(served_stage(stage) for stage in config.load.planned_stages())
     report = build_report(state, "completed", "2024-01-01T00:00:00+00:00", 1.0)
     record(state, report)
     return state, report

@@ -25,6 +25,7 @@ from profiler.judge.verdict import (
     decide,
     evaluate_change,
     evaluate_gate,
+    implied_checks,
     judge,
     judge_change,
     scaled_improvement,
@@ -321,3 +322,65 @@ def test_stage_metrics(stages, expected):
             assert key not in got, key
         else:
             assert got[key] == (pytest.approx(value) if value is not None else None), key
+
+
+def _stage(name: str, rate: float, error_rate: float | None, sustained: bool, limited: bool = False) -> dict:
+    return {"name": name, "offered_rps": rate, "warmup": False, "error_rate": error_rate,
+            "objective": {"sustained": sustained, "reasons": [] if sustained else ["p99 900.0 ms > 100 ms"]},
+            "generator": {"limited": limited}}
+
+
+OBJECTIVE = {"percentile": 99.0, "latency_ms": 100.0, "max_error_rate": 0.01}
+
+
+@pytest.mark.parametrize(
+    ("method", "stages", "max_rps", "expected"),
+    [
+        # Half the requests failed in every stage: no gate can make that a pass.
+        ("stages", [_stage("stage-1", 50, 0.5, False), _stage("stage-2", 100, 0.5, False)], None,
+         {"error_budget": FAIL, "objective": FAIL}),
+        # One stage over budget out of three fails the budget, though the objective was met below it.
+        ("stages", [_stage("stage-1", 50, 0.0, True), _stage("stage-2", 100, 0.02, False),
+                    _stage("stage-3", 50, 0.0, True)], 50.0, {"error_budget": FAIL, "objective": PASS}),
+        ("stages", [_stage("stage-1", 50, 0.01, True)], 50.0, {"error_budget": PASS, "objective": PASS}),
+        # A stage that sent nothing: its error rate is unknown, not zero.
+        ("stages", [_stage("stage-1", 50, 0.0, True), _stage("stage-2", 100, None, False)], 50.0,
+         {"error_budget": INCONCLUSIVE, "objective": PASS}),
+        ("stages", [], None, {"error_budget": INCONCLUSIVE, "objective": INCONCLUSIVE}),
+        # A capacity search breaks the objective above the knee on purpose: only the objective check applies.
+        ("search", [_stage("stage-1", 10, 0.0, True), _stage("stage-2", 20, 0.4, False)], 10.0,
+         {"objective": PASS}),
+        ("search", [_stage("stage-1", 10, 0.3, False)], None, {"objective": FAIL}),
+        # Every stage that missed was the generator's limit, not the model's: not the model's failure.
+        ("stages", [_stage("stage-1", 50, 0.0, False, limited=True)], None,
+         {"error_budget": PASS, "objective": INCONCLUSIVE}),
+        ("stages", [_stage("stage-1", 50, 0.0, False, limited=True), _stage("stage-2", 60, 0.0, False)], None,
+         {"error_budget": PASS, "objective": FAIL}),
+    ],
+)
+def test_implied_checks(method, stages, max_rps, expected):
+    report = {"objective": OBJECTIVE, "stages": stages, "capacity": {"method": method, "max_sustained_rps": max_rps}}
+    checks = implied_checks(report)
+    assert {c.metric: c.status for c in checks} == expected
+    assert all(c.required and c.kind == "implied" for c in checks)
+
+
+@pytest.mark.parametrize(
+    ("gates", "error_rate", "status"),
+    [
+        ([Gate("latency_p99_ms", max=200.0)], 0.5, FAIL),     # a latency gate alone cannot pass half failing
+        ([Gate("latency_p99_ms", max=200.0)], 0.0, PASS),
+        ([], 0.0, INCONCLUSIVE),                              # nothing asked: nothing judged
+        ([], 0.5, FAIL),                                      # but a broken budget still fails
+    ],
+)
+def test_the_implied_checks_hold_whatever_the_gates(gates, error_rate, status):
+    stage = _stage("stage-1", 50, error_rate, error_rate == 0.0)
+    stage["latency_ms"] = {"p50": 1.0, "p90": 1.0, "p95": 1.0, "p99": 2.0, "p999": 2.0, "max": 2.0}
+    stage.update(sent=100, unsent=0, errors=int(100 * error_rate))
+    report = {"objective": OBJECTIVE, "stages": [stage],
+              "capacity": {"method": "stages", "max_sustained_rps": 50.0 if error_rate == 0.0 else None}}
+    verdict = judge(report, gates)
+    assert verdict.status == status
+    if status == FAIL:
+        assert "broke the error budget" in verdict.reason

@@ -148,3 +148,24 @@ def test_bad_baselines_fail_before_the_load(tmp_path: Path, cli):
     assert code == EXIT_ERROR and "no run history here" in err
     code, _, err = cli("compare", "no-such-run", "other-holdout", "--db", str(tmp_path / "history.sqlite"))
     assert code == EXIT_ERROR and "no run 'no-such-run'" in err
+
+
+def test_a_latency_gate_alone_cannot_pass_a_model_failing_half_its_requests(tmp_path: Path, start_server, cli):
+    """Every other answer has the wrong shape: fast, but half the requests fail. Only latency is gated."""
+    write_holdout(tmp_path / "holdout.jsonl")
+    proc, url = start_server("--bad-output-every", "2")
+    (tmp_path / "p.yaml").write_text(
+        f'target: {{url: "{url}", model: digits, timeout_s: 5, ready_timeout_s: 30}}\n'
+        "dataset: {path: holdout.jsonl, inputs: pixels, label: label, id: id}\n"
+        "load: {stages: [{rate_rps: 40, duration_s: 1}], accuracy_pass: false}\n"
+        "objective: {percentile: 99, latency_ms: 500}\n"
+        "gates: [{metric: latency_p99_ms, max: 500}]\n"
+        "history: {enabled: false}\nreport: {path: r.json}\n", encoding="utf-8")
+    code, out, err = cli("run", "-c", str(tmp_path / "p.yaml"))
+    assert code == EXIT_FAIL, out + err
+    report = json.loads((tmp_path / "r.json").read_text())
+    checks = {c["metric"]: c for c in report["verdict"]["checks"]}
+    assert checks["latency_p99_ms"]["status"] == "pass"
+    assert checks["error_budget"]["status"] == "fail" and checks["error_budget"]["value"] >= 0.4
+    assert report["verdict"]["status"] == "fail" and "broke the error budget" in report["verdict"]["reason"]
+    assert "error_budget" in out  # the implied check is a row of the printed table

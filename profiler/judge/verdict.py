@@ -1,7 +1,10 @@
 """Gates on the report's metrics, turned into one verdict with a reason per check. Pure.
 
 A gate bounds one metric absolutely (`min`, `max`) and/or bounds its change against the
-predecessor run (`change`), in the direction that counts as better. See docs/verdict.md.
+predecessor run (`change`), in the direction that counts as better. Beside the gates a profile
+names, two implied checks are always required (`implied_checks`): no planned stage broke the
+objective's error budget, and the objective was met at some rate. Whatever the gates, a run where
+half the requests failed cannot pass. See docs/verdict.md.
 """
 
 from __future__ import annotations
@@ -248,15 +251,91 @@ def evaluate_change(metric: str, value: float | None, predecessor: Predecessor |
     return check(status, f"{moved}, {why}{_noise(significance)}", previous)
 
 
+IMPLIED = "implied"
+"""The kind of the checks every verdict carries whatever the gates (`implied_checks`)."""
+
+
+def _stage_label(stage: dict[str, Any]) -> str:
+    return f"{stage.get('name', 'a stage')} ({float(stage.get('offered_rps') or 0):g} rps)"
+
+
+def error_budget_check(stages: list[dict[str, Any]], max_error_rate: float) -> Check:
+    """Every planned stage within the objective's error budget: failed plus unsent over all it scheduled."""
+    bound = f"<= {max_error_rate:g} in every stage"
+    if not stages:
+        return Check("error_budget", INCONCLUSIVE, None, bound, "no stage was measured", True, IMPLIED)
+    silent = [s for s in stages if s.get("error_rate") is None]
+    rates = [(float(s["error_rate"]), s) for s in stages if s.get("error_rate") is not None]
+    if rates:
+        worst, stage = max(rates, key=lambda pair: pair[0])
+        if worst > max_error_rate:
+            return Check("error_budget", FAIL, worst, bound,
+                         f"{_stage_label(stage)} broke the error budget: {worst:.1%} of its requests failed or "
+                         f"went unsent, over the objective's max_error_rate {max_error_rate:g}", True, IMPLIED)
+    if silent:
+        return Check("error_budget", INCONCLUSIVE, None, bound,
+                     f"{_stage_label(silent[0])} sent no request, so its error rate is unknown", True, IMPLIED)
+    worst, stage = max(rates, key=lambda pair: pair[0])
+    return Check("error_budget", PASS, worst, bound,
+                 f"every stage within the error budget (worst {worst:.2%}, {_stage_label(stage)})", True, IMPLIED)
+
+
+def objective_check(stages: list[dict[str, Any]], objective: dict[str, Any], max_sustained_rps: float | None) -> Check:
+    """The latency objective met at some offered rate: the run established a capacity.
+
+    When no stage met it and every stage that missed it was limited by the load generator rather than the
+    model, the model was not what failed: inconclusive, not fail.
+    """
+    bound = (f"p{float(objective.get('percentile', 99)):g} <= {float(objective.get('latency_ms', 0)):g} ms, "
+             f"errors <= {float(objective.get('max_error_rate', 0)):g}, at some rate")
+    if not stages:
+        return Check("objective", INCONCLUSIVE, None, bound, "no stage was measured", True, IMPLIED)
+    if max_sustained_rps is not None:
+        return Check("objective", PASS, max_sustained_rps, bound,
+                     f"the objective was met up to {max_sustained_rps:g} rps", True, IMPLIED)
+    missed = [s for s in stages if not (s.get("objective") or {}).get("sustained")]
+    first = missed[0] if missed else stages[0]
+    why = "; ".join((first.get("objective") or {}).get("reasons") or []) or "not sustained"
+    if missed and all((s.get("generator") or {}).get("limited") for s in missed):
+        return Check("objective", INCONCLUSIVE, None, bound,
+                     f"no stage met the objective, but the load generator was the limit in every one "
+                     f"({_stage_label(first)}: {why})", True, IMPLIED)
+    return Check("objective", FAIL, None, bound,
+                 f"no stage met the objective ({_stage_label(first)}: {why})", True, IMPLIED)
+
+
+def implied_checks(report: dict[str, Any]) -> list[Check]:
+    """The checks every verdict requires, whatever gates the profile names.
+
+    The error budget holds for every planned stage (`stages` or `ramp`: each is load the model is meant
+    to serve). A capacity search breaks the objective on purpose above the knee, so there the objective
+    check alone applies: it asks that some rate met the objective, errors included.
+    """
+    objective = report.get("objective") or {}
+    if not objective:
+        return []
+    stages = [s for s in report.get("stages", []) if not s.get("warmup")]
+    capacity = report.get("capacity") or {}
+    checks = []
+    if capacity.get("method") != "search":
+        checks.append(error_budget_check(stages, float(objective.get("max_error_rate", 0.0))))
+    checks.append(objective_check(stages, objective, capacity.get("max_sustained_rps")))
+    return checks
+
+
 def decide(checks: list[Check]) -> Verdict:
-    """Combine checks: any required fail -> fail; any required inconclusive -> inconclusive."""
+    """Combine checks: any required fail -> fail; any required inconclusive -> inconclusive.
+
+    Without any gate (only implied checks) nothing the user asked about was judged: inconclusive, unless
+    an implied check failed.
+    """
     required = [c for c in checks if c.required]
     failed = [c for c in required if c.status == FAIL]
     unsure = [c for c in required if c.status == INCONCLUSIVE]
-    if not checks:
-        return Verdict(INCONCLUSIVE, (), "no gates are configured, so nothing was judged")
     if failed:
         return Verdict(FAIL, tuple(checks), "; ".join(c.reason for c in failed))
+    if not any(c.kind != IMPLIED for c in checks):
+        return Verdict(INCONCLUSIVE, tuple(checks), "no gates are configured, so nothing was judged")
     if unsure:
         return Verdict(INCONCLUSIVE, tuple(checks), "; ".join(c.reason for c in unsure))
     if not required:
@@ -288,9 +367,9 @@ def gate_checks(gate: Gate, metrics: dict[str, float | None], predecessor: Prede
 
 def judge(report: dict[str, Any], gates: Sequence[Gate], predecessor: Predecessor | None = None,
           significance: SignificanceFn | None = None, first_run_blocks: bool = False) -> Verdict:
-    """Apply the gates to a report, against a predecessor."""
+    """Apply the gates to a report, against a predecessor, after the implied checks (`implied_checks`)."""
     metrics = report.get("metrics") or flatten_metrics(report)
-    checks: list[Check] = []
+    checks: list[Check] = implied_checks(report)
     for gate in gates:
         checks.extend(gate_checks(gate, metrics, predecessor, significance, first_run_blocks))
     return decide(checks)
