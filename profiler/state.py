@@ -123,6 +123,7 @@ class RunState:
     artifact: ArtifactSize | None = None
     report: dict[str, Any] | None = None
     requests_done: int = 0
+    _settled: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def add(self, prediction: Prediction) -> None:
         """Count every finished request, from the engine or a worker (the resource series plots memory
@@ -144,8 +145,19 @@ class RunState:
             "stages_done": sum(1 for r in self.recorders if r.ended_ns),
             "stages_total": len(self.stages),
             "requests_done": self.requests_done,
-            "stages": [r.summary() for r in self.recorders],
+            "stages": self._stage_summaries(),
         }
+
+    def _stage_summaries(self) -> list[dict[str, Any]]:
+        """Every stage's summary. Stages run one after another, so every stage but the last has ended and its
+        summary (three HDR histograms encoded, percentiles) no longer changes: each is built once, not at every
+        GET /report, which after a long capacity search would otherwise cost tens of milliseconds on the loop."""
+        recorders = self.recorders
+        settled = self._settled
+        del settled[max(0, len(recorders) - 1):]
+        while len(settled) < len(recorders) - 1:
+            settled.append(recorders[len(settled)].summary())
+        return [*settled, *(r.summary() for r in recorders[len(settled):])]
 
 
 def new_state(config: Config) -> RunState:

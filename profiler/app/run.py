@@ -76,14 +76,16 @@ async def _execute(state: RunState, stop: asyncio.Event | None) -> dict[str, Any
     state.started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     state.phase = "loading dataset"
-    dataset = load_dataset(
-        config.dataset.path, inputs=config.dataset.inputs, label=config.dataset.label,
+    # Reading and hashing the hold-out file and encoding every request body take seconds for a large set:
+    # in threads, so the sidecar's /healthz and /report keep answering while a run starts.
+    dataset = await asyncio.to_thread(
+        load_dataset, config.dataset.path, inputs=config.dataset.inputs, label=config.dataset.label,
         id_field=config.dataset.id, fmt=config.dataset.resolved_format,
     )
     state.dataset = dataset
     state.baseline = await asyncio.to_thread(find_baseline, config, dataset.sha256, state.run_id)
     codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
-    bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
+    bodies = await asyncio.to_thread(build_bodies, dataset.samples, config.load.batch_size, codec.encode)
     transport = make_transport(config, codec)
     state.predictions = PredictionLog(len(dataset.samples))
     state.sampler = make_sampler(config.resources)

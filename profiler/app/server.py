@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from profiler.app.auth import bearer_matches, load_token
+from profiler.app.limits import BODY_TIMEOUT_S, KEEPALIVE_S, Listener, listen
 from profiler.app.run import conclude, execute
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
@@ -51,6 +52,14 @@ READY_CACHE_S = 2.0
 """How long one probe of the target answers /readyz, so probes do not add load to the target."""
 HISTORY_RUNS = 20
 MAX_RUNS_LISTED = 1000
+
+
+def encode_report(report: dict[str, Any], fmt: str) -> bytes:
+    """A finished report as the bytes /report serves: JSON, or the text table (fmt "text"). Blocking (call it in
+    a thread): a capacity search's report takes tens of milliseconds."""
+    if fmt == "text":
+        return render_text(report).encode("utf-8")
+    return json.dumps(report, allow_nan=False, default=str).encode("utf-8")
 
 
 def readiness_codec(config: Config) -> Codec:
@@ -130,7 +139,7 @@ class Sidecar:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(RunCollector(lambda: self.state))
         self._started_mono = 0.0
-        self._encoded: tuple[str, bytes] | None = None
+        self._encoded: dict[tuple[str, str], bytes] = {}
 
     @property
     def running(self) -> bool:
@@ -154,7 +163,9 @@ class Sidecar:
     async def _run(self, state: RunState) -> None:
         try:
             report = await execute(state, self.stop)
-            self._finish(report)
+            # Writing the report (JSON with indents: the pure-Python encoder, ~10 ms per 100 KB) blocks: in a
+            # thread, or /healthz would wait behind it at every run's end.
+            await asyncio.to_thread(self._finish, report)
         except ProfilerError as exc:
             self.error = str(exc)
             state.phase = "error"
@@ -216,12 +227,16 @@ class Sidecar:
         # The history may be a SQLite file another process holds locked: read it off the event loop.
         return await asyncio.to_thread(self.history.list_runs, limit)
 
-    def _report_bytes(self, report: dict[str, Any]) -> bytes:
-        """The report serialised once per run: it does not change after the run ends."""
-        run_id = str(report["run"]["id"])
-        if self._encoded is None or self._encoded[0] != run_id:
-            self._encoded = (run_id, json.dumps(report, allow_nan=False, default=str).encode("utf-8"))
-        return self._encoded[1]
+    async def _report_bytes(self, report: dict[str, Any], fmt: str = "json") -> bytes:
+        """The finished report as JSON or text, serialised once per run (it does not change after the run ends)
+        and off the event loop: a capacity search's report is large enough to stall /healthz for its encoding."""
+        key = (str(report["run"]["id"]), fmt)
+        encoded = self._encoded.get(key)
+        if encoded is None:
+            encoded = await asyncio.to_thread(encode_report, report, fmt)
+            self._encoded = {k: v for k, v in self._encoded.items() if k[0] == key[0]}  # this run's only
+            self._encoded[key] = encoded
+        return encoded
 
     # --- handlers ------------------------------------------------------------------------------
 
@@ -247,8 +262,9 @@ class Sidecar:
                 return web.Response(text=text)
             return web.json_response(body)
         if fmt == "text":
-            return web.Response(text=render_text(report))
-        return web.Response(body=self._report_bytes(report), content_type="application/json")
+            return web.Response(body=await self._report_bytes(report, "text"), content_type="text/plain",
+                                charset="utf-8")
+        return web.Response(body=await self._report_bytes(report), content_type="application/json")
 
     async def list_runs(self, request: web.Request) -> web.Response:
         """The run under way (if any) and the finished runs, newest first."""
@@ -279,8 +295,10 @@ class Sidecar:
         if report is None:
             return web.json_response({"error": f"no run with id {run_id!r}", "path": request.path}, status=404)
         if state is not None and state.report is report:
-            return web.Response(body=self._report_bytes(report), content_type="application/json")
-        return web.json_response(report)
+            body = await self._report_bytes(report)
+        else:
+            body = await asyncio.to_thread(encode_report, report, "json")
+        return web.Response(body=body, content_type="application/json")
 
     async def post_run(self, request: web.Request) -> web.Response:
         """Start a run: 202, or 401 (token), 403 (triggering off), 409 (one runs), 413 (body), 400 (body)."""
@@ -293,7 +311,13 @@ class Sidecar:
                                      status=401, headers={"WWW-Authenticate": 'Bearer realm="profiler"'})
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return web.json_response({"error": f"the body is over {MAX_BODY_BYTES} bytes"}, status=413)
-        body = await request.read()
+        try:
+            async with asyncio.timeout(BODY_TIMEOUT_S):
+                body = await request.read()
+        except TimeoutError:
+            response = web.json_response({"error": f"the body did not arrive within {BODY_TIMEOUT_S:g} s"}, status=408)
+            response.force_close()
+            return response
         if body.strip() not in (b"", b"{}"):
             return web.json_response({"error": "POST /runs takes no parameters (an empty body or {}): "
                                                "the target and the load come from the config"}, status=400)
@@ -371,19 +395,28 @@ async def serve(config: Config, *, once: bool = False, history: RunSource | None
         logs.unconfigure(handler)
 
 
+async def start_listening(sidecar: Sidecar) -> tuple[web.AppRunner, Listener]:
+    """The sidecar's app behind the control plane's limits (profiler.app.limits), listening on server.host:port.
+    Raises ConfigError when the address cannot be bound."""
+    server = sidecar.config.server
+    runner = web.AppRunner(make_app(sidecar), access_log=None, keepalive_timeout=KEEPALIVE_S)
+    await runner.setup()
+    assert runner.server is not None
+    try:
+        listener = await listen(runner.server, server.host, server.port)
+    except OSError as exc:
+        await runner.cleanup()
+        raise ConfigError(f"server: cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
+    log.info("control plane: at most %d connections, request heads within %g s", listener.guard.max_connections,
+             listener.guard.head_timeout_s)
+    return runner, listener
+
+
 async def _serve(config: Config, once: bool, history: RunSource | None) -> int:
     token = load_token(config.server)
     sidecar = Sidecar(config, history=history, token=token)
-    runner = web.AppRunner(make_app(sidecar), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, config.server.host, config.server.port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise ConfigError(f"server: cannot listen on {config.server.host}:{config.server.port}: "
-                          f"{exc.strerror or exc}") from None
-    host, port = runner.addresses[0][:2]
+    runner, listener = await start_listening(sidecar)
+    host, port = listener.address
     print(f"profiler serving on http://{host}:{port}  (curl http://{host}:{port}/report)", flush=True)
     terminated = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -409,8 +442,10 @@ async def _serve(config: Config, once: bool, history: RunSource | None) -> int:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        listener.stop_accepting()
         await sidecar.probe.close()
         await runner.cleanup()
+        await listener.wait_closed()
     state = sidecar.state
     if state is not None and state.report is not None:
         return exit_code_for(state.report)

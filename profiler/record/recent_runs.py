@@ -7,6 +7,7 @@ the last few reports of this process when it is not.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Protocol
@@ -55,24 +56,30 @@ class MemoryRuns:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self._capacity = capacity
         self._reports: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # The sidecar adds and reads from threads (off its event loop): a list must not see the dict change.
+        self._lock = threading.Lock()
 
     def add(self, report: dict[str, Any]) -> None:
         """Keep the report; the oldest is dropped past capacity."""
         run_id = str(report["run"]["id"])
-        self._reports.pop(run_id, None)
-        self._reports[run_id] = report
-        while len(self._reports) > self._capacity:
-            self._reports.popitem(last=False)
+        with self._lock:
+            self._reports.pop(run_id, None)
+            self._reports[run_id] = report
+            while len(self._reports) > self._capacity:
+                self._reports.popitem(last=False)
 
     def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
         """Summaries, newest first."""
         if limit <= 0:
             return []
-        return [run_summary(r) for r in reversed(self._reports.values())][:limit]
+        with self._lock:
+            reports = list(reversed(self._reports.values()))[:limit]
+        return [run_summary(r) for r in reports]
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The report, or None."""
-        return self._reports.get(run_id)
+        with self._lock:
+            return self._reports.get(run_id)
 
 
 class StoreRuns:
