@@ -21,6 +21,7 @@ from profiler.codecs.factory import codec_from_config
 from profiler.config import Config, ResourcesConfig
 from profiler.core import aio
 from profiler.core.errors import DecodeError, TargetError, TransportError
+from profiler.core.heap import freeze_baseline
 from profiler.core.redact import redact_url
 from profiler.core.results import OK, Prediction
 from profiler.dataset import Dataset, load_dataset
@@ -205,6 +206,7 @@ async def _sample_resources(state: RunState, t0: float) -> None:
 def run_once(config: Config, quiet: bool = False) -> int:
     """Execute the profile, write the report, print the table; the exit code carries the verdict."""
     state = new_state(config)
+    freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
     report = aio.run(_execute_until_signal(state))
     path = write_json(report, config.report.path)
     if quiet:

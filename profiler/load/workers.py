@@ -26,6 +26,7 @@ from profiler.codecs.base import Codec
 from profiler.config import Config
 from profiler.core import aio
 from profiler.core.errors import ProfilerError
+from profiler.core.heap import freeze_baseline
 from profiler.core.results import OK, Prediction, PredictionConsumer
 from profiler.load.engine import Engine
 from profiler.load.search import Driver, LocalDriver
@@ -89,6 +90,7 @@ def worker_main(conn: Connection, config: Config, codec: Codec, bodies: Sequence
     """Entry point of a worker process: serve stage orders from the parent until told to exit."""
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)  # the control plane (and the model) win a contended core; the self-check shows the cost
+    freeze_baseline()  # the modules, the config and the bodies live as long as the worker (core.heap)
     with contextlib.suppress(KeyboardInterrupt):
         aio.run(_serve(conn, config, codec, bodies, sample_count, index, count))
 
