@@ -37,13 +37,14 @@ from profiler.app.demo import start_example_server, stop_process
 from profiler.examples.holdout import write_holdout
 
 TOKEN = "soak-token"
-SEARCH = "search: {start_rps: 40, factor: 2, window_s: 0.25, windows: 3, max_windows: 3, max_stages: 4}"
+SEARCH = ("search: {start_rps: 50, max_rps: 200, factor: 2, window_s: 0.3, windows: 3, max_windows: 5, max_stages: 3, "
+          "stability: 0.3}")
 STAGES = "stages: [{rate_rps: 60, duration_s: 1}, {rate_rps: 120, duration_s: 0.5}]"
 PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 5}}
 dataset: {{path: holdout.jsonl, inputs: pixels, label: label, id: id}}
 load: {{{load}}}
-objective: {{latency_ms: 100}}
+objective: {{latency_ms: 1000}}
 gates:
   - {{metric: f1_macro, min: 0.9, change: {{max_worse: 0.01, significant: true}}}}
   - {{metric: latency_p99_ms, max: 100}}

@@ -124,7 +124,7 @@ class ConnectionGuard:
         self._handed: OrderedDict[GuardedConnection, None] = OrderedDict()
         self._sweep: asyncio.TimerHandle | None = None
         self._reported = GuardCounts()
-        self._reported_at = 0.0
+        self._reported_at = -REPORT_EVERY_S
 
     @property
     def open_connections(self) -> int:
@@ -194,6 +194,7 @@ class ConnectionGuard:
         for conn in list(self._waiting):
             self.drop(conn)
             conn.abort()
+        self._report(asyncio.get_running_loop().time(), force=True)
 
     # --- the head deadline ---------------------------------------------------------------------
 
@@ -213,18 +214,19 @@ class ConnectionGuard:
         self._report(now)
         self._sweep = loop.call_later(SWEEP_S, self._expire) if self._waiting else None
 
-    def _report(self, now: float) -> None:
-        """One log line for the connections closed since the last one, at most every REPORT_EVERY_S."""
-        if now - self._reported_at < REPORT_EVERY_S:
+    def _report(self, now: float, force: bool = False) -> None:
+        """One log line for the connections closed since the last one, at most every REPORT_EVERY_S (or now)."""
+        if now - self._reported_at < REPORT_EVERY_S and not force:
             return
         done, seen = self.counts, self._reported
         closed = {"without a whole request head in time": done.timed_out - seen.timed_out,
                   "evicted at the cap": done.evicted - seen.evicted,
                   "with a head too large": done.too_large - seen.too_large,
                   "that stopped reading": done.slow_readers - seen.slow_readers}
-        if any(closed.values()):
-            log.warning("control plane: closed %s (cap %d connections, peak %d)",
-                        ", ".join(f"{n} {why}" for why, n in closed.items() if n), self.max_connections, done.peak)
+        if not any(closed.values()):
+            return
+        log.warning("control plane: closed %s (cap %d connections, peak %d)",
+                    ", ".join(f"{n} {why}" for why, n in closed.items() if n), self.max_connections, done.peak)
         self._reported = GuardCounts()
         vars(self._reported).update(vars(done))
         self._reported_at = now
@@ -334,6 +336,9 @@ async def listen(factory: Callable[[], asyncio.Protocol], host: str, port: int, 
     Raises OSError when the address cannot be bound."""
     guard = ConnectionGuard(factory, max_connections=max_connections, head_timeout_s=head_timeout_s)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(guard, host, port, backlog=LISTEN_BACKLOG, reuse_address=True)
+    # The kernel's queue is no longer than the cap: a burst accepted at once (before the guard's eviction has
+    # run) holds at most twice the cap's descriptors for a moment.
+    backlog = min(LISTEN_BACKLOG, guard.max_connections)
+    server = await loop.create_server(guard, host, port, backlog=backlog, reuse_address=True)
     sockname = server.sockets[0].getsockname()
     return Listener(server, guard, (str(sockname[0]), int(sockname[1])))
