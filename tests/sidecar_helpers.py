@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
@@ -153,3 +154,50 @@ def start_sidecar(profile: Path, env: dict[str, str], *flags: str) -> tuple[Chil
         out, err = child.communicate(timeout=10)
         raise AssertionError(f"the sidecar did not start: {out} {err}")
     return child, line.split()[3]
+
+
+def probe_healthz(host: str, port: int, every_s: float, stop: Any, out: Any,
+                  witness: tuple[str, int, str] | None = None) -> None:
+    """A prober process (tests/test_control_plane.py): GET /healthz on a new connection every `every_s` until
+    `stop` is set and, at the same moment, the same GET of `witness` (host, port, path), another server on this
+    machine. Sends None once the first answer came, then every (sent at, seconds, status or 0, late by, the
+    witness's seconds or 0)."""
+    asyncio.run(_probe(host, port, every_s, stop, out, witness))
+
+
+async def _probe(host: str, port: int, every_s: float, stop: Any, out: Any,
+                 witness: tuple[str, int, str] | None) -> None:
+    samples: list[tuple[float, float, int, float, float]] = []
+    next_s = time.monotonic()
+    while not stop.is_set():
+        late_s = time.monotonic() - next_s
+        sent = time.monotonic()
+        asked = [timed_status(host, port, "/healthz")]
+        if witness is not None:
+            asked.append(timed_status(*witness))
+        answers = await asyncio.gather(*asked)
+        (status, took_s), witness_s = answers[0], answers[1][1] if witness is not None else 0.0
+        samples.append((sent, took_s, status, late_s, witness_s))
+        if len(samples) == 1:
+            out.send(None)
+        next_s = max(next_s + every_s, time.monotonic())
+        await asyncio.sleep(max(0.0, next_s - time.monotonic()))
+    out.send(samples)
+    out.close()
+
+
+async def timed_status(host: str, port: int, path: str) -> tuple[int, float]:
+    """GET on a new connection: (status or 0 when it failed, seconds from connecting to the whole answer)."""
+    started = time.monotonic()
+    status = 0
+    with contextlib.suppress(OSError, ValueError, asyncio.TimeoutError):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            answer = await asyncio.wait_for(reader.read(), 10)  # to the close: the whole answer
+            status = int(answer.split(b" ", 2)[1])
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    return status, time.monotonic() - started

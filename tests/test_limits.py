@@ -15,7 +15,6 @@ from aiohttp import web
 from profiler.app.limits import (
     FD_SHARE,
     MIN_CONNECTIONS,
-    ConnectionGuard,
     Listener,
     connection_cap,
     error_answer,
@@ -82,7 +81,8 @@ async def answer(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     """One HTTP/1.1 answer with a Content-Length: (status, body)."""
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     status = int(head.split(b" ", 2)[1])
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    lines = head.split(b"\r\n")
+    length = next(int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length"))
     return status, await asyncio.wait_for(reader.readexactly(length), 10)
 
 

@@ -396,7 +396,7 @@ async def serve(config: Config, *, once: bool = False, history: RunSource | None
         logs.unconfigure(handler)
 
 
-async def start_listening(sidecar: Sidecar) -> tuple[web.AppRunner, Listener]:
+async def start_control_plane(sidecar: Sidecar) -> tuple[web.AppRunner, Listener]:
     """The sidecar's app behind the control plane's limits (profiler.app.limits), listening on server.host:port.
     Raises ConfigError when the address cannot be bound."""
     server = sidecar.config.server
@@ -419,7 +419,7 @@ async def start_listening(sidecar: Sidecar) -> tuple[web.AppRunner, Listener]:
 async def _serve(config: Config, once: bool, history: RunSource | None) -> int:
     token = load_token(config.server)
     sidecar = Sidecar(config, history=history, token=token)
-    runner, listener = await start_listening(sidecar)
+    runner, listener = await start_control_plane(sidecar)
     host, port = listener.address
     print(f"profiler serving on http://{host}:{port}  (curl http://{host}:{port}/report)", flush=True)
     terminated = asyncio.Event()
