@@ -15,13 +15,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sidecar_helpers import write_profile
 
-from profiler.app import server
+from profiler.app import run, server
 from profiler.app.run import conclude
 from profiler.app.server import MAX_BODY_BYTES, READY_CACHE_S, Sidecar, TargetProbe, make_app
 from profiler.config import Config, load_config
 from profiler.examples.holdout import write_holdout
+from profiler.measure.latency import StageRecorder
 from profiler.record.recent_runs import MemoryRuns
 from profiler.record.report import REPORT_SCHEMA_VERSION, report_schema
+from profiler.schedule import Stage
+from profiler.state import new_state
 
 TOKEN = "t0ken-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -324,3 +327,54 @@ async def test_an_unreadable_history_is_a_503_not_a_crash(make_config: Callable[
     assert response.status == 503 and "not a readable SQLite database" in body["error"]
     assert (await client.get("/runs/some-id")).status == 503
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_a_run_reads_its_data_and_writes_its_report_off_the_event_loop(
+        make_config: Callable[..., Config], serve_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Everything that blocks for a time growing with the hold-out set or the report: reading and hashing the set,
+    encoding the bodies, building the report, writing its file, encoding it for /report (JSON and text)."""
+    loop_thread = threading.get_ident()
+    calls: dict[str, list[int]] = {}
+
+    def spy(module: Any, name: str) -> None:
+        real = getattr(module, name, None)
+        if real is None:
+            return  # not there to spy on: the assertions below say what was not called
+
+        def called(*args: Any, **kwargs: Any) -> Any:
+            calls.setdefault(name, []).append(threading.get_ident())
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, called)
+
+    for name in ("load_dataset", "build_bodies", "conclude"):
+        spy(run, name)
+    for name in ("write_json", "encode_report"):
+        spy(server, name)
+    config = make_config(stages="{rate_rps: 40, duration_s: 0.5}")
+    sidecar = Sidecar(config, history=MemoryRuns())
+    client = await serve_app(sidecar)
+    state = sidecar.start_run()
+    report = await _finish(client)
+    # Whoever sees the report at /report finds it in the file and in the run history already.
+    assert json.loads(config.report.path.read_text()) == report
+    assert [r["id"] for r in (await (await client.get("/runs")).json())["runs"]] == [state.run_id]
+    assert "verdict" in await (await client.get("/report", params={"format": "text"})).text()
+    assert (await client.get(f"/runs/{state.run_id}")).status == 200
+    assert set(calls) == {"load_dataset", "build_bodies", "conclude", "write_json", "encode_report"}, calls
+    assert all(thread != loop_thread for threads in calls.values() for thread in threads), calls
+    assert len(calls["encode_report"]) == 2  # JSON and text, each encoded once for the run
+
+
+def test_the_progress_document_builds_a_finished_stage_once(make_config: Callable[..., Config]) -> None:
+    """After a long capacity search, /report must not rebuild every stage's summary (three HDR histograms
+    encoded, percentiles) at each GET: stages run one after another, so all but the last have ended."""
+    state = new_state(make_config())
+    state.recorders.extend(StageRecorder(Stage(i, 10.0, 1.0)) for i in (1, 2, 3))
+    first, again = state.progress()["stages"], state.progress()["stages"]
+    assert [s["name"] for s in first] == ["stage-1", "stage-2", "stage-3"] == [s["name"] for s in again]
+    assert first[0] is again[0] and first[1] is again[1]  # ended: built once
+    assert first[2] is not again[2]  # the stage under way: built at every GET
+    state.recorders.append(StageRecorder(Stage(4, 10.0, 1.0)))
+    later = state.progress()["stages"]
+    assert later[:2] == first[:2] and later[0] is first[0] and [s["name"] for s in later][-1] == "stage-4"

@@ -224,6 +224,11 @@ class Sidecar:
             "latest_run_id": latest[0]["id"] if latest else None,
         }
 
+    def _published(self, state: RunView) -> dict[str, Any] | None:
+        """The run's report once the run is over, its file written and the run saved; until then None (the run
+        is still under way), so whoever sees the report at /report finds it in the file and at /runs too."""
+        return None if self.running and state is self.state else state.report
+
     async def _runs(self, limit: int) -> list[dict[str, Any]]:
         # The history may be a SQLite file another process holds locked: read it off the event loop.
         return await asyncio.to_thread(self.history.list_runs, limit)
@@ -253,7 +258,7 @@ class Sidecar:
             if fmt == "text":
                 return web.Response(text="no run yet; POST /runs starts one\n")
             return web.json_response(body)
-        report = state.report
+        report = self._published(state)
         if report is None:
             body = await self._progress(state)
             if fmt == "text":
@@ -279,7 +284,7 @@ class Sidecar:
                                      status=400)
         runs: list[dict[str, Any]] = []
         state = self.state
-        if state is not None and state.report is None:
+        if state is not None and self._published(state) is None:
             runs.append({"id": state.run_id, "status": "error" if self.error else "running",
                          "started_at": state.started_at, "finished_at": None, "duration_s": None,
                          "model": self.config.target.model, "verdict": None, "reason": self.error})
@@ -290,12 +295,12 @@ class Sidecar:
         """One finished run's report, or the progress of the run under way; 404 for an unknown id."""
         run_id = request.match_info["run_id"]
         state = self.state
-        if state is not None and state.run_id == run_id and state.report is None:
+        if state is not None and state.run_id == run_id and self._published(state) is None:
             return web.json_response(await self._progress(state))
         report = await asyncio.to_thread(self.history.get_run, run_id)
         if report is None:
             return web.json_response({"error": f"no run with id {run_id!r}", "path": request.path}, status=404)
-        if state is not None and state.report is report:
+        if state is not None and self._published(state) is report:
             body = await self._report_bytes(report)
         else:
             body = await asyncio.to_thread(encode_report, report, "json")
