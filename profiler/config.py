@@ -10,8 +10,18 @@ import stat
 import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
+
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from profiler.core.errors import ConfigError
 from profiler.core.redact import redact_text, redact_url
@@ -144,7 +154,7 @@ class TargetConfig(_Strict):
     def _protocol_fits(self) -> TargetConfig:
         endpoint = self.endpoint
         if self.protocol == "v2-grpc" and not endpoint.grpc:
-            raise ValueError(f"protocol v2-grpc needs a grpc://host:port or grpcs://host:port url, got "
+            raise ValueError(f"protocol v2-grpc needs a grpc:// or grpcs:// url (grpc://host:8001), got "
                              f"{endpoint.redacted()!r}")
         if self.protocol != "v2-grpc" and endpoint.grpc:
             raise ValueError(f"a {endpoint.scheme}:// url needs protocol v2-grpc, not {self.protocol}")

@@ -105,9 +105,11 @@ def test_lag_budget_is_bounded():
 
 
 @pytest.mark.parametrize(("url", "problem"), [
-    ("grpc://127.0.0.1", "has no port; a grpc:// target needs one"), ("grpc://model:port", "a port that is not a number"),
-    ("grpcs://[::1]:8001/v2", "has a path; a gRPC target is grpcs://host:port"), ("grpc://:8001", "has no host"),
-    ("grpc://h:1?key=k", "has a query string; a gRPC target is grpc://host:port"),
+    ("grpc://127.0.0.1", "has no port; a grpc:// target needs one"),
+    ("grpc://model:port", "has a port that is not a number"),
+    ("grpcs://[::1]:8001/v2", "has a path; a gRPC target is grpcs://host:8001, nothing after the port"),
+    ("grpc://:8001", "has no host"),
+    ("grpc://h:1?key=k", "has a query string; a gRPC target is grpc://host:8001"),
 ])
 def test_a_grpc_url_needs_host_and_port(url, problem):
     with pytest.raises(ConfigError, match=rf"p.yaml:1: target.url: the URL {problem}"):

@@ -130,7 +130,7 @@ def parse_target_url(text: str) -> TargetUrl:
     _check_characters(text)
     scheme, sep, rest = text.partition("://")
     if not sep:
-        raise UrlError("is not an absolute URL; write it as http://host:port (or https://, grpc://, grpcs://)")
+        raise UrlError("is not an absolute URL; write it as http://host:8000 (or https://, grpc://, grpcs://)")
     scheme = scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise UrlError(f"has the unknown scheme {scheme[:20]!r}; use http://, https://, grpc:// or grpcs://")
@@ -186,12 +186,12 @@ def _host_and_port(hostport: str, scheme: str) -> tuple[str, int, bool]:
         host, colon, port_text_or_empty = hostport.partition(":")
         port_text = port_text_or_empty if colon else None
         if not host:
-            raise UrlError("has no host; write it as http://host:port")
+            raise UrlError("has no host; write it as http://host:8000")
         if not _HOST_NAME.fullmatch(host):
             raise UrlError("has an invalid host name (letters, digits, '-', '.' and '_' only)")
         host = host.lower()
     if not host:
-        raise UrlError("has no host; write it as http://host:port")
+        raise UrlError("has no host; write it as http://host:8000")
     return host, *_port(port_text, scheme)
 
 
@@ -212,9 +212,10 @@ def _port(text: str | None, scheme: str) -> tuple[int, bool]:
 def _check_path_and_query(path: str, query: str, scheme: str) -> None:
     if scheme in ("grpc", "grpcs"):
         if path.strip("/"):
-            raise UrlError(f"has a path; a gRPC target is {scheme}://host:port")
+            raise UrlError(f"has a path; a gRPC target is {scheme}://host:8001, nothing after the port")
         if query:
-            raise UrlError(f"has a query string; a gRPC target is {scheme}://host:port (send keys as target.headers)")
+            raise UrlError(f"has a query string; a gRPC target is {scheme}://host:8001, nothing after the port "
+                           "(send keys as target.headers)")
         return
     bad = _PATH_CHARS.fullmatch(path) is None or _QUERY_CHARS.fullmatch(query) is None
     if bad:
