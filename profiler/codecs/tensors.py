@@ -16,6 +16,7 @@ DATATYPES = ("FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES")
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FP32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,30 +37,42 @@ def cast_value(value: Any, datatype: str) -> Any:
     """`value` as the Python type the datatype's JSON/protobuf form holds; ValueError says why not."""
     if datatype in ("FP32", "FP64"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{value!r} is not a number")
-        return float(value)
+            raise ValueError(f"{_short(value)} is not a number")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(f"{_short(value)} is too large for {datatype}") from None
+        if datatype == "FP32" and abs(number) > _FP32_MAX:
+            raise ValueError(f"{_short(value)} is too large for FP32")
+        return number
     if datatype in ("INT32", "INT64"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{value!r} is not an integer")
+            raise ValueError(f"{_short(value)} is not an integer")
         if isinstance(value, float):
             if not value.is_integer():
-                raise ValueError(f"{value!r} is not an integer")
+                raise ValueError(f"{_short(value)} is not an integer")
             value = int(value)
         low, high = (_INT32_MIN, _INT32_MAX) if datatype == "INT32" else (_INT64_MIN, _INT64_MAX)
         if not low <= value <= high:
-            raise ValueError(f"{value} does not fit {datatype}")
+            raise ValueError(f"{_short(value)} does not fit {datatype}")
         return value
     if datatype == "BOOL":
         if isinstance(value, bool):
             return value
         if isinstance(value, (int, float)) and value in (0, 1):
             return bool(value)
-        raise ValueError(f"{value!r} is not a boolean (true/false or 0/1)")
+        raise ValueError(f"{_short(value)} is not a boolean (true/false or 0/1)")
     if datatype == "BYTES":
         if not isinstance(value, str):
-            raise ValueError(f"{value!r} is not a string")
+            raise ValueError(f"{_short(value)} is not a string")
         return value
     raise ValueError(f"unknown datatype {datatype!r}")
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: its repr, cut to 40 characters (an input may be a huge number)."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def resolve_specs(specs: Sequence[TensorSpec], first: Sample) -> tuple[TensorSpec, ...]:
@@ -79,7 +92,7 @@ def split_sample(sample: Sample, specs: Sequence[TensorSpec]) -> list[list[Any]]
     expected = sum(s.size or 0 for s in specs)
     if len(sample.inputs) != expected:
         layout = ", ".join(f"{s.name!r} {list(s.shape or ())}" for s in specs)
-        raise DatasetError(f"sample {sample.id}: holds {len(sample.inputs)} input values, the declared inputs "
+        raise DatasetError(f"{sample.where}: holds {len(sample.inputs)} input values, the declared inputs "
                            f"take {expected} ({layout})")
     parts: list[list[Any]] = []
     start = 0
@@ -90,7 +103,7 @@ def split_sample(sample: Sample, specs: Sequence[TensorSpec]) -> list[list[Any]]
         try:
             parts.append([cast_value(v, spec.datatype) for v in chunk])
         except ValueError as exc:
-            raise DatasetError(f"sample {sample.id}: input {spec.name!r} ({spec.datatype}): {exc}") from None
+            raise DatasetError(f"{sample.where}: input {spec.name!r} ({spec.datatype}): {exc}") from None
     return parts
 
 
