@@ -25,7 +25,7 @@ from pydantic import (
 
 from profiler.core.errors import ConfigError
 from profiler.core.redact import redact_text, redact_url
-from profiler.core.url import TargetUrl, UrlError, parse_target_url
+from profiler.core.url import TargetUrl, UrlError, check_request_path, parse_target_url
 from profiler.judge.catalogue import has_test, normalise_metric
 from profiler.judge.verdict import ChangeBound, Gate
 from profiler.schedule import MAX_RATE_RPS, Stage, plan, ramp_rates
@@ -136,6 +136,16 @@ class TargetConfig(_Strict):
             parse_target_url(value)
         except UrlError as exc:
             raise ValueError(f"the URL {exc}") from None
+        return value
+
+    @field_validator("infer_path", "ready_path")
+    @classmethod
+    def _request_path(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                check_request_path(value)
+            except UrlError as exc:
+                raise ValueError(f"the path {exc}") from None
         return value
 
     @field_validator("headers")

@@ -71,7 +71,9 @@ def cast_value(value: Any, datatype: str) -> Any:
 
 def _short(value: Any) -> str:
     """A value for an error message: its repr, cut to 40 characters (an input may be a huge number)."""
-    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return f"an integer of {value.bit_length()} bits"  # repr() of a 5000-digit integer raises
+    text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -123,9 +125,12 @@ def check_metadata(specs: Sequence[TensorSpec], metadata: dict[str, Any], model:
 
     `metadata` is the V2 model metadata document ({"inputs": [{"name", "datatype", "shape"}]}).
     A model that declares no inputs cannot be checked and passes. Shapes compare with the batch
-    dimension: -1 in the model's shape matches any size.
+    dimension: -1 in the model's shape matches any size. A document of another shape is a TargetError.
     """
-    declared = {t.get("name"): t for t in metadata.get("inputs") or [] if isinstance(t, dict)}
+    inputs = metadata.get("inputs") or []
+    if not isinstance(inputs, list):
+        raise TargetError(f"model {model!r}: its metadata's 'inputs' is not a list")
+    declared = {str(t.get("name")): t for t in inputs if isinstance(t, dict)}
     if not declared:
         return
     for spec in specs:
@@ -136,13 +141,26 @@ def check_metadata(specs: Sequence[TensorSpec], metadata: dict[str, Any], model:
             raise TargetError(f"{where}: model {model!r} has no such input; it declares {names}")
         datatype = str(tensor.get("datatype", "")).upper()
         if datatype and datatype != spec.datatype:
-            raise TargetError(f"{where}: model {model!r} declares datatype {datatype}, the config sends "
+            raise TargetError(f"{where}: model {model!r} declares datatype {datatype[:20]}, the config sends "
                               f"{spec.datatype}")
-        shape = [int(d) for d in tensor.get("shape") or []]
+        shape = _declared_shape(tensor.get("shape"), model, spec.name)
         ours = [-1, *(spec.shape or ())]
         if shape and not _shape_fits(ours, shape):
             raise TargetError(f"{where}: model {model!r} declares shape {shape}, the config sends "
                               f"[N, {', '.join(str(d) for d in spec.shape or ())}]")
+
+
+def _declared_shape(value: Any, model: str, name: str) -> list[int]:
+    """A metadata shape as integers; TargetError when it is not a list of integers."""
+    if not value:
+        return []
+    if not isinstance(value, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in value):
+        raise TargetError(f"model {model!r}: the metadata of input {name!r} has a shape that is not a list of integers")
+    try:
+        return [int(d) for d in value]
+    except ValueError:
+        raise TargetError(f"model {model!r}: the metadata of input {name!r} has a shape that is not a list of "
+                          "integers") from None
 
 
 def _shape_fits(ours: list[int], declared: list[int]) -> bool:

@@ -154,6 +154,18 @@ def parse_target_url(text: str) -> TargetUrl:
                      userinfo if at else "")
 
 
+def check_request_path(path: str) -> None:
+    """A request path a profile names (infer_path, ready_path): '/' first, URL characters only, an optional
+    query; UrlError says what is wrong."""
+    if not path.startswith("/"):
+        raise UrlError("must start with '/'")
+    _check_characters(path)
+    if "#" in path:
+        raise UrlError("has a #fragment, which is never sent to a server; remove it")
+    head, _, query = path.partition("?")
+    _check_path_and_query(head, query, "http")
+
+
 def _check_characters(text: str) -> None:
     for index, char in enumerate(text):
         if ord(char) <= 0x20 or ord(char) == 0x7F:
