@@ -670,8 +670,20 @@ def _check_expansion(root: yaml.Node | None, file: Path) -> None:
         if isinstance(node, yaml.SequenceNode):
             stack.extend(node.value)
         elif isinstance(node, yaml.MappingNode):
+            _check_unique_keys(node, file)
             for key, value in node.value:
                 stack.extend((key, value))
+
+
+def _check_unique_keys(node: yaml.MappingNode, file: Path) -> None:
+    """YAML loaders keep the last of two equal keys without a word: two `gates:` would drop the first."""
+    seen: set[str] = set()
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            if key.value in seen:
+                raise ConfigError(f"{file}:{key.start_mark.line + 1}: the key {key.value[:60]!r} appears twice "
+                                  "in the same mapping")
+            seen.add(key.value)
 
 
 def _config_error(exc: ValidationError, node: yaml.Node | None, file: Path) -> ConfigError:

@@ -69,7 +69,7 @@ def load_dataset(
         try:
             samples = tuple(_to_sample(path, n, row, inputs, label, id_field) for n, row in rows)
         except OSError as exc:
-            raise DatasetError(f"{path}: cannot read hold-out file after line {reader.line}: "
+            raise DatasetError(f"{path}: cannot read hold-out file at line {reader.line + 1}: "
                                f"{_reason(exc)}") from None
     if not samples:
         raise DatasetError(f"{path}: hold-out file has no samples")
