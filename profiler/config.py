@@ -645,11 +645,15 @@ def _parse_yaml(text: str, file: Path) -> tuple[yaml.Node | None, Any]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         _check_expansion(node, file)
         data = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a control character, U+FFFE)
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{file}:{line}: invalid YAML: the character #x{exc.character:04x} is not allowed "
+                          "in YAML") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        raise ConfigError(f"{where}: invalid YAML: {' '.join(str(problem).split())}") from None
     except RecursionError:
         raise ConfigError(f"{file}: invalid YAML: nested too deeply") from None
     except (ValueError, OverflowError) as exc:  # a value PyYAML cannot construct, e.g. a timestamp out of range
@@ -690,16 +694,23 @@ def _config_error(exc: ValidationError, node: yaml.Node | None, file: Path) -> C
     """The first validation error as one line: file:line: field: message (and how many more)."""
     error = exc.errors()[0]
     loc = tuple(error["loc"])
-    field = ".".join(str(part) for part in loc) or "(top)"
+    field = ".".join(_field_part(part) for part in loc) or "(top)"
     line = _line_of(node, loc)
     where = f"{file}:{line}" if line else str(file)
-    message = redact_text(error["msg"].removeprefix("Value error, "))
+    message = redact_text(" ".join(error["msg"].removeprefix("Value error, ").split()))
     if error["type"] == "missing":
         message = "required field is missing"
     elif error["type"] == "extra_forbidden":
         message = "unknown field"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return ConfigError(f"{where}: {field}: {message}{more}")
+
+
+def _field_part(part: Any) -> str:
+    """One step of a field's location as the error names it: a key of odd characters (a user's own) quoted."""
+    text = str(part)
+    plain = text.isprintable() and " " not in text and 0 < len(text) <= 60
+    return text if plain else repr(text[:60])
 
 
 def _anchor_paths(config: Config, base: Path) -> Config:
