@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from profiler._proto import grpc_predict_v2_pb2 as pb
 from profiler.codecs.base import Codec
 from profiler.codecs.predictions import PredictionReader
-from profiler.codecs.tensors import TensorSpec, check_metadata
 from profiler.codecs.template import JsonTemplateCodec
+from profiler.codecs.tensors import TensorSpec, check_metadata
 from profiler.codecs.v1 import V1RestCodec
 from profiler.codecs.v2 import V2RestCodec
 from profiler.codecs.v2_grpc import V2GrpcCodec
