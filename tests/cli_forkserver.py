@@ -61,13 +61,23 @@ def child(case: dict[str, Any]) -> int:
 
 
 def run(case: dict[str, Any]) -> dict[str, Any]:
-    """Fork, run the case, wait (killing it after its timeout); the exit code."""
+    """Fork and run the case; wait for it (killing it after its timeout) and answer its exit code, or with
+    `detach` answer its pid at once (a later case `{"wait": pid}` waits for it)."""
+    if "wait" in case:
+        return wait(case["wait"], case.get("timeout_s", 60))
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         os._exit(child(case))
-    deadline = time.monotonic() + case.get("timeout_s", 60)
+    if case.get("detach"):
+        return {"pid": pid}
+    return wait(pid, case.get("timeout_s", 60))
+
+
+def wait(pid: int, timeout_s: float) -> dict[str, Any]:
+    """The exit code of child `pid`, killed after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
         if done:

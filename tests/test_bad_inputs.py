@@ -14,19 +14,18 @@ How the failing reads are made real (the tests run as root, for whom permissions
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-HERE = Path(__file__).parent
+from tests.forked_cli import ForkedCli, Outcome
+
 SECRET = "pw-SECRET-7f3a"
 HOLDOUT = (
     '{"id": "a", "x": [1, 2], "y": 0}\n'
@@ -40,15 +39,6 @@ load: {{stages: [{{rate_rps: 1, requests: 1}}]}}
 resources: {{settle_s: 0}}
 report: {{path: report.json}}
 {extra}"""
-
-
-@dataclass
-class Outcome:
-    """What one command line did: exit code, stdout, stderr."""
-
-    rc: int
-    stdout: str
-    stderr: str
 
 
 Setup = Callable[[Path], None]
@@ -160,6 +150,9 @@ CASES: list[tuple[str, Setup, list[str], list[str], dict[str, object]]] = [
      ["p.yaml:1: target.bearer_token.env:", "is not an environment variable name"], {}),
     ("profile-two-authorizations", profile(url=f"http://u:{SECRET}@127.0.0.1:9", target=", bearer_token: {env: T}"),
      RUN, ["p.yaml:1: target:", "user:password (sent as Basic) and bearer_token both set the Authorization"], {}),
+    ("profile-tls-ca-garbage", profile(url=f"grpcs://u:{SECRET}@127.0.0.1:9", target=", protocol: v2-grpc, "
+                                       "tls_ca_file: p.yaml"), RUN,
+     ["target.tls_ca_file: p.yaml holds no PEM certificate"], {}),
     ("profile-infer-path", profile(target=', protocol: json, request_template: {a: "{{inputs}}"}, '
                                           'response_path: $.y, infer_path: "predict"'), RUN,
      ["p.yaml:1: target.infer_path: the path must start with '/'"], {}),
@@ -252,30 +245,11 @@ def folder_root() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def forkserver() -> Iterator[subprocess.Popen[str]]:
+def cli() -> Iterator[ForkedCli]:
     """tests/cli_forkserver.py, started once for the module."""
-    proc = subprocess.Popen([sys.executable, str(HERE / "cli_forkserver.py")], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert json.loads(proc.stdout.readline()) == {"ready": True}
-    yield proc
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(timeout=30)
-    proc.stdout.close()
-
-
-def run_forked(forkserver: subprocess.Popen[str], folder: Path, argv: list[str], **options: object) -> Outcome:
-    """`python -m profiler ARGV` in `folder`, forked from the module's forkserver."""
-    assert forkserver.stdin is not None and forkserver.stdout is not None
-    case = {"argv": argv, "cwd": str(folder), "stdout": str(folder / ".stdout"), "stderr": str(folder / ".stderr"),
-            "timeout_s": 60, **options}
-    forkserver.stdin.write(json.dumps(case) + "\n")
-    forkserver.stdin.flush()
-    result = json.loads(forkserver.stdout.readline())
-    assert not result["timed_out"], f"{argv} did not end within 60 s"
-    return Outcome(result["rc"], (folder / ".stdout").read_text(errors="replace"),
-                   (folder / ".stderr").read_text(errors="replace"))
+    forked = ForkedCli()
+    yield forked
+    forked.close()
 
 
 def assert_one_line_error(outcome: Outcome, expected: list[str]) -> None:
@@ -292,19 +266,19 @@ def assert_one_line_error(outcome: Outcome, expected: list[str]) -> None:
 
 @pytest.mark.parametrize(("setup", "argv", "expected", "options"), [case[1:] for case in CASES],
                          ids=[case[0] for case in CASES])
-def test_bad_input_is_one_line_and_exit_3(forkserver: subprocess.Popen[str], folder_root: Path, setup: Setup,
+def test_bad_input_is_one_line_and_exit_3(cli: ForkedCli, folder_root: Path, setup: Setup,
                                           argv: list[str], expected: list[str], options: dict[str, object],
                                           request: pytest.FixtureRequest) -> None:
     folder = folder_root / request.node.callspec.id
     folder.mkdir()
     folder.chmod(0o777)  # uid 65534 writes the case's stdout and stderr files here
     setup(folder)
-    outcome = run_forked(forkserver, folder, argv, **options)
+    outcome = cli.run(folder, argv, **options)
     assert_one_line_error(outcome, [piece.format(d=folder) for piece in expected])
 
 
 @pytest.mark.parametrize("name", ["url-unresolvable", "holdout-wrong-length"])
-def test_forked_cases_match_a_plain_run(forkserver: subprocess.Popen[str], folder_root: Path, name: str) -> None:
+def test_forked_cases_match_a_plain_run(cli: ForkedCli, folder_root: Path, name: str) -> None:
     """The forked CLI is the CLI: the same cases as plain `python -m profiler` processes end the same way."""
     _, setup, argv, expected, _ = next(case for case in CASES if case[0] == name)
     folder = folder_root / f"plain-{name}"
@@ -314,5 +288,5 @@ def test_forked_cases_match_a_plain_run(forkserver: subprocess.Popen[str], folde
                           timeout=120, check=False)
     plain = Outcome(done.returncode, done.stdout, done.stderr)
     assert_one_line_error(plain, [piece.format(d=folder) for piece in expected])
-    forked = run_forked(forkserver, folder, argv)
+    forked = cli.run(folder, argv)
     assert (forked.rc, forked.stderr) == (plain.rc, plain.stderr)

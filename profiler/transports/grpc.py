@@ -26,6 +26,9 @@ from profiler.transports.grpc_common import (
 )
 from profiler.transports.sockets import MAX_MESSAGE_BYTES
 
+MAX_CA_BYTES = 4 * 1024 * 1024
+"""A CA bundle larger than this is not one (the system's whole bundle is about 200 KiB)."""
+
 
 def _rpc_error(exc: aio.AioRpcError) -> TransportError:
     code = exc.code()
@@ -103,9 +106,16 @@ class GrpcTransport:
     def _read_ca(self) -> bytes:
         assert self._ca_file is not None
         try:
-            return self._ca_file.read_bytes()
+            with self._ca_file.open("rb") as file:
+                pem = file.read(MAX_CA_BYTES + 1)
         except OSError as exc:
             raise TargetError(f"target.tls_ca_file: cannot read {self._ca_file}: {exc.strerror or exc}") from None
+        # grpc takes any bytes here and only logs, call after call, that it could not load them.
+        if len(pem) > MAX_CA_BYTES or b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise TargetError(f"target.tls_ca_file: {self._ca_file} holds no PEM certificate "
+                              "(-----BEGIN CERTIFICATE-----)" if len(pem) <= MAX_CA_BYTES else
+                              f"target.tls_ca_file: {self._ca_file} is larger than {MAX_CA_BYTES // 2**20} MiB")
+        return pem
 
     def _call(self, method: str) -> Any:
         call = self._calls.get(method)
