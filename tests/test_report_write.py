@@ -83,7 +83,8 @@ def _unwritable(tmp_path: Path, mount: Mount) -> dict[str, tuple[Path, str]]:
     return {
         "full": (full / "report.json", os.strerror(errno.ENOSPC)),
         "read-only": (read_only / "report.json", os.strerror(errno.EROFS)),
-        "parent is a file": (tmp_path / "a-file" / "report.json", f"{os.strerror(errno.ENOTDIR)}: {tmp_path / 'a-file'}"),
+        "parent is a file": (tmp_path / "a-file" / "report.json",
+                             f"{os.strerror(errno.ENOTDIR)}: {tmp_path / 'a-file'}"),
         "path is a folder": (tmp_path / "a-folder", os.strerror(errno.EISDIR)),
     }
 

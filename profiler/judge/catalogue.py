@@ -33,7 +33,7 @@ METRICS: dict[str, str] = {
     "memory_growth_bytes": "memory at rest after the load minus at rest before",
     "memory_growth_pct": "that growth in percent of the memory before",
     "cpu_cores": "CPU cores the model used under load",
-    "memory_leak": "leak test: 1 leaked, 0 no leak; not measured when inconclusive (gate with max: 0)",
+    "memory_leak": "leak test: 1 leaked, 0 no leak; none when inconclusive, the check says why (gate with max: 0)",
     "memory_growth_bytes_per_request": "Theil-Sen growth of memory per request under load, after warm-up",
     "memory_growth_bytes_per_hour": "Theil-Sen growth of memory per hour at the tested load, after warm-up",
     "memory_steady_bytes": "memory under sustained load (median of the last third of the load)",

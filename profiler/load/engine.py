@@ -102,7 +102,8 @@ class Engine:
         `gap_ns` is the mean gap between this engine's arrivals (default: the stage's rate; a worker
         that gets every Nth arrival has N times that), and `even` says they are evenly spaced (the
         constant process), which lets the wake grid sit on them. The recorder is opened at the start
-        (its windows count from it) and gets the stage's StageAccount in one piece at the end.
+        (its windows count from it) with the stage's StageTally, the live count it reads while the stage
+        runs, and gets the stage's StageAccount in one piece at the end.
         """
         sinks: list[Consumer] = [recorder, *self._consumers]
         clock = self._clock
