@@ -29,10 +29,10 @@ PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 5, ready_timeout_s: 30}}
 dataset: {{path: holdout.jsonl, inputs: pixels, label: label, id: id}}
 load:
-  accuracy_pass: true
+  accuracy_pass: false
   stages: [{{rate_rps: 20, duration_s: 0.5}}]
 objective: {{latency_ms: 1000}}
-gates: [{{metric: f1_macro, min: 0.5}}, {{metric: error_rate, max: 0.05}}]
+gates: [{{metric: error_rate, max: 0.05}}]
 resources: {{settle_s: 0}}
 history: {{path: {history}}}
 server: {{port: 0}}
