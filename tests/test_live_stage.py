@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from aiohttp import ClientSession, web
 
@@ -21,8 +22,10 @@ from profiler.config import parse_config
 from profiler.core.results import OK, Result, StageTally
 from profiler.examples.holdout import write_holdout
 from profiler.measure.latency import StageRecorder
+from profiler.record.report import report_schema
 from profiler.schedule import make_stage
 
+SCHEMA = report_schema()
 MS = 1_000_000
 S = 1_000_000_000
 
@@ -142,6 +145,8 @@ async def test_live_figures_mid_stage(tmp_path: Path, example_server: tuple[Any,
                 progress = body.get("progress") or {}
                 stages = progress.get("stages") or []
                 if stages and stages[0]["sent"] >= 200 and progress["stages_done"] == 0:
+                    jsonschema.Draft202012Validator({"$defs": SCHEMA["$defs"], "$ref": "#/$defs/progress"}
+                                                    ).validate(body)
                     seen = stages[0]
                     async with session.get(f"{base}/metrics") as response:
                         seen["metrics"] = await response.text()
