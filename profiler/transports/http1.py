@@ -47,7 +47,7 @@ MAX_CACHED_REQUESTS = 65_536
 """Assembled requests kept for reuse; bodies beyond this are assembled per send (memory stays bounded)."""
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
-"""One read's buffer, shared by every connection of a transport (reads are never interleaved)."""
+"""The largest answer body accepted; a head that announces more is refused at once (a connection error)."""
 _HEAD_OK, _HEAD_BAD, _HEAD_INTERIM = 0, 1, 2
 OnStatus = Callable[[int], None]
 """Told the HTTP status of a complete answer, before the request's `done` runs (probe wants it)."""
@@ -138,7 +138,7 @@ class _Connection:
         self._done: Done | None = None  # the open request's report
         self._on_status: OnStatus | None = None
         self._out: memoryview | None = None
-        self._buf = b""
+        self._buf: bytes | bytearray = b""  # a partial answer (a bytearray while it grows)
         self._status = 0
         self._length = -1
         self._chunked = False
@@ -219,7 +219,12 @@ class _Connection:
                 return  # the rest (if any) has not arrived yet
 
     def _data(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
+        pending = self._buf
+        if pending:
+            pending += data  # a bytearray, extended in place: a long answer costs linear time, not quadratic
+            buf: bytes | bytearray = pending
+        else:
+            buf = data
         if self._done is None:
             # Bytes nobody asked for: the stream is out of step, so the connection is useless.
             self.abort()
@@ -230,16 +235,25 @@ class _Connection:
                 if len(buf) > MAX_HEAD_BYTES:
                     self._fail(TransportError("connection", "response head larger than 64 KiB"))
                     return
-                self._buf = buf
+                self._keep(buf)
                 return
-            state = self._parse_head(buf[:end])
+            state = self._parse_head(bytes(buf[:end]))
             if state != _HEAD_OK:
                 if state == _HEAD_INTERIM:
                     self._buf = b""
                     if len(buf) > end + 4:
-                        self._data(buf[end + 4:])
+                        self._data(bytes(buf[end + 4:]))
+                return
+            if self._length > MAX_BODY_BYTES:
+                # Refused on the head: reading on would hold (and copy) the whole announced body first.
+                self._fail(TransportError("connection", f"an answer of {self._length} bytes is over the "
+                                                        f"{MAX_BODY_BYTES >> 20} MiB limit"))
                 return
             buf = buf[end + 4:]
+        self._body(buf)
+
+    def _body(self, buf: bytes | bytearray) -> None:
+        """What has arrived of the body after the head: finish the answer, or keep it until more comes."""
         if self._chunked:
             try:
                 body = _dechunk(buf)
@@ -250,19 +264,24 @@ class _Connection:
                 if len(buf) > MAX_BODY_BYTES:
                     self._fail(TransportError("connection", "chunked response larger than 256 MiB"))
                     return
-                self._buf = buf
+                self._keep(buf)
                 return
             self._finish(body)
         elif self._length >= 0:
             if len(buf) < self._length:
-                self._buf = buf
+                self._keep(buf)
                 return
-            self._finish(buf[:self._length] if len(buf) > self._length else buf)
+            whole = buf[:self._length] if len(buf) > self._length else buf
+            self._finish(whole if isinstance(whole, bytes) else bytes(whole))
         else:
             if len(buf) > MAX_BODY_BYTES:
                 self._fail(TransportError("connection", "response larger than 256 MiB"))
                 return
-            self._buf = buf  # body runs to the close
+            self._keep(buf)  # body runs to the close
+
+    def _keep(self, buf: bytes | bytearray) -> None:
+        """Hold a partial answer until more arrives, as a bytearray that the next read extends in place."""
+        self._buf = buf if isinstance(buf, bytearray) else bytearray(buf)
 
     def _parse_head(self, head: bytes) -> int:
         # One lower-cased copy and three searches: splitting every header line was a third of the parse.
@@ -336,7 +355,7 @@ class _Connection:
             self._resend()
             return
         if detail is None and self._status and self._length < 0 and not self._chunked:
-            self._complete(self._status, self._buf, None, self._received_ns)
+            self._complete(self._status, bytes(self._buf), None, self._received_ns)
         else:
             self._complete(0, b"", TransportError("connection", detail or "the server closed the connection "
                                                                            "mid-response"), 0)
@@ -390,9 +409,13 @@ def _field(fields: bytes, name: bytes) -> bytes | None:
     return (fields[start:] if end < 0 else fields[start:end]).strip()
 
 
-def _dechunk(buf: bytes) -> bytes | None:
-    """The body of a complete chunked message in `buf`, or None while it is incomplete."""
-    parts: list[bytes] = []
+def _dechunk(buf: bytes | bytearray) -> bytes | None:
+    """The body of a complete chunked message in `buf`, or None while it is incomplete.
+
+    Only the chunk sizes are read until the message is complete, and the body is copied once then, so
+    an answer that arrives in many reads costs time linear in its size.
+    """
+    spans: list[tuple[int, int]] = []
     pos = 0
     while True:
         eol = buf.find(b"\r\n", pos)
@@ -401,7 +424,9 @@ def _dechunk(buf: bytes) -> bytes | None:
         try:
             size = int(buf[pos:eol].split(b";", 1)[0], 16)
         except ValueError:
-            raise TransportError("connection", f"bad chunk size {buf[pos:eol][:20]!r}") from None
+            raise TransportError("connection", f"bad chunk size {bytes(buf[pos:eol][:20])!r}") from None
+        if size > MAX_BODY_BYTES:
+            raise TransportError("connection", f"a chunk of {size} bytes is over the {MAX_BODY_BYTES >> 20} MiB limit")
         start = eol + 2
         if size == 0:
             # Trailers, then an empty line.
@@ -410,10 +435,11 @@ def _dechunk(buf: bytes) -> bytes | None:
             end = buf.find(b"\r\n\r\n", start - 2)
             if end < 0:
                 return None
-            return b"".join(parts)
+            with memoryview(buf) as view:
+                return b"".join([view[first:first + length] for first, length in spans])
         if len(buf) < start + size + 2:
             return None
-        parts.append(buf[start:start + size])
+        spans.append((start, size))
         pos = start + size + 2
 
 
