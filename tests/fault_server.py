@@ -28,8 +28,8 @@ counts. Modes:
   unavailable, deadline, exhausted   gRPC status UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED
   drop          gRPC: every client connection is reset as the call arrives
 
-Run: python tests/fault_server.py --port 0 [--grpc-port 0] [--mode ok]; it prints
-"READY http://127.0.0.1:PORT" (and "GRPC grpc://127.0.0.1:PORT") once it listens.
+Run: python tests/fault_server.py --port 0 [--grpc-port 0] [--mode ok] [--model PATH] [--wait-stdin]; it
+prints "READY http://127.0.0.1:PORT" (and "GRPC grpc://127.0.0.1:PORT") once it listens.
 """
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ import struct
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import grpc
+import joblib
 import numpy as np
 from grpc import aio
 
@@ -332,9 +334,26 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             writer.write_eof()
 
 
-async def serve(args: argparse.Namespace) -> None:
-    """Start both sides, print where they listen, serve until killed."""
+def load_model(path: Path | None) -> Any:
+    """The example model: trained (and saved to `path`, when given), or loaded from `path` if it is there."""
+    if path is not None and path.exists():
+        return joblib.load(path)
     model = train("good")
+    if path is not None:
+        joblib.dump(model, path)
+    return model
+
+
+async def serve(args: argparse.Namespace) -> None:
+    """Start both sides, print where they listen, serve until killed.
+
+    With --wait-stdin it loads the model, prints LOADED and binds its port only once a line arrives on
+    stdin: a replacement made ready beforehand takes over a dead server's port the moment it is told to.
+    """
+    model = load_model(args.model)
+    if args.wait_stdin:
+        print("LOADED", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     faults = Faults()
     faults.set(args.mode)
     http = HttpSide(model, faults)
@@ -353,11 +372,13 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    """Entry point: python tests/fault_server.py --port 0 [--grpc-port 0] [--mode MODE]."""
+    """Entry point: python tests/fault_server.py --port 0 [--grpc-port 0] [--mode MODE] [--model PATH]."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--grpc-port", type=int, default=None)
     parser.add_argument("--mode", choices=MODES, default="ok")
+    parser.add_argument("--model", type=Path, help="load the trained model from here (train and save it if absent)")
+    parser.add_argument("--wait-stdin", action="store_true", help="listen only once a line arrives on stdin")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
         try:
