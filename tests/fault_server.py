@@ -18,8 +18,7 @@ counts. Modes:
   malformed     200 with a body that is not JSON
   truncated     200, Content-Length larger than the body sent, then close
   wrong_shape   200, one prediction too few
-  oversized     200, Content-Length of OVERSIZED_BYTES (beyond any client's limit), the body streamed
-                (at most RELAY_CAP_BYTES per answer, two answers at a time) until the client hangs up
+  oversized     200, a Content-Length of 1 GiB (beyond any client's limit); 16 MiB of it sent, then nothing
   reset         the connection reset (RST) instead of an answer
   close_mid     a chunked answer closed after its first chunk
   never         no answer, ever (the connection stays open)
@@ -61,10 +60,9 @@ GRPC_STATUS = {"unavailable": grpc.StatusCode.UNAVAILABLE, "deadline": grpc.Stat
 MODES = (*HTTP_MODES, *GRPC_STATUS, "drop")
 OVERSIZED_BYTES = 1 << 30
 """What an oversized answer declares: 1 GiB, beyond the lean client's 256 MiB and any sane prediction."""
-RELAY_CAP_BYTES = 260 * 1024 * 1024
-"""What an oversized answer actually sends at most (a client that reads on gets past 256 MiB, not to 1 GiB)."""
-OVERSIZED_STREAMS = 2
-"""Oversized answers streamed at once: a client that buffers them all costs the machine at most this many."""
+OVERSIZED_SENT_BYTES = 16 * 1024 * 1024
+"""What an oversized answer sends before it stalls: enough to tell a client that reads on (it then waits for
+the rest until its timeout) from one that refuses the head, without pushing a gigabyte through the machine."""
 CHUNK_BYTES = 1024 * 1024
 METADATA = {"name": MODEL_NAME, "versions": ["1"], "platform": "scikit-learn",
             "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, FEATURES]}],
@@ -134,7 +132,6 @@ class HttpSide:
         self._faults = faults
         self._behaviour = Behaviour()
         self._short = Behaviour(bad_output_every=1)
-        self._oversized = asyncio.Semaphore(OVERSIZED_STREAMS)
 
     async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one connection's requests in turn until either side closes it."""
@@ -218,16 +215,11 @@ class HttpSide:
 
     async def _oversized(self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         writer.write(_head(200, OVERSIZED_BYTES))
-        await writer.drain()
         chunk = b"0" * CHUNK_BYTES
-        async with self._oversized:
-            for _ in range(RELAY_CAP_BYTES // CHUNK_BYTES):
-                if writer.is_closing():
-                    break
-                writer.write(chunk)
-                await writer.drain()
-            # Never finish the promised gigabyte: a client still reading waits for its timeout.
-            await _hang_up(reader)
+        for _ in range(OVERSIZED_SENT_BYTES // CHUNK_BYTES):
+            writer.write(chunk)
+            await writer.drain()
+        await _hang_up(reader)  # never the rest of the promised gigabyte
         return False
 
     async def _reset(self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
