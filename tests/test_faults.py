@@ -72,6 +72,7 @@ target: {{url: "{url}", protocol: {protocol}, model: digits, timeout_s: {timeout
 dataset: {{path: {holdout}, inputs: pixels, label: label, id: id}}
 load:
   stages: [{stage}]
+  client: {client}
 objective: {{percentile: 99, latency_ms: 250, max_error_rate: 0.01}}
 gates: {gates}
 resources: {{settle_s: 0{resources}}}
@@ -285,22 +286,24 @@ def closed_port_url() -> str:
 # --- a cell -----------------------------------------------------------------------------------------------
 
 
-def target_of(fault: Fault, server: FaultServer, phoenix: Phoenix) -> str:
+def target_of(fault: Fault, server: FaultServer, phoenix: Phoenix | None) -> str:
     """The URL a cell's profile points at."""
     if fault.refused:
         return closed_port_url()
     if fault.dies:
+        assert phoenix is not None
         return phoenix.url
     return server.grpc_url if fault.protocol == "v2-grpc" else server.http_url
 
 
 def write_profile(folder: Path, url: str, fault: Fault, gates: str, holdout: Path, server: str = "",
-                  resources: str = "") -> Path:
+                  resources: str = "", client: str = "lean") -> Path:
     """A tiny profile: one short stage, a 0.5 s timeout, the accuracy pass over the 60-sample hold-out."""
     path = folder / "profile.yaml"
     path.write_text(PROFILE.format(url=url, protocol=fault.protocol, timeout_s=TIMEOUT_S, ready_s=READY_TIMEOUT_S,
                                    holdout=holdout, stage=DIES_STAGE if fault.dies else STAGE, gates=GATE_SETS[gates],
-                                   report=folder / "report.json", server=server, resources=resources),
+                                   report=folder / "report.json", server=server, resources=resources,
+                                   client=client),
                     encoding="utf-8")
     return path
 
@@ -401,6 +404,23 @@ def test_fault_cell(name: str, gates: str, tmp_path: Path, holdout: Path, fault_
         # It came back: the new process answered, and the run counted those answers too.
         assert control(phoenix.url)["infer"] > 0
         assert report["stages"][0]["completed"] > 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n, f in FAULTS.items() if f.breaks != "cannot_run" and not f.dies])
+def test_fault_with_library_clients(name: str, tmp_path: Path, holdout: Path, fault_server: FaultServer,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The same faults through aiohttp and grpc.aio (load.client: library, as every TLS target): the same kinds
+    of error, the same verdicts, all gates."""
+    fault = FAULTS[name]
+    fault_server.set(fault)
+    profile = write_profile(tmp_path, target_of(fault, fault_server, None), fault, "all", holdout, client="library")
+    code, out, err, took_s = run_cli(profile, capsys)
+    assert "Traceback" not in err, err
+    assert took_s <= planned_s(fault) + SLACK_S, took_s
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    check_report(report, fault, "all")
+    assert code == {"pass": 0, "fail": 1, "inconclusive": 2}[report["verdict"]["status"]], (code, out, err)
 
 
 # --- through the sidecar -----------------------------------------------------------------------------------
