@@ -15,7 +15,7 @@ from profiler.core.results import DECODE, OK, Consumer, Result, StageAccount
 from profiler.core.units import NS_PER_S
 from profiler.load.timer import MONOTONIC, Clock, Waker
 from profiler.measure.latency import StageRecorder
-from profiler.schedule import LAG_BUDGET_NS, Pacing, Stage, pacing
+from profiler.schedule import LAG_BUDGET_NS, Pacing, Stage, arrival_gap_ns, pacing
 from profiler.transports.base import Transport
 
 Decoder = Callable[[bytes, int], list[Any]]
@@ -119,8 +119,8 @@ class Engine:
         wakes = Pacing(self._budget_ns)
         if first is not None:
             offsets = itertools.chain((first,), offsets)
-            wakes = self._lay_grid(waker, pacing(self._budget_ns, gap_ns or NS_PER_S / stage.rate_rps, even,
-                                                 start_ns + first))
+            gap = gap_ns or arrival_gap_ns(stage.rate_rps, "constant" if even else "poisson")
+            wakes = self._lay_grid(waker, pacing(self._budget_ns, gap, even, start_ns + first))
         try:
             scheduled, unsent, late, cut_short = await self._dispatch(stage.index, start_ns, offsets, sinks, until,
                                                                       waker, wakes, recorder.record_lag)
