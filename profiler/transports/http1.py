@@ -20,9 +20,11 @@ sweep every tenth of the timeout (at most 100 ms), not by a timer per request.
 A server closes a kept-alive connection when it has been idle for its keep-alive timeout (uvicorn:
 5 s, aiohttp: 75 s). A request sent on it at that moment meets the close: a reset, or the end of
 the stream before any answer. The server never saw that request, so it is sent once more on a new
-connection, as browsers and Go's net/http do, instead of being counted against the model as a
-connection error. Only a request on a connection that has answered before, and only before any
-byte of its answer arrived; its latency still runs from its intended time.
+connection, as browsers do, instead of being counted against the model as a connection error.
+Only a request on a connection that has answered before and then sat idle for KEEPALIVE_RACE_IDLE_S
+or longer (no server's keep-alive timeout is shorter; a connection in use that closes before its
+answer is the model failing the request, and counts), and only before any byte of its answer
+arrived; its latency still runs from its intended time.
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
 """The largest answer body accepted; a head that announces more is refused at once (a connection error)."""
 _HEAD_OK, _HEAD_BAD, _HEAD_INTERIM = 0, 1, 2
+KEEPALIVE_RACE_IDLE_S = 1.0
+"""A connection idle for less than this was not closed by a keep-alive timeout (the shortest in common servers
+is gunicorn's 2 s), so a close before its answer is the model's doing: an error, not a second try."""
 OnStatus = Callable[[int], None]
 """Told the HTTP status of a complete answer, before the request's `done` runs (probe wants it)."""
 
@@ -95,6 +100,7 @@ class _Pool(Protocol):
     """What a connection tells the transport that pools it."""
 
     timeout_s: float  # a request's timeout (for the error that says it passed)
+    race_idle_ns: int  # how long a connection must have sat idle for a close to be the keep-alive race
 
     def started(self, conn: _Connection) -> None:
         """A request went out on `conn`: its deadline is watched."""
@@ -125,8 +131,8 @@ class _Pool(Protocol):
 class _Connection:
     """One keep-alive connection carrying one request at a time."""
 
-    __slots__ = ("_buf", "_chunked", "_close", "_done", "_heard", "_length", "_on_status", "_out", "_pool",
-                 "_received_ns", "_request", "_retried", "_status", "_view", "_views", "answered", "closed",
+    __slots__ = ("_buf", "_chunked", "_close", "_done", "_free_ns", "_heard", "_length", "_may_retry", "_on_status",
+                 "_out", "_pool", "_received_ns", "_request", "_status", "_view", "_views", "answered", "closed",
                  "deadline_ns", "fd", "sock")
 
     def __init__(self, pool: _Pool, sock: socket.socket, views: list[memoryview]) -> None:
@@ -145,7 +151,8 @@ class _Connection:
         self._close = False
         self._received_ns = 0
         self._request = b""
-        self._retried = False
+        self._may_retry = False  # whether a close before the answer may be the keep-alive race (see start)
+        self._free_ns = 0  # when the last answer ended (monotonic ns): the connection is idle since
         self._heard = False  # whether any byte of the current answer has arrived
         self.answered = 0  # answers this connection has carried
         self.deadline_ns = 0
@@ -159,11 +166,14 @@ class _Connection:
         self._done = done
         self._on_status = on_status
         self._request = request
-        self._retried = retried
         self._heard = False
         self._buf = b""
         self._status = 0
-        self.deadline_ns = time.monotonic_ns() + timeout_ns
+        now_ns = time.monotonic_ns()
+        self.deadline_ns = now_ns + timeout_ns
+        # A second try only on a connection idle long enough for a keep-alive timeout to have closed it.
+        self._may_retry = (not retried and self.answered > 0
+                           and now_ns - self._free_ns >= self._pool.race_idle_ns)
         self._pool.started(self)
         try:
             sent = self.sock.send(request)
@@ -337,9 +347,10 @@ class _Connection:
         self._complete(0, b"", error, 0)
 
     def _unanswered_on_reuse(self) -> bool:
-        """Whether the request met a server closing this kept-alive connection: the connection answered
-        before, nothing of this answer has arrived, and this is the request's first try."""
-        return self.answered > 0 and not self._retried and not self._heard and self._done is not None
+        """Whether the request met a server closing this kept-alive connection at its keep-alive timeout: the
+        connection answered before and then sat idle for a keep-alive timeout's length, nothing of this
+        answer has arrived, and this is the request's first try."""
+        return self._may_retry and not self._heard and self._done is not None
 
     def _resend(self) -> None:
         done, self._done = self._done, None
@@ -366,6 +377,7 @@ class _Connection:
         self._done = None
         if error is None:
             self.answered += 1
+            self._free_ns = received_ns or time.monotonic_ns()
         # Back in the pool before the caller runs, ready for its next request.
         self._pool.finished(self, error is None and not self.closed)
         if done is None:
@@ -444,7 +456,11 @@ def _dechunk(buf: bytes | bytearray) -> bytes | None:
 
 
 class Http1Transport:
-    """POSTs pre-encoded bodies over a bounded pool of keep-alive HTTP/1.1 connections to one base URL."""
+    """POSTs pre-encoded bodies over a bounded pool of keep-alive HTTP/1.1 connections to one base URL.
+
+    `keepalive_race_idle_s`: how long a connection must have sat idle for a close before its answer to be
+    taken for the server's keep-alive timeout (a second try) rather than the model's failure (see the module).
+    """
 
     def __init__(
         self,
@@ -454,6 +470,7 @@ class Http1Transport:
         max_connections: int = 64,
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
+        keepalive_race_idle_s: float = KEEPALIVE_RACE_IDLE_S,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -463,6 +480,7 @@ class Http1Transport:
         self._port = parts.port or 80
         self._prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
+        self.race_idle_ns = int(keepalive_race_idle_s * NS_PER_S)
         self._timeout_ns = int(timeout_s * NS_PER_S)
         self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
         self._max_connections = max_connections
