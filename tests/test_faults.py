@@ -200,9 +200,9 @@ class Phoenix:
     the target is down for a chosen time, not for however long a process takes to start on a busy machine.
     """
 
-    def __init__(self, model: Path) -> None:
+    def __init__(self, model: Path, live: Proc) -> None:
         self._model = model
-        self.live = Proc("--port", "0", "--model", str(model))
+        self.live = live
         self.url = self.live.expect("READY")
         self.port = self.url.rsplit(":", 1)[1]
         self.standby = self._standby()
@@ -261,18 +261,26 @@ def holdout(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fault_server(model_file: Path) -> Iterator[FaultServer]:
-    """One fault server (REST and gRPC) for the whole suite; each cell sets its mode."""
-    proc = Proc("--port", "0", "--grpc-port", "0", "--model", str(model_file))
-    server = FaultServer(proc, proc.expect("READY"), proc.expect("GRPC"))
-    yield server
-    proc.stop()
+def launched(model_file: Path) -> Iterator[dict[str, Proc]]:
+    """The suite's servers, started together (each takes seconds to start on a busy machine)."""
+    procs = {"faults": Proc("--port", "0", "--grpc-port", "0", "--model", str(model_file)),
+             "phoenix": Proc("--port", "0", "--model", str(model_file))}
+    yield procs
+    for proc in procs.values():
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
-def phoenix(model_file: Path) -> Iterator[Phoenix]:
+def fault_server(launched: dict[str, Proc]) -> FaultServer:
+    """One fault server (REST and gRPC) for the whole suite; each cell sets its mode."""
+    proc = launched["faults"]
+    return FaultServer(proc, proc.expect("READY"), proc.expect("GRPC"))
+
+
+@pytest.fixture(scope="module")
+def phoenix(model_file: Path, launched: dict[str, Proc]) -> Iterator[Phoenix]:
     """The target that dies mid-run and comes back."""
-    target = Phoenix(model_file)
+    target = Phoenix(model_file, launched["phoenix"])
     yield target
     target.stop()
 
