@@ -20,10 +20,10 @@ from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config, ResourcesConfig
 from profiler.core import aio
-from profiler.core.errors import DecodeError, TargetError, TransportError
+from profiler.core.errors import DecodeError, ReportError, TargetError, TransportError, error_line
 from profiler.core.heap import freeze_baseline
-from profiler.core.redact import redact_url
 from profiler.core.results import OK, Prediction
+from profiler.core.url import TargetUrl
 from profiler.dataset import Dataset, load_dataset
 from profiler.judge.verdict import exit_code_for
 from profiler.load.engine import Engine, build_bodies
@@ -40,10 +40,12 @@ from profiler.state import ArtifactSize, RunState, new_state
 from profiler.transports.base import Transport
 from profiler.transports.factory import make_transport
 from profiler.transports.metadata import check_model_inputs
+from profiler.transports.resolve import resolve_target
 
 
-async def wait_ready(transport: Transport, codec: Codec, url: str, timeout_s: float) -> None:
-    """Poll the codec's readiness endpoints until all answer 200, or raise TargetError."""
+async def wait_ready(transport: Transport, codec: Codec, endpoint: TargetUrl, timeout_s: float) -> None:
+    """Poll the codec's readiness endpoints until all answer 200, or raise TargetError naming each endpoint's
+    redacted URL and what it answered."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, int] = {}
     while True:
@@ -51,7 +53,7 @@ async def wait_ready(transport: Transport, codec: Codec, url: str, timeout_s: fl
         if all(status == 200 for status in last.values()):
             return
         if time.monotonic() >= deadline:
-            seen = ", ".join(f"{url}{p} -> {s or 'no answer'}" for p, s in last.items())
+            seen = ", ".join(f"{endpoint.redacted(p)} -> {s or 'no answer'}" for p, s in last.items())
             raise TargetError(f"target never became ready within {timeout_s:g} s ({seen})")
         await asyncio.sleep(0.2)
 
@@ -92,14 +94,18 @@ async def _execute(state: RunState, stop: asyncio.Event | None) -> dict[str, Any
     state.sampler = make_sampler(config.resources)
     state.series = BoundedSeries(capacity=config.resources.series_points)
     state.stages = config.load.planned_stages()
-    sampling = asyncio.create_task(_sample_resources(state, t0))
+    watch = ResourceWatch(state, t0)
+    sampling = asyncio.create_task(watch.run())
     status = "completed"
     try:
         state.phase = "waiting for target"
-        await wait_ready(transport, codec, redact_url(config.target.url), config.target.ready_timeout_s)
+        await resolve_target(config.target.endpoint)  # 'cannot resolve host X' now, not 'no answer' later
+        await wait_ready(transport, codec, config.target.endpoint, config.target.ready_timeout_s)
         await check_model_inputs(config.target, codec, transport, dataset.samples[0])
         state.phase = "before"
+        await watch.mark()
         await asyncio.sleep(config.resources.settle_s)
+        await watch.mark()
         engine = Engine(
             transport, codec.infer_path, bodies, codec.decode, batch=config.load.batch_size,
             sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
@@ -122,9 +128,11 @@ async def _execute(state: RunState, stop: asyncio.Event | None) -> dict[str, Any
             await driver.close()
         if watcher is not None:
             watcher.cancel()
+        await watch.mark()
         state.phase = "after"
         if status == "completed":
             await asyncio.sleep(config.resources.settle_s)
+            await watch.mark()
     finally:
         sampling.cancel()
         await transport.close()
@@ -185,36 +193,84 @@ async def _accuracy_pass(state: RunState, transport: Transport, codec: Codec, da
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def _sample_resources(state: RunState, t0: float) -> None:
-    """Read the model's resources every interval_s, on a fixed grid (a slow read does not shift it)."""
-    sampler = state.sampler
-    if sampler is None or not sampler.configured:
-        return
-    interval = state.config.resources.interval_s
-    phases = {"before": BEFORE, "accuracy": ACCURACY, "load": LOAD, "after": AFTER}
-    next_s = time.monotonic()
-    while True:
-        reading = await asyncio.to_thread(sampler.read)
-        if reading is not None:
-            state.series.add(ResourcePoint(time.monotonic() - t0, reading.rss_bytes, reading.cpu_s,
-                                           reading.processes, phases.get(state.phase, STARTING),
-                                           state.requests_done, reading.memory_bytes))
-        next_s = max(next_s + interval, time.monotonic())
-        await asyncio.sleep(next_s - time.monotonic())
+SERIES_PHASES = {"before": BEFORE, "accuracy": ACCURACY, "load": LOAD, "after": AFTER}
+"""The run's phases as the resource series tags its readings (anything else is 'starting')."""
+
+
+class ResourceWatch:
+    """The model's resources, read on a fixed grid of interval_s and at each phase boundary.
+
+    The boundary readings (`mark`: the start and end of the rest before the load, the end of the load, the
+    end of the rest after it) make the "before" and "after" figures exist whenever the sampler works,
+    whatever interval_s and settle_s: a grid reading landing in a rest window is luck. One read at a time
+    (the sampler keeps state between reads), each in a thread; a reading is tagged with the phase the run
+    was in when it was taken (the run changes phase only after awaiting `mark`).
+    """
+
+    def __init__(self, state: RunState, t0: float) -> None:
+        self._state = state
+        self._t0 = t0
+        self._lock = asyncio.Lock()
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to read."""
+        sampler = self._state.sampler
+        return sampler is not None and sampler.configured
+
+    async def run(self) -> None:
+        """Read every interval_s on a fixed grid (a slow read does not shift it) until cancelled."""
+        if not self.active:
+            return
+        interval = self._state.config.resources.interval_s
+        next_s = time.monotonic()
+        while True:
+            await self._read(boundary=False)
+            next_s = max(next_s + interval, time.monotonic())
+            await asyncio.sleep(next_s - time.monotonic())
+
+    async def mark(self) -> None:
+        """One reading now, at a phase boundary; kept in the series whatever its resolution."""
+        if self.active:
+            await self._read(boundary=True)
+
+    async def _read(self, boundary: bool) -> None:
+        state = self._state
+        assert state.sampler is not None
+        async with self._lock:
+            # Stamped as the read starts: what it reads is the model at that moment, in that phase.
+            t_s, phase, requests = time.monotonic() - self._t0, state.phase, state.requests_done
+            reading = await asyncio.to_thread(state.sampler.read)
+            if reading is not None:
+                state.series.add(ResourcePoint(t_s, reading.rss_bytes, reading.cpu_s, reading.processes,
+                                               SERIES_PHASES.get(phase, STARTING), requests, reading.memory_bytes,
+                                               boundary=boundary))
 
 
 def run_once(config: Config, quiet: bool = False) -> int:
-    """Execute the profile, write the report, print the table; the exit code carries the verdict."""
+    """Execute the profile, write the report, print the table; the exit code carries the verdict.
+
+    The run is saved to the history (in `conclude`) before the report file is written, and the table is
+    printed whether or not the file could be: when it cannot (a read-only or full folder, ...) what was
+    measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
+    """
     state = new_state(config)
     freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
     report = aio.run(_execute_until_signal(state))
-    path = write_json(report, config.report.path)
+    problems: list[str] = []
+    try:
+        written = f"{write_json(report, config.report.path)}"
+    except ReportError as exc:
+        problems.append(str(exc))
+        written = "NOT WRITTEN (see the error below)"
     if quiet:
         print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
     else:
         print(render_text(report), end="")
-    print(f"report   {path}")
-    return exit_code_for(report)
+    print(f"report   {written}", flush=True)
+    for problem in problems:
+        print(error_line(problem), file=sys.stderr)
+    return exit_code_for(report, problems)
 
 
 async def _execute_until_signal(state: RunState) -> dict[str, Any]:

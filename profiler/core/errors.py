@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+ERROR_PREFIX = "profiler: error: "
+"""How every user-facing error line starts on stderr (the CLI's and a run's own)."""
+
+
+def error_line(message: str) -> str:
+    """The one line a user error is printed as: `profiler: error: <message>`."""
+    return f"{ERROR_PREFIX}{message}"
+
 
 class ProfilerError(Exception):
     """An error the user can cause and fix; the CLI prints it as one line, no traceback."""
@@ -19,6 +27,10 @@ class TargetError(ProfilerError):
     """The served model cannot be reached or never became ready (names the URL)."""
 
 
+class ReportError(ProfilerError):
+    """The report file cannot be written (names the path and the reason); what was measured is kept."""
+
+
 class TransportError(Exception):
     """One request failed; `kind` classifies it for the report (timeout, connection, http_status, grpc_status)."""
 
@@ -28,8 +40,9 @@ class TransportError(Exception):
         self.status = status
 
 
-class DecodeError(Exception):
-    """A response body was not of the shape the codec expects."""
+class DecodeError(ProfilerError):
+    """A response body was not of the shape the codec expects (one request's outcome: the load engine counts
+    it against the model; it ends a run only where a single answer is the whole question)."""
 
 
 class StoreError(ProfilerError):
