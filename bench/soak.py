@@ -209,8 +209,12 @@ def report(rows: list[dict[str, Any]], samples: list[tuple[float, float | None, 
     ok = [t for t in taken if t is not None]
     late = max((late for _, _, late in samples), default=0.0)
     print(f"\nruns: {len(done)}; before the first run: RSS {rows[0]['rss'] / 2**20:.1f} MiB, fds {rows[0]['fds']}")
-    print(f"RSS: first run {rss_mib[0]:.1f} MiB, last {rss_mib[-1]:.1f} MiB, "
-          f"slope {slope(rss_mib) * 1024:+.1f} KiB/run (runs 10 on: {slope(rss_mib[9:]) * 1024:+.1f} KiB/run)")
+    fifth = max(1, len(rss_mib) // 5)
+    later = rss_mib[fifth:] or rss_mib
+    print(f"RSS: first run {rss_mib[0]:.1f} MiB, last {rss_mib[-1]:.1f} MiB; mean of the first {fifth} runs "
+          f"{statistics.fmean(rss_mib[:fifth]):.1f} MiB, of the last {fifth} {statistics.fmean(rss_mib[-fifth:]):.1f} "
+          f"MiB; after run {fifth} between {min(later):.1f} and {max(later):.1f} MiB; least-squares slope "
+          f"{slope(rss_mib) * 1024:+.1f} KiB/run (after run {fifth}: {slope(later) * 1024:+.1f} KiB/run)")
     print(f"fds: min {min(fds)}, max {max(fds)}, first {fds[0]}, last {fds[-1]}")
     print(f"/healthz: {len(taken)} probes, {len(taken) - len(ok)} failed, p50 {statistics.median(ok) * 1e3:.1f} ms, "
           f"p99 {sorted(ok)[int(0.99 * (len(ok) - 1))] * 1e3:.1f} ms, max {max(ok) * 1e3:.1f} ms; "
