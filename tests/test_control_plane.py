@@ -20,14 +20,13 @@ from typing import Any
 import pytest
 from sidecar_helpers import Child, get_json, probe_healthz, write_profile
 
-from profiler.app.limits import FD_SHARE, HEAD_TIMEOUT_S
+from profiler.app.limits import FD_SHARE, HEAD_TIMEOUT_S, MIN_CONNECTIONS
 from profiler.examples.holdout import write_holdout
 
 TOKEN = "tok-control-plane"
-SIDECAR_FDS = 1024
-"""The sidecar's descriptor limit in the flood test: its cap is a quarter of it."""
-FLOOD = 3000
-"""Slow sockets in the flood: three times the sidecar's descriptor limit (fewer where the test's own limit is lower)."""
+SIDECAR_FDS = 4096
+"""The sidecar's descriptor limit (soft and hard) in the flood test, where this process can open three times as many:
+its cap and its listen queue are a quarter of it each."""
 SLOW_HEAD = b"GET /healthz HTTP/1.1\r\nHost: sidecar\r\nX-Slow: "
 STAGES = 200
 """Stages in the probed run: one request each; a long progress document and a large report."""
@@ -111,7 +110,7 @@ def start_serving(profile: Path, *flags: str, fds: int | None = None,
     """`profiler serve` (with at most `fds` descriptors); the process, its host and port."""
     command = [sys.executable, "-m", "profiler.cli", "serve", "-c", str(profile), *flags]
     if fds is not None:
-        command = ["sh", "-c", f'ulimit -Sn {fds} && exec "$@"', "sh", *command]
+        command = ["sh", "-c", f'ulimit -n {fds} && exec "$@"', "sh", *command]  # soft and hard: it cannot raise it
     child = Child(command, env={**os.environ, "PROFILER_TEST_TOKEN": TOKEN}, cwd=cwd, pipe_bytes=4096)
     line = child.first_line(60)
     if not line.startswith("profiler serving on "):
@@ -266,10 +265,10 @@ def test_a_slowloris_flood_past_the_descriptor_limit_leaves_healthz_answering(
     profile = write_profile(tmp_path, url, proc_model.pid, tmp_path / "holdout.jsonl",
                             server=", start: on-trigger, token_env: PROFILER_TEST_TOKEN")
     own_limit = raise_own_fd_limit()
-    flood_size = min(FLOOD, own_limit - 300)
-    cap = SIDECAR_FDS // FD_SHARE
-    assert flood_size > 2 * cap, f"this process may open only {own_limit} descriptors"
-    sidecar, host, port = start_serving(profile, fds=SIDECAR_FDS)
+    sidecar_fds = min(SIDECAR_FDS, own_limit // 3)
+    flood_size = min(3 * sidecar_fds, own_limit - 300)  # several times what the sidecar could hold
+    cap = max(MIN_CONNECTIONS, sidecar_fds // FD_SHARE)
+    sidecar, host, port = start_serving(profile, fds=sidecar_fds)
     flood = Flood((host, port))
     peak_fds = [open_fds(sidecar.pid)]
     try:
@@ -307,4 +306,4 @@ def test_a_slowloris_flood_past_the_descriptor_limit_leaves_healthz_answering(
     assert min(waited) >= HEAD_TIMEOUT_S - 0.1 and max(waited) < HEAD_TIMEOUT_S + 3, (min(waited), max(waited))
     assert len(answered) <= cap and len(flood.ended) - len(answered) >= flood_size - cap - 50
     assert sidecar.returncode == 0, err
-    assert f"at most {cap} connections" in err and "evicted at the cap" in err
+    assert f"at most {cap} connections (of {sidecar_fds} file descriptors)" in err and "evicted at the cap" in err

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import resource
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -14,6 +17,7 @@ from aiohttp import web
 
 from profiler.app.limits import (
     FD_SHARE,
+    MAX_CONNECTIONS,
     MIN_CONNECTIONS,
     Listener,
     connection_cap,
@@ -109,14 +113,19 @@ def test_error_answer_is_whole_http_with_a_json_body() -> None:
 
 
 def test_the_cap_stays_well_below_the_descriptor_limit() -> None:
-    import resource
-
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    cap = connection_cap()
-    assert MIN_CONNECTIONS <= cap <= 1024
-    if soft != resource.RLIM_INFINITY and soft // FD_SHARE >= MIN_CONNECTIONS:
-        assert cap <= soft // FD_SHARE
-    assert connection_cap(100) <= 100 or connection_cap(100) == MIN_CONNECTIONS
+    assert MIN_CONNECTIONS <= connection_cap() <= MAX_CONNECTIONS
+    assert connection_cap() <= max(MIN_CONNECTIONS, soft // FD_SHARE)
+    assert connection_cap(100) == min(100, max(MIN_CONNECTIONS, soft // FD_SHARE))
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one_in_a_child() -> None:
+    """In a child process (the test process keeps its own limits): soft 256, hard 2048 -> 2048, and the cap with it."""
+    script = ("import resource; from profiler.app.limits import connection_cap, raise_fd_limit; "
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (256, 2048)); "
+              "print(connection_cap(), raise_fd_limit(), connection_cap())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.split() == [str(MIN_CONNECTIONS), "2048", str(2048 // FD_SHARE)]
 
 
 async def test_a_whole_head_is_served_and_kept_alive_even_byte_by_byte(start: Start) -> None:

@@ -27,6 +27,7 @@ requests (and one that starts a second head and stalls), and `POST /runs` reads 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import resource
@@ -53,23 +54,42 @@ MAX_CONNECTIONS = 1024
 MIN_CONNECTIONS = 64
 """The fewest, however low the file-descriptor limit (below ~256 descriptors the sidecar cannot run anyway)."""
 FD_SHARE = 4
-"""The control plane takes at most 1/FD_SHARE of the process's descriptors: the rest are the run's (its
-connections to the model, up to load.max_in_flight, the hold-out file, the history, worker pipes)."""
-LISTEN_BACKLOG = 1024
-"""Connections the kernel queues before they are accepted (capped by net.core.somaxconn)."""
+"""The control plane's connections take at most 1/FD_SHARE of the process's descriptors, and its listen queue as
+many again: the rest are the run's (its connections to the model, up to load.max_in_flight, the hold-out file,
+the history, worker pipes)."""
+FD_TARGET = 65536
+"""The soft descriptor limit the sidecar raises itself to, where the hard limit allows (raise_fd_limit)."""
+LISTEN_BACKLOG = 4096
+"""Connections the kernel queues before they are accepted (capped by net.core.somaxconn and by fd_share())."""
 SWEEP_S = 0.25
 """How often connections past their head deadline are looked for (the deadline's resolution)."""
 REPORT_EVERY_S = 10.0
 """Closed connections are logged as one summary line at most this often, never one line each."""
 
 
+def raise_fd_limit(target: int = FD_TARGET) -> int:
+    """Raise the process's soft RLIMIT_NOFILE to the hard limit (at most `target`), as servers do: the soft
+    limit is often 1024 where the hard one is far higher. Returns the soft limit now."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = target if hard == resource.RLIM_INFINITY else min(hard, target)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    return int(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+
+
+def fd_share() -> int:
+    """The descriptors the control plane may take: 1/FD_SHARE of the soft limit (never below MIN_CONNECTIONS)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return FD_TARGET // FD_SHARE
+    return max(MIN_CONNECTIONS, soft // FD_SHARE)
+
+
 def connection_cap(limit: int = MAX_CONNECTIONS) -> int:
     """The cap on the control plane's connections: `limit`, or a quarter of the process's soft
     RLIMIT_NOFILE where that is lower (never below MIN_CONNECTIONS)."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return limit
-    return max(MIN_CONNECTIONS, min(limit, soft // FD_SHARE))
+    return min(limit, fd_share()) if limit >= MIN_CONNECTIONS else limit
 
 
 def error_answer(status: int, message: str) -> bytes:
@@ -137,7 +157,11 @@ class ConnectionGuard:
         return len(self._waiting)
 
     def __call__(self) -> GuardedConnection:
-        return GuardedConnection(self)
+        # Counted (and past the cap, room made) when the protocol is asked for: uvloop asks as it accepts each
+        # connection, before it accepts the next, so a burst never holds more descriptors than the cap.
+        conn = GuardedConnection(self)
+        self.admit(conn)
+        return conn
 
     # --- called by GuardedConnection --------------------------------------------------------------
 
@@ -241,11 +265,13 @@ class GuardedConnection(asyncio.Protocol):
         self._head = bytearray()
         self._inner: asyncio.Protocol | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
+        self._closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's does not subclass asyncio.Transport, so no isinstance check).
         self._transport = cast(asyncio.Transport, transport)
-        self._guard.admit(self)
+        if self._closed:  # evicted or timed out between the accept and now
+            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._inner is not None:
@@ -298,6 +324,7 @@ class GuardedConnection(asyncio.Protocol):
 
     def refuse(self, status: int, message: str) -> None:
         """Answer with an error and close (the answer is small: the socket's buffer takes it at once)."""
+        self._closed = True
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(error_answer(status, message))
@@ -307,7 +334,8 @@ class GuardedConnection(asyncio.Protocol):
                 transport.close()
 
     def abort(self) -> None:
-        """Close at once, without an answer (RST): frees the descriptor now."""
+        """Close at once, without an answer (RST): frees the descriptor now (or as soon as it has a transport)."""
+        self._closed = True
         if self._transport is not None:
             self._transport.abort()
 
@@ -336,9 +364,11 @@ async def listen(factory: Callable[[], asyncio.Protocol], host: str, port: int, 
     Raises OSError when the address cannot be bound."""
     guard = ConnectionGuard(factory, max_connections=max_connections, head_timeout_s=head_timeout_s)
     loop = asyncio.get_running_loop()
-    # The kernel's queue is no longer than the cap: a burst accepted at once (before the guard's eviction has
-    # run) holds at most twice the cap's descriptors for a moment.
-    backlog = min(LISTEN_BACKLOG, guard.max_connections)
+    # A long queue in the kernel, so that a flood outpacing the accepts does not overflow it and drop a probe's
+    # SYN (the probe would wait for its retransmit, 1 s). But the loop accepts everything queued before the
+    # guard can close any of it, so the queue takes no more descriptors than the cap: a burst holds at most
+    # twice the control plane's share for a moment, and the run keeps the rest.
+    backlog = min(LISTEN_BACKLOG, fd_share())
     server = await loop.create_server(guard, host, port, backlog=backlog, reuse_address=True)
     sockname = server.sockets[0].getsockname()
     return Listener(server, guard, (str(sockname[0]), int(sockname[1])))

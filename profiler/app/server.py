@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from profiler.app.auth import bearer_matches, load_token
-from profiler.app.limits import BODY_TIMEOUT_S, KEEPALIVE_S, Listener, listen
+from profiler.app.limits import BODY_TIMEOUT_S, KEEPALIVE_S, Listener, listen, raise_fd_limit
 from profiler.app.run import conclude, execute
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
@@ -428,6 +428,7 @@ async def start_control_plane(sidecar: Sidecar) -> tuple[web.AppRunner, Listener
     """The sidecar's app behind the control plane's limits (profiler.app.limits), listening on server.host:port.
     Raises ConfigError when the address cannot be bound."""
     server = sidecar.config.server
+    fds = raise_fd_limit()  # the run's connections and the control plane's share both come out of it
     runner = web.AppRunner(make_app(sidecar), access_log=None, keepalive_timeout=KEEPALIVE_S)
     await runner.setup()
     # Modules, libraries and the app, frozen before the first connection: no collection walks them again, so
@@ -439,8 +440,8 @@ async def start_control_plane(sidecar: Sidecar) -> tuple[web.AppRunner, Listener
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"server: cannot listen on {server.host}:{server.port}: {exc.strerror or exc}") from None
-    log.info("control plane: at most %d connections, request heads within %g s", listener.guard.max_connections,
-             listener.guard.head_timeout_s)
+    log.info("control plane: at most %d connections (of %d file descriptors), request heads within %g s",
+             listener.guard.max_connections, fds, listener.guard.head_timeout_s)
     return runner, listener
 
 
