@@ -195,7 +195,8 @@ async def timed_status(host: str, port: int, path: str) -> tuple[int, float]:
         try:
             writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
             answer = await asyncio.wait_for(reader.read(), 10)  # to the close: the whole answer
-            status = int(answer.split(b" ", 2)[1])
+            fields = answer.split(b" ", 2)
+            status = int(fields[1]) if len(fields) > 1 else 0  # closed without an answer: failed
         finally:
             writer.close()
             with contextlib.suppress(OSError):
