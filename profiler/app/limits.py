@@ -13,9 +13,9 @@ sidecar's descriptors and `/healthz` was refused. `ConnectionGuard` wraps the pr
 - **Connection cap.** At most `max_connections` at once. One more is still accepted, by closing (RST)
   the oldest connection that is waiting for its head; when none is waiting, the one idle longest. A probe
   sends its whole head in its first packet and is waiting only for a moment, the newest of all, so a
-  flood of slow sockets evicts its own older sockets, never the probe: `/healthz` keeps answering under a
-  slowloris of any size, and the sidecar never holds more than the cap (it is set well below the
-  process's file-descriptor limit, see `connection_cap`).
+  flood of slow sockets evicts its own older sockets first: `/healthz` keeps answering under a slowloris
+  of any size, and the sidecar holds no more than the cap (set well below the process's file-descriptor
+  limit, see `connection_cap`; the listen queue, `listen`, takes as many again at most).
 - **Write timeout.** A client that stops reading its answer (its socket's buffer full) for
   `write_timeout_s` is dropped, so a slow reader cannot hold a connection and its buffered answer forever.
 
@@ -157,6 +157,7 @@ class ConnectionGuard:
         return len(self._waiting)
 
     def __call__(self) -> GuardedConnection:
+        """The protocol of a connection being accepted."""
         # Counted (and past the cap, room made) when the protocol is asked for: uvloop asks as it accepts each
         # connection, before it accepts the next, so a burst never holds more descriptors than the cap.
         conn = GuardedConnection(self)
@@ -268,12 +269,14 @@ class GuardedConnection(asyncio.Protocol):
         self._closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Accepted (the guard counted it when its protocol was asked for)."""
         # A stream transport (uvloop's does not subclass asyncio.Transport, so no isinstance check).
         self._transport = cast(asyncio.Transport, transport)
         if self._closed:  # evicted or timed out between the accept and now
             self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        """Bytes from the client: buffered until the request head is whole, then aiohttp's."""
         if self._inner is not None:
             self._guard.active(self)
             self._inner.data_received(data)
@@ -293,11 +296,13 @@ class GuardedConnection(asyncio.Protocol):
         inner.data_received(head)
 
     def eof_received(self) -> bool | None:
+        """The client closed its side: aiohttp decides, once it has the connection."""
         if self._inner is not None:
             return self._inner.eof_received()
         return None  # half a head and then EOF: nothing to answer, the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Closed by either side: forgotten by the guard, and by aiohttp once it had it."""
         self._guard.drop(self)
         self._cancel_write_deadline()
         if self._inner is not None:
@@ -305,6 +310,7 @@ class GuardedConnection(asyncio.Protocol):
         self._transport = None
 
     def pause_writing(self) -> None:
+        """The client's socket is full: its write deadline starts."""
         # The client's socket is full: it has this long to read some of the answer.
         if self._write_deadline is None:
             loop = asyncio.get_running_loop()
@@ -313,6 +319,7 @@ class GuardedConnection(asyncio.Protocol):
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        """The client read some of its answer: no deadline until it stops again."""
         self._cancel_write_deadline()
         if self._inner is not None:
             self._inner.resume_writing()
