@@ -7,6 +7,7 @@ hold-out file, target never ready, ...). User errors are one line on stderr, nev
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from pathlib import Path
@@ -107,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("profiler: interrupted", file=sys.stderr)
         code = EXIT_ERROR
+    # Everything alive goes to the collector's permanent generation: the interpreter's exit then frees
+    # module by module instead of walking every object of NumPy, SciPy and scikit-learn for cycles (0.6 to
+    # 1.4 s on a loaded 2-core machine, 0.1 s frozen). A stopped run has one second past its grace period
+    # to be gone before the pod's SIGKILL; the operating system frees the memory either way.
+    gc.freeze()
     sys.exit(code)
 
 

@@ -17,10 +17,10 @@ from sidecar_helpers import write_profile
 
 from profiler.app import run as run_module
 from profiler.app.run import conclude
-from profiler.record.history import record
 from profiler.app.server import MAX_BODY_BYTES, READY_CACHE_S, Sidecar, TargetProbe, make_app
 from profiler.config import Config, load_config
 from profiler.examples.holdout import write_holdout
+from profiler.record.history import record
 from profiler.record.recent_runs import MemoryRuns
 from profiler.record.report import REPORT_SCHEMA_VERSION, report_schema
 

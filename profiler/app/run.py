@@ -78,8 +78,11 @@ dispatcher's wake-ups are not delayed behind it (that delay would show as schedu
 GRACEFUL_PHASES = frozenset({"accuracy", "load"})
 """Phases with requests in flight: on a stop they get the grace period to finish them (the answers are
 recorded); every other phase (a wait, a file read, a sleep) is cancelled at once."""
-CANCEL_WAIT_S = 0.5
+CANCEL_WAIT_S = 0.25
 """How long a cancelled phase may take to close its connections before the run concludes without it."""
+SAVE_AFTER_GRACE_S = 0.3
+"""How long the history write of a stopped run may take when the grace period is already spent (the
+requests in flight had it all): a write takes milliseconds unless another writer holds the file locked."""
 ACCURACY_CONCURRENCY = 16
 """Requests the accuracy pass keeps in flight (fewer when load.max_in_flight is lower)."""
 ACCURACY_GIVE_UP = 32
@@ -303,9 +306,10 @@ async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport
 async def _conclude(state: RunState, status: str, t0: float, clock: StopClock) -> dict[str, Any]:
     """Build the report and save the run, both in threads (the loop keeps serving /healthz, /metrics).
 
-    A stop before the history write begins makes the run aborted; one during the write gives it what is
-    left of the grace period. A write still waiting then (a locked history) is abandoned: SQLite writes
-    the run in one transaction, so the history holds all of it or none, and the report says it may lack it.
+    A stop before the history write begins makes the run aborted; the write then has what is left of the
+    grace period (at least SAVE_AFTER_GRACE_S). A write still waiting then (a locked history) is abandoned:
+    SQLite writes the run in one transaction, so the history holds all of it or none, and the report says
+    it may lack it.
     """
     if clock.stopped and status == "completed":
         status = "aborted"
@@ -325,7 +329,7 @@ async def _conclude(state: RunState, status: str, t0: float, clock: StopClock) -
     try:
         await asyncio.wait({saving, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not saving.done():
-            await asyncio.wait({saving}, timeout=clock.left_s())
+            await asyncio.wait({saving}, timeout=max(clock.left_s(), SAVE_AFTER_GRACE_S))
     finally:
         stopped.cancel()
         if not saving.done():
@@ -419,9 +423,10 @@ async def _accuracy_pass(state: RunState, stop: asyncio.Event, transport: Transp
                 state.accuracy_errors += 1
                 if isinstance(exc, TimeoutError) or (isinstance(exc, TransportError) and exc.kind in UNANSWERED):
                     tally.unanswered += 1
-                    if tally.unanswered >= ACCURACY_GIVE_UP and 2 * tally.unanswered >= tally.sent:
-                        tally.gave_up = (f"gave up: {tally.unanswered} of {tally.sent} requests went unanswered "
-                                         f"(timeout {timeout_s:g} s or connection errors)")
+                    if (tally.gave_up is None and tally.unanswered >= ACCURACY_GIVE_UP
+                            and 2 * tally.unanswered >= tally.sent):
+                        tally.gave_up = (f"gave up: {tally.unanswered} of {tally.sent} requests sent went "
+                                         f"unanswered (timeout {timeout_s:g} s, or connection errors)")
                 continue
             predictions.add(Prediction(first, len(chunk), OK, values))
 
