@@ -1,7 +1,9 @@
 """Command line: run, serve, demo, history, compare and the example model. Wiring and I/O only.
 
-Exit codes: 0 pass, 1 fail (a gate failed), 2 inconclusive, 3 could not run (bad config or
-hold-out file, target never ready, ...). User errors are one line on stderr, never a traceback.
+Exit codes (one rule, judge.verdict.exit_code_for): 0 pass, 1 fail (a required check failed, and nothing
+else), 2 inconclusive or aborted, 3 could not run or could not finish its job (bad config or hold-out file,
+target never ready, a report file it cannot write, ...). User errors are one line on stderr, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from profiler.app.run import run_once
 from profiler.app.server import serve
 from profiler.config import HISTORY_FILE, load_config
 from profiler.core import aio
-from profiler.core.errors import ProfilerError
+from profiler.core.errors import ProfilerError, ReportError, error_line
 from profiler.examples.holdout import write_holdout
 from profiler.examples.server import main as server_main
 from profiler.judge.catalogue import flatten_metrics
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = _dispatch(args)
     except ProfilerError as exc:
-        print(f"profiler: error: {exc}", file=sys.stderr)
+        print(error_line(str(exc)), file=sys.stderr)
         code = EXIT_ERROR
     except KeyboardInterrupt:
         print("profiler: interrupted", file=sys.stderr)
@@ -165,13 +167,20 @@ def merge_files(files: list[Path], out: Path, quiet: bool = False) -> int:
     gates = [Gate(g["metric"], g.get("min"), g.get("max"), g.get("required", True)) for g in report.get("gates", [])
              if g.get("min") is not None or g.get("max") is not None]
     report["verdict"] = judge(report, gates).as_dict()
-    path = write_json(report, out)
+    problems: list[str] = []
+    try:
+        written = f"into {write_json(report, out)}"
+    except ReportError as exc:
+        problems.append(str(exc))
+        written = "(NOT WRITTEN, see the error below)"
     if quiet:
         print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
     else:
         print(render_text(report), end="")
-    print(f"merged   {len(files)} reports into {path}")
-    return exit_code_for(report)
+    print(f"merged   {len(files)} reports {written}", flush=True)
+    for problem in problems:
+        print(error_line(problem), file=sys.stderr)
+    return exit_code_for(report, problems)
 
 
 def _history_command(args: argparse.Namespace) -> int:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 
 from profiler.core.units import NS_PER_S
-from profiler.schedule import LAG_BUDGET_NS, Pacing, arrival_offsets_ns, make_stage, pacing
+from profiler.schedule import (
+    LAG_BUDGET_NS,
+    Pacing,
+    arrival_gap_ns,
+    arrival_offsets_ns,
+    constant_gap_ns,
+    make_stage,
+    pacing,
+)
 
 B = LAG_BUDGET_NS  # 1.25 ms
 
@@ -103,25 +112,14 @@ def lateness_ns(plan: Pacing, intended: list[int]) -> list[int]:
     return late
 
 
-DRIFT = pytest.mark.xfail(strict=True, reason=(
-    "known: with a gap that is not a whole number of ns the grid's period is rounded, so the grid drifts off "
-    "the arrivals (0.33 ns a period at 3,000 rps) and an arrival that should meet a tick misses it by a few ns "
-    "and waits a whole period; on a real timer the OS's wake-up delay hides it until the drift outgrows that "
-    "delay (tens of seconds to minutes at 3,000 rps)"))
-
-
-def bound_cases() -> list[object]:
-    """(rate, arrival, budget) for the bound; a grid laid on fractional gaps is the known drift."""
-    cases: list[object] = []
-    for rate, arrival in [(10, "constant"), (500, "constant"), (800, "constant"), (801, "constant"),
-                          (1000, "constant"), (3000, "constant"), (4000, "constant"), (10_000, "constant"),
-                          (50_000, "constant"), (1_000_000, "constant"), (10, "poisson"), (500, "poisson"),
-                          (800, "poisson"), (1500, "poisson"), (3000, "poisson"), (50_000, "poisson")]:
-        for budget_ns in (0, 500_000, B, 5_000_000):
-            gap_ns = NS_PER_S / rate
-            drifts = arrival == "constant" and gap_ns <= budget_ns and not gap_ns.is_integer()
-            cases.append(pytest.param(rate, arrival, budget_ns, marks=[DRIFT] if drifts else []))
-    return cases
+def bound_cases() -> list[tuple[float, str, int]]:
+    """(rate, arrival, budget) for the bound; 801 and 3,000 rps have gaps that are not whole ns in seconds."""
+    return [(rate, arrival, budget_ns)
+            for rate, arrival in [(10, "constant"), (500, "constant"), (800, "constant"), (801, "constant"),
+                                  (1000, "constant"), (3000, "constant"), (4000, "constant"), (10_000, "constant"),
+                                  (50_000, "constant"), (1_000_000, "constant"), (10, "poisson"), (500, "poisson"),
+                                  (800, "poisson"), (1500, "poisson"), (3000, "poisson"), (50_000, "poisson")]
+            for budget_ns in (0, 500_000, B, 5_000_000)]
 
 
 @pytest.mark.parametrize(("rate", "arrival", "budget_ns"), bound_cases())
@@ -129,9 +127,31 @@ def test_no_send_is_early_or_later_than_the_budget(rate, arrival, budget_ns):
     stage = make_stage(1, rate, None, 400)
     start_ns = 1_000_000_000
     intended = [start_ns + t for t in arrival_offsets_ns(stage, arrival, seed=5)]
-    plan = pacing(budget_ns, NS_PER_S / rate, arrival == "constant", intended[0])
+    plan = pacing(budget_ns, arrival_gap_ns(rate, arrival), arrival == "constant", intended[0])
     late = lateness_ns(plan, intended)
     assert min(late) >= 0
     assert max(late) <= budget_ns
     if plan.period_ns and arrival == "constant":  # the grid is laid on the arrivals: some go on time
         assert late[0] == 0 and late.count(0) >= len(late) // (plan.period_ns * rate // NS_PER_S + 1)
+
+
+@pytest.mark.parametrize("rate", [7, 801, 3000, 7001, 33_333, 999_999, 1_000_000])
+def test_constant_arrivals_sit_on_whole_nanoseconds_so_a_grid_never_drifts_off_them(rate):
+    """Every gap is the same whole number of ns: k gaps are exactly one grid period, for the whole stage."""
+    gap = constant_gap_ns(rate)
+    offsets = list(arrival_offsets_ns(make_stage(1, rate, None, 5000)))
+    assert {b - a for a, b in itertools.pairwise(offsets)} == {gap}
+    assert offsets[-1] == 4999 * gap                     # no drift accumulates, however long the stage
+    assert 0 <= NS_PER_S / gap - rate <= rate * 1e-3     # the rate offered is at most 0.1% above the plan
+    plan = pacing(B, arrival_gap_ns(rate), True, 0)
+    if plan.period_ns:
+        assert plan.period_ns % gap == 0                 # the grid's period is whole gaps
+
+
+@pytest.mark.parametrize(("rate", "parts"), [(3000, 2), (3000, 3), (801, 4)])
+def test_a_parts_gap_is_whole_gaps_of_the_stage(rate, parts):
+    gap = constant_gap_ns(rate)
+    for part in range(parts):
+        offsets = list(arrival_offsets_ns(make_stage(1, rate, None, 600), part=part, parts=parts))
+        assert {b - a for a, b in itertools.pairwise(offsets)} == {arrival_gap_ns(rate, parts=parts)}
+        assert offsets[0] == part * gap

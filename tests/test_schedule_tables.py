@@ -129,9 +129,11 @@ def test_constant_offsets(rate, duration, requests, count):
     [(100, 1.0, None), (3, 1.0, None), (1000, 0.0015, None), (10, None, 3), (0.7, 10.0, None), (333.3, 0.5, None)],
 )
 def test_constant_offsets_are_whole_gaps_and_parts_are_slices(rate, duration, requests):
-    """Arrival i is at i gaps (truncated to ns); worker k of n gets arrivals k, k+n, ... of the same timetable."""
+    """Arrival i is at i whole-ns gaps (the gap truncated to ns); worker k of n gets arrivals k, k+n, ... of the
+    same timetable."""
     stage = make_stage(1, rate, duration, requests)
-    expected = [int(i * NS_PER_S / rate) for i in range(stage.expected_requests)]
+    gap_ns = int(NS_PER_S // rate)
+    expected = [i * gap_ns for i in range(stage.expected_requests)]
     if requests is None:
         expected = [t for t in expected if t < duration * NS_PER_S]
     assert list(arrival_offsets_ns(stage)) == expected

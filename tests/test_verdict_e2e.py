@@ -153,7 +153,7 @@ def test_bad_baselines_fail_before_the_load(tmp_path: Path, cli):
 def test_a_latency_gate_alone_cannot_pass_a_model_failing_half_its_requests(tmp_path: Path, start_server, cli):
     """Every other answer has the wrong shape: fast, but half the requests fail. Only latency is gated."""
     write_holdout(tmp_path / "holdout.jsonl")
-    proc, url = start_server("--bad-output-every", "2")
+    _, url = start_server("--bad-output-every", "2")
     (tmp_path / "p.yaml").write_text(
         f'target: {{url: "{url}", model: digits, timeout_s: 5, ready_timeout_s: 30}}\n'
         "dataset: {path: holdout.jsonl, inputs: pixels, label: label, id: id}\n"

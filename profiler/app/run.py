@@ -28,7 +28,7 @@ from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config, ResourcesConfig
 from profiler.core import aio, logs
-from profiler.core.errors import DecodeError, TargetError, TransportError
+from profiler.core.errors import DecodeError, ReportError, TargetError, TransportError, error_line
 from profiler.core.redact import redact_url
 from profiler.core.results import OK, Prediction
 from profiler.dataset import Dataset, load_dataset
@@ -262,15 +262,17 @@ async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
     state.baseline = await aio.in_thread(find_baseline, config, inputs.dataset.sha256, state.run_id,
                                          name="profiler-baseline")
     transport = make_transport(config, inputs.codec)
-    sampling = asyncio.create_task(_sample_resources(state, t0))
+    watch = ResourceWatch(state, t0)
+    sampling = asyncio.create_task(watch.run())
     try:
-        return await _drive(state, stop, inputs, transport)
+        return await _drive(state, stop, inputs, transport, watch)
     finally:
         sampling.cancel()
         await transport.close()
 
 
-async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport: Transport) -> str:
+async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport: Transport,
+                 watch: ResourceWatch) -> str:
     """The target's phases: readiness, metadata, settle, accuracy pass, load, settle. Returns the status."""
     config = state.config
     codec, dataset = inputs.codec, inputs.dataset
@@ -280,7 +282,9 @@ async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport
     if not await check_model_inputs(config.target, codec, transport, dataset.samples[0]):
         state.phases["checking metadata"] = PHASE_SKIPPED
     _enter(state, "before")
+    await watch.mark()
     await asyncio.sleep(config.resources.settle_s)
+    await watch.mark()
     assert state.predictions is not None
     engine = Engine(
         transport, codec.infer_path, inputs.bodies, codec.decode, batch=config.load.batch_size,
@@ -309,9 +313,11 @@ async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport
         await driver.close()
     if status == "aborted":
         return status
+    await watch.mark()  # the end of the load, tagged "load": the run changes phase only after the reading
     _enter(state, "after")
     if status == "completed":
         await asyncio.sleep(config.resources.settle_s)
+        await watch.mark()
     else:
         state.phases["after"] = PHASE_SKIPPED
     return status
@@ -455,57 +461,102 @@ async def _accuracy_pass(state: RunState, stop: asyncio.Event, transport: Transp
             state.accuracy_incomplete = "the run was stopped during the accuracy pass"
 
 
-async def _sample_resources(state: RunState, t0: float) -> None:
-    """Read the model's resources every interval_s, on a fixed grid (a slow read does not shift it)."""
-    sampler = state.sampler
-    if sampler is None or not sampler.configured:
-        return
-    interval = state.config.resources.interval_s
-    phases = {"before": BEFORE, "accuracy": ACCURACY, "load": LOAD, "after": AFTER}
-    next_s = time.monotonic()
-    while True:
-        # A daemon thread: a read of a hung process's /proc files or a scrape that never answers must not
-        # hold the process's exit (the loop's shutdown joins asyncio.to_thread's threads).
-        reading = await aio.in_thread(sampler.read, name="profiler-sampler")
-        if reading is not None:
-            state.series.add(ResourcePoint(time.monotonic() - t0, reading.rss_bytes, reading.cpu_s,
-                                           reading.processes, phases.get(state.phase, STARTING),
-                                           state.requests_done, reading.memory_bytes))
-        next_s = max(next_s + interval, time.monotonic())
-        await asyncio.sleep(next_s - time.monotonic())
+SERIES_PHASES = {"before": BEFORE, "accuracy": ACCURACY, "load": LOAD, "after": AFTER}
+"""The run's phases as the resource series tags its readings (anything else is 'starting')."""
+
+
+class ResourceWatch:
+    """The model's resources, read on a fixed grid of interval_s and at each phase boundary.
+
+    The boundary readings (`mark`: the start and end of the rest before the load, the end of the load, the
+    end of the rest after it) make the "before" and "after" figures exist whenever the sampler works,
+    whatever interval_s and settle_s: a grid reading landing in a rest window is luck. One read at a time
+    (the sampler keeps state between reads), each in a thread; a reading is tagged with the phase the run
+    was in when it was taken (the run changes phase only after awaiting `mark`).
+    """
+
+    def __init__(self, state: RunState, t0: float) -> None:
+        self._state = state
+        self._t0 = t0
+        self._lock = asyncio.Lock()
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to read."""
+        sampler = self._state.sampler
+        return sampler is not None and sampler.configured
+
+    async def run(self) -> None:
+        """Read every interval_s on a fixed grid (a slow read does not shift it) until cancelled."""
+        if not self.active:
+            return
+        interval = self._state.config.resources.interval_s
+        next_s = time.monotonic()
+        while True:
+            await self._read(boundary=False)
+            next_s = max(next_s + interval, time.monotonic())
+            await asyncio.sleep(next_s - time.monotonic())
+
+    async def mark(self) -> None:
+        """One reading now, at a phase boundary; kept in the series whatever its resolution."""
+        if self.active:
+            await self._read(boundary=True)
+
+    async def _read(self, boundary: bool) -> None:
+        state = self._state
+        assert state.sampler is not None
+        async with self._lock:
+            # Stamped as the read starts: what it reads is the model at that moment, in that phase.
+            t_s, phase, requests = time.monotonic() - self._t0, state.phase, state.requests_done
+            # A daemon thread: a read of a hung process's /proc files or a scrape that never answers must not
+            # hold the process's exit (the loop's shutdown joins asyncio.to_thread's threads).
+            reading = await aio.in_thread(state.sampler.read, name="profiler-sampler")
+            if reading is not None:
+                state.series.add(ResourcePoint(t_s, reading.rss_bytes, reading.cpu_s, reading.processes,
+                                               SERIES_PHASES.get(phase, STARTING), requests, reading.memory_bytes,
+                                               boundary=boundary))
 
 
 def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int:
     """Execute the profile, write the report, print the table; the exit code carries the verdict.
 
+    The run is saved to the history before the report file is written, and the table is
+    printed whether or not the file could be: when it cannot (a read-only or full folder, ...) what was
+    measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
     `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop).
     """
     handler = logs.configure() if progress else None
     try:
         state = new_state(config)
-        report, path = aio.run(_execute_until_signal(state))
+        report, written, problems = aio.run(_execute_until_signal(state))
     finally:
         logs.unconfigure(handler)
     if quiet:
         print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
     else:
         print(render_text(report), end="")
-    print(f"report   {path}")
-    return exit_code_for(report)
+    print(f"report   {written}", flush=True)
+    for problem in problems:
+        print(error_line(problem), file=sys.stderr)
+    return exit_code_for(report, problems)
 
 
-async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], Path]:
-    """Run the profile and write its report; SIGINT/SIGTERM stop the run in any phase, and the report
-    records it as aborted. The handlers stay until the report file is written, so a signal then is not
-    the default one that would kill the process half-way through the write."""
+async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], str, list[str]]:
+    """Run the profile and write its report (in a thread); SIGINT/SIGTERM stop the run in any phase, and the
+    report records it as aborted. The handlers stay until the report file is written, so a signal then is
+    not the default one that would kill the process half-way through the write. Returns the report, where
+    it was written (or why not) and what the profiler could not do (see run_once)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stopper(state, stop, sig))
     try:
         report = await execute(state, stop)
-        path = await aio.in_thread(write_json, report, state.config.report.path, name="profiler-report-file")
-        return report, path
+        try:
+            path = await aio.in_thread(write_json, report, state.config.report.path, name="profiler-report-file")
+        except ReportError as exc:
+            return report, "NOT WRITTEN (see the error below)", [str(exc)]
+        return report, str(path), []
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -31,7 +31,7 @@ from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config
 from profiler.core import aio, logs
-from profiler.core.errors import ConfigError, ProfilerError
+from profiler.core.errors import ConfigError, ProfilerError, ReportError, StoreError
 from profiler.core.redact import redact_url
 from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, exit_code_for
 from profiler.record.exporter import RunCollector
@@ -139,6 +139,11 @@ class Sidecar:
         self.registry.register(RunCollector(lambda: self.state))
         self._started_mono = 0.0
         self._encoded: tuple[str, bytes] | None = None
+        self.problems: list[str] = []
+        """What the profiler could not do for the current run although it has a report (the report file
+        could not be written): the run's exit code is then 3 (see judge.verdict.exit_code_for)."""
+        self._last_run_id: str | None = None
+        self._history_problem: str | None = None
 
     @property
     def running(self) -> bool:
@@ -151,6 +156,7 @@ class Sidecar:
             raise RuntimeError("a run is already under way")
         self.state = new_state(self.config)
         self.error = None
+        self.problems = []
         self.stop = asyncio.Event()
         self.finished.clear()
         self._started_mono = time.monotonic()
@@ -188,13 +194,17 @@ class Sidecar:
             self.finished.set()
 
     def _finish(self, report: dict[str, Any]) -> None:
+        """Keep the finished run's report: served on /report at once, written to report.path, kept in the
+        history. A report file that cannot be written is one log line and a problem of the run (exit 3 with
+        --once); the report is still served and kept."""
         assert self.state is not None
         self.state.report = report
+        self._last_run_id = str(report["run"]["id"])
         try:
             write_json(report, self.config.report.path)
-        except OSError as exc:
-            log.error("run %s: cannot write the report to %s: %s", report["run"]["id"], self.config.report.path,
-                      exc.strerror or exc)
+        except ReportError as exc:
+            self.problems.append(str(exc))
+            log.error("run %s: %s (the report is still served on /report)", report["run"]["id"], exc)
         self.history.add(report)
         log.info("run %s %s: verdict %s (%s)", report["run"]["id"], report["run"]["status"],
                  report["verdict"]["status"], report["verdict"]["reason"])
@@ -217,13 +227,26 @@ class Sidecar:
     # --- documents -----------------------------------------------------------------------------
 
     async def _progress(self, state: RunView) -> dict[str, Any]:
-        latest = await self._runs(1)
         return {
             "status": "error" if self.error else "running",
             "error": self.error,
             "progress": state.progress(),
-            "latest_run_id": latest[0]["id"] if latest else None,
+            "latest_run_id": await self._latest_run_id(),
         }
+
+    async def _latest_run_id(self) -> str | None:
+        """The newest finished run's id, best effort: from the history, else (a history that cannot be read,
+        locked or corrupt) the last run this process finished. Only /runs fails on a broken history."""
+        try:
+            latest = await self._runs(1)
+        except StoreError as exc:
+            if str(exc) != self._history_problem:  # once per problem, not once per poll of /report
+                log.warning("/report: the run history cannot be read (latest_run_id is this process's own "
+                            "last run): %s", exc)
+                self._history_problem = str(exc)
+            return self._last_run_id
+        self._history_problem = None
+        return str(latest[0]["id"]) if latest else self._last_run_id
 
     async def _runs(self, limit: int) -> list[dict[str, Any]]:
         # The history may be a SQLite file another process holds locked: read it off the event loop.
@@ -426,6 +449,6 @@ async def _serve(config: Config, once: bool, history: RunSource | None) -> int:
         await runner.cleanup()
     state = sidecar.state
     if state is not None and state.report is not None:
-        return exit_code_for(state.report)
+        return exit_code_for(state.report, sidecar.problems)
     return EXIT_PASS if state is None else EXIT_ERROR
 

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+ERROR_PREFIX = "profiler: error: "
+"""How every user-facing error line starts on stderr (the CLI's and a run's own)."""
+
+
+def error_line(message: str) -> str:
+    """The one line a user error is printed as: `profiler: error: <message>`."""
+    return f"{ERROR_PREFIX}{message}"
+
 
 class ProfilerError(Exception):
     """An error the user can cause and fix; the CLI prints it as one line, no traceback."""
@@ -17,6 +25,10 @@ class DatasetError(ProfilerError):
 
 class TargetError(ProfilerError):
     """The served model cannot be reached or never became ready (names the URL)."""
+
+
+class ReportError(ProfilerError):
+    """The report file cannot be written (names the path and the reason); what was measured is kept."""
 
 
 class TransportError(Exception):

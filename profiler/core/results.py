@@ -1,8 +1,10 @@
 """What the engine hands on: a `Prediction` per request, a `Result` (a prediction with its times) per
-request sent under load, and a `StageAccount` per stage. Every consumer takes them one at a time."""
+request sent under load, and a `StageAccount` per stage (with a `StageTally`, its live view, while the
+stage runs). Every consumer takes them one at a time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -93,6 +95,43 @@ class StageAccount:
     late: int
     cut_short: bool
     cpu_s: float
+
+
+@dataclass(slots=True)
+class StageTally:
+    """The dispatcher's running count of the stage under way: the live view of its StageAccount.
+
+    The engine counts into it as it goes (one attribute increment where it counted into a local, no copy
+    per request); the stage's recorder reads it when asked for figures while the stage runs (/report,
+    /metrics, a worker's partial figures). Readers share the engine's event loop, so they see it between
+    two of its steps. `now_ns` and `cpu_s` read the engine's own clocks (injected: a fake clock in tests).
+    """
+
+    started_ns: int
+    clock_ns: Callable[[], int]
+    """The engine's monotonic clock, nanoseconds."""
+    cpu_clock_s: Callable[[], float]
+    """The generator process's CPU clock, seconds."""
+    cpu_start_s: float
+    scheduled: int = 0
+    """Arrivals taken from the timetable so far."""
+    sent: int = 0
+    """Requests sent so far (each scheduled arrival is sent or counted unsent)."""
+    unsent: int = 0
+    late: int = 0
+
+    def now_ns(self) -> int:
+        """Now, on the engine's clock (monotonic ns)."""
+        return self.clock_ns()
+
+    def cpu_s(self) -> float:
+        """The generator's CPU seconds since the stage started."""
+        return self.cpu_clock_s() - self.cpu_start_s
+
+    def account(self, ended_ns: int, cut_short: bool) -> StageAccount:
+        """The stage's account once its dispatch has ended and its requests drained."""
+        return StageAccount(self.started_ns, ended_ns, self.scheduled, self.unsent, self.late, cut_short,
+                            self.cpu_s())
 
 
 class PredictionConsumer(Protocol):

@@ -33,7 +33,7 @@ METRICS: dict[str, str] = {
     "memory_growth_bytes": "memory at rest after the load minus at rest before",
     "memory_growth_pct": "that growth in percent of the memory before",
     "cpu_cores": "CPU cores the model used under load",
-    "memory_leak": "leak test: 1 leaked, 0 no leak; not measured when inconclusive (gate with max: 0)",
+    "memory_leak": "leak test: 1 leaked, 0 no leak; none when inconclusive, the check says why (gate with max: 0)",
     "memory_growth_bytes_per_request": "Theil-Sen growth of memory per request under load, after warm-up",
     "memory_growth_bytes_per_hour": "Theil-Sen growth of memory per hour at the tested load, after warm-up",
     "memory_steady_bytes": "memory under sustained load (median of the last third of the load)",
@@ -186,6 +186,44 @@ def resource_metrics(resources: dict[str, Any]) -> dict[str, float | None]:
         "replicas_per_node": footprint.get("replicas_per_node"),
         "model_artifact_bytes": footprint.get("artifact_bytes"),
     }
+
+
+RESOURCE_METRICS = ("memory_peak_bytes", "memory_growth_bytes", "memory_growth_pct", "memory_steady_bytes",
+                    "memory_before_bytes", "cpu_cores", "cpu_seconds_per_request", "memory_leak",
+                    "memory_growth_bytes_per_request", "memory_growth_bytes_per_hour", "replicas_per_node")
+"""The metrics `resource_metrics` leaves unmeasured when the model's memory was not read over the whole run."""
+
+
+def unmeasured_reasons(report: dict[str, Any]) -> dict[str, str]:
+    """Why metrics this report has no value for were not measured, where the report says more than "not
+    measured": the model's resources not read over the whole run (the reason), or a leak test that ran
+    and could not decide (what it found, and why that does not decide). Keyed by metric name."""
+    resources = report.get("resources") or {}
+    if not resources:
+        return {}
+    if not resources.get("complete"):
+        why = resources.get("incomplete") or "nothing to watch is configured"
+        return {name: f"{name} was not measured: the model's resources were not read over the whole run ({why})"
+                for name in RESOURCE_METRICS}
+    leak = resources.get("leak") or {}
+    if leak.get("status") == "inconclusive":
+        return {"memory_leak": f"memory_leak: {leak_inconclusive_reason(leak)}"}
+    return {}
+
+
+def leak_inconclusive_reason(leak: dict[str, Any]) -> str:
+    """'leak test inconclusive: <the test's reason> (growth 1,204 B per request, 95% interval -410 to 2,914,
+    over 600 requests after warm-up)': what the test found, and why it does not decide."""
+    found = ""
+    slope, low, high = (leak.get(k) for k in ("bytes_per_request", "bytes_per_request_low", "bytes_per_request_high"))
+    if all(isinstance(v, int | float) for v in (slope, low, high)):
+        found = f"growth {slope:,.0f} B per request, 95% interval {low:,.0f} to {high:,.0f}"
+    window = leak.get("window_requests")
+    if isinstance(window, list | tuple) and len(window) == 2:
+        span = f"{float(window[1]) - float(window[0]):,.0f} requests after warm-up, {leak.get('points', 0)} readings"
+        found = f"{found}, over {span}" if found else f"over {span}"
+    reason = str(leak.get("reason") or "no reason given")
+    return f"leak test inconclusive: {reason}" + (f" ({found})" if found else "")
 
 
 def qualified_metrics(report: dict[str, Any]) -> dict[str, float | None]:

@@ -10,11 +10,11 @@ half the requests failed cannot pass. See docs/verdict.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from profiler.judge.catalogue import METRICS, flatten_metrics, greater_is_better
+from profiler.judge.catalogue import METRICS, flatten_metrics, greater_is_better, unmeasured_reasons
 
 PASS = "pass"
 FAIL = "fail"
@@ -30,8 +30,17 @@ EXIT_ERROR = 3
 _CODES = {PASS: EXIT_PASS, FAIL: EXIT_FAIL, INCONCLUSIVE: EXIT_INCONCLUSIVE}
 
 
-def exit_code_for(report: dict[str, Any]) -> int:
-    """The process exit code that carries a report's verdict to CI."""
+def exit_code_for(report: dict[str, Any], problems: Sequence[str] = ()) -> int:
+    """The process exit code that carries a report's verdict to CI; the one rule every command follows.
+
+    `problems` are what the profiler itself could not do once the run had a verdict (the report file could
+    not be written, ...): any of them makes it EXIT_ERROR even though a verdict was computed, so CI never
+    reads the profiler's failure as the model's. Otherwise the verdict decides: EXIT_FAIL only when a
+    required check failed, EXIT_INCONCLUSIVE when something required was undecided or the run was aborted
+    (an aborted run's verdict is inconclusive unless a check already failed), EXIT_PASS on pass.
+    """
+    if problems:
+        return EXIT_ERROR
     return _CODES.get(report["verdict"]["status"], EXIT_ERROR)
 
 
@@ -143,14 +152,15 @@ def _missing(value: float | None) -> bool:
 
 
 def evaluate_gate(metric: str, value: float | None, lower: float | None, upper: float | None,
-                  required: bool = True) -> Check:
-    """Compare one value with its bounds. Missing or NaN never passes."""
+                  required: bool = True, unmeasured: str | None = None) -> Check:
+    """Compare one value with its bounds. Missing or NaN never passes; `unmeasured` says why it is missing
+    when the report knows (catalogue.unmeasured_reasons)."""
     bound = " and ".join(part for part in (
         f">= {lower:g}" if lower is not None else "",
         f"<= {upper:g}" if upper is not None else "",
     ) if part)
     if _missing(value):
-        return Check(metric, INCONCLUSIVE, None, bound, f"{metric} was not measured", required)
+        return Check(metric, INCONCLUSIVE, None, bound, unmeasured or f"{metric} was not measured", required)
     assert value is not None
     if lower is not None and value < lower:
         return Check(metric, FAIL, value, bound, f"{metric} {value:.6g} is below the minimum {lower:g}", required)
@@ -212,8 +222,9 @@ def judge_change(change: ChangeBound, better: float, slack: float, is_real: bool
 
 def evaluate_change(metric: str, value: float | None, predecessor: Predecessor | None, change: ChangeBound,
                     higher_better: bool, significance: Significance | str | None, required: bool = True,
-                    first_run_blocks: bool = False) -> Check:
-    """Bound the change against the predecessor; see ChangeBound. Missing or NaN never passes.
+                    first_run_blocks: bool = False, unmeasured: str | None = None) -> Check:
+    """Bound the change against the predecessor; see ChangeBound. Missing or NaN never passes (`unmeasured`
+    says why it is missing when the report knows).
 
     Without any predecessor (the first run of a model on a hold-out set) the check is inconclusive
     and, unless `first_run_blocks`, not required, so a first run can pass on its absolute gates.
@@ -229,7 +240,7 @@ def evaluate_change(metric: str, value: float | None, predecessor: Predecessor |
                                    "this hold-out set)", req=required and first_run_blocks)
     previous = predecessor.metrics.get(metric)
     if _missing(value):
-        return check(INCONCLUSIVE, f"{metric} was not measured", None if _missing(previous) else previous)
+        return check(INCONCLUSIVE, unmeasured or f"{metric} was not measured", None if _missing(previous) else previous)
     if _missing(previous):
         return check(INCONCLUSIVE, f"{metric} was not measured in the predecessor run {predecessor.run_id}")
     assert value is not None and previous is not None
@@ -346,12 +357,15 @@ def decide(checks: list[Check]) -> Verdict:
 
 
 def gate_checks(gate: Gate, metrics: dict[str, float | None], predecessor: Predecessor | None = None,
-                significance: SignificanceFn | None = None, first_run_blocks: bool = False) -> list[Check]:
-    """The checks one gate yields: an absolute check if it has min/max, a change check if it has change."""
+                significance: SignificanceFn | None = None, first_run_blocks: bool = False,
+                unmeasured: Mapping[str, str] | None = None) -> list[Check]:
+    """The checks one gate yields: an absolute check if it has min/max, a change check if it has change.
+    `unmeasured`: why metrics the report lacks were not measured, by name (catalogue.unmeasured_reasons)."""
     value = metrics.get(gate.metric)
+    why = (unmeasured or {}).get(gate.metric)
     checks = []
     if gate.min is not None or gate.max is not None:
-        absolute = evaluate_gate(gate.metric, value, gate.min, gate.max, gate.required)
+        absolute = evaluate_gate(gate.metric, value, gate.min, gate.max, gate.required, why)
         if _missing(value) and gate.metric not in METRICS:
             absolute = Check(gate.metric, INCONCLUSIVE, None, absolute.bound,
                              f"{gate.metric} is not in this report (no such class or offered rate)", gate.required)
@@ -361,7 +375,7 @@ def gate_checks(gate: Gate, metrics: dict[str, float | None], predecessor: Prede
         if predecessor is not None and significance is not None:
             sig = significance(gate.metric, gate.change.alpha)
         checks.append(evaluate_change(gate.metric, value, predecessor, gate.change, gate.higher_better, sig,
-                                      gate.required, first_run_blocks))
+                                      gate.required, first_run_blocks, why))
     return checks
 
 
@@ -369,7 +383,8 @@ def judge(report: dict[str, Any], gates: Sequence[Gate], predecessor: Predecesso
           significance: SignificanceFn | None = None, first_run_blocks: bool = False) -> Verdict:
     """Apply the gates to a report, against a predecessor, after the implied checks (`implied_checks`)."""
     metrics = report.get("metrics") or flatten_metrics(report)
+    unmeasured = unmeasured_reasons(report)
     checks: list[Check] = implied_checks(report)
     for gate in gates:
-        checks.extend(gate_checks(gate, metrics, predecessor, significance, first_run_blocks))
+        checks.extend(gate_checks(gate, metrics, predecessor, significance, first_run_blocks, unmeasured))
     return decide(checks)

@@ -11,11 +11,11 @@ from functools import partial
 from typing import Any
 
 from profiler.core.errors import DecodeError, TransportError
-from profiler.core.results import DECODE, OK, Consumer, Result, StageAccount
+from profiler.core.results import DECODE, OK, Consumer, Result, StageTally
 from profiler.core.units import NS_PER_S
 from profiler.load.timer import MONOTONIC, Clock, Waker
 from profiler.measure.latency import StageRecorder
-from profiler.schedule import LAG_BUDGET_NS, Pacing, Stage, pacing
+from profiler.schedule import LAG_BUDGET_NS, Pacing, Stage, arrival_gap_ns, pacing
 from profiler.transports.base import Transport
 
 Decoder = Callable[[bytes, int], list[Any]]
@@ -73,7 +73,8 @@ class Engine:
         self._polled = False
         self._stopping = False
         self._cursor = 0
-        self.sent_total = 0
+        self._tally = StageTally(0, clock.now_ns, cpu_clock, 0.0)
+        """The stage under way's running count (a fresh one per stage); _launch counts its sends into it."""
 
     def stop(self) -> None:
         """Stop sending; requests already in flight are still awaited and recorded."""
@@ -101,14 +102,15 @@ class Engine:
         `gap_ns` is the mean gap between this engine's arrivals (default: the stage's rate; a worker
         that gets every Nth arrival has N times that), and `even` says they are evenly spaced (the
         constant process), which lets the wake grid sit on them. The recorder is opened at the start
-        (its windows count from it) and gets the stage's StageAccount in one piece at the end.
+        (its windows count from it) with the stage's StageTally, the live count it reads while the stage
+        runs, and gets the stage's StageAccount in one piece at the end.
         """
         sinks: list[Consumer] = [recorder, *self._consumers]
         clock = self._clock
         if start_ns is None:
             start_ns = clock()
-        cpu_start = self._cpu_clock()
-        recorder.open(start_ns)
+        tally = self._tally = StageTally(start_ns, clock, self._cpu_clock, self._cpu_clock())
+        recorder.open(start_ns, tally)
         # Everything alive now (modules, the dataset, pre-encoded bodies) is moved out of the garbage
         # collector's view: a full collection would otherwise walk it all mid-stage, a pause of
         # milliseconds that lands in the latency of whatever is in flight.
@@ -119,18 +121,17 @@ class Engine:
         wakes = Pacing(self._budget_ns)
         if first is not None:
             offsets = itertools.chain((first,), offsets)
-            wakes = self._lay_grid(waker, pacing(self._budget_ns, gap_ns or NS_PER_S / stage.rate_rps, even,
-                                                 start_ns + first))
+            gap = gap_ns or arrival_gap_ns(stage.rate_rps, "constant" if even else "poisson")
+            wakes = self._lay_grid(waker, pacing(self._budget_ns, gap, even, start_ns + first))
         try:
-            scheduled, unsent, late, cut_short = await self._dispatch(stage.index, start_ns, offsets, sinks, until,
-                                                                      waker, wakes, recorder.record_lag)
+            cut_short = await self._dispatch(stage.index, start_ns, offsets, sinks, until, waker, wakes,
+                                             recorder.record_lag, tally)
         finally:
             waker.close()
             self._use_polled(False)
         ended_ns = clock()
         await self.drain()
-        recorder.close(StageAccount(start_ns, ended_ns, scheduled, unsent, late, cut_short,
-                                    self._cpu_clock() - cpu_start))
+        recorder.close(tally.account(ended_ns, cut_short))
 
     def _lay_grid(self, waker: Waker, wakes: Pacing) -> Pacing:
         """Arm the policy's grid, if it has one, and read answers at its wakes; the policy the dispatch follows.
@@ -148,20 +149,19 @@ class Engine:
 
     async def _dispatch(self, stage_index: int, start_ns: int, offsets_ns: Iterable[int], sinks: list[Consumer],
                         until: Callable[[], bool] | None, waker: Waker, wakes: Pacing,
-                        record_lag: Callable[[int], None]) -> tuple[int, int, int, bool]:
+                        record_lag: Callable[[int], None], tally: StageTally) -> bool:
         """The hot loop: sleep to each intended time, take a slot, launch.
 
-        Returns (scheduled, unsent, late, cut_short).
+        Counts into `tally` as it goes (the live view of the stage); returns whether the stage was cut short.
         """
         clock = self._clock
         stale_ns = self._stale_ns
-        scheduled = unsent = late = 0
         free_ns = 0  # when the dispatcher last came out of a wait for a slot
         woke_ns = 0
         deadline_ns = wakes.deadline_ns
         for offset in offsets_ns:
             if self._stopping or (until is not None and until()):
-                return scheduled, unsent, late, True
+                return True
             intended = start_ns + offset
             now = clock()
             if intended > now:
@@ -169,24 +169,24 @@ class Engine:
                 if self._polled:
                     self._transport.poll()
                 if self._stopping:
-                    return scheduled, unsent, late, True
+                    return True
                 now = woke_ns = clock()
-            scheduled += 1
+            tally.scheduled += 1
             if now - intended > stale_ns:
-                unsent += 1
+                tally.unsent += 1
                 continue
             if self._polled and self._in_flight >= self._max_in_flight:
                 self._transport.poll()  # answers already in may free a slot
             if self._in_flight >= self._max_in_flight:
                 if not await self._wait_slot(intended + stale_ns):
-                    unsent += 1
+                    tally.unsent += 1
                     continue
                 free_ns = clock()
-                late += 1
+                tally.late += 1
             else:
                 record_lag(now - (intended if intended > free_ns else free_ns))
             self._launch(stage_index, intended, sinks)
-        return scheduled, unsent, late, False
+        return False
 
     async def _wait_slot(self, deadline_ns: int) -> bool:
         """Wait for an in-flight slot until `deadline_ns`; False if none came (or the engine stops).
@@ -218,7 +218,7 @@ class Engine:
         index = self._cursor
         self._cursor = (index + 1) % len(self._bodies)
         self._in_flight += 1
-        self.sent_total += 1
+        self._tally.sent += 1
         # The transport calls back on the answer: no task, coroutine or future per request.
         self._transport.submit(self._path, self._bodies[index],
                                partial(self._finished, stage_index, index, intended_ns, self._clock(), sinks))

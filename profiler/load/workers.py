@@ -27,11 +27,10 @@ from profiler.config import Config
 from profiler.core import aio
 from profiler.core.errors import ProfilerError
 from profiler.core.results import OK, Prediction, PredictionConsumer
-from profiler.core.units import NS_PER_S
 from profiler.load.engine import Engine
 from profiler.load.search import Driver, LocalDriver
 from profiler.measure.latency import StageRecorder
-from profiler.schedule import Stage, arrival_offsets_ns
+from profiler.schedule import Stage, arrival_gap_ns, arrival_offsets_ns
 from profiler.transports.factory import make_transport
 
 PER_PROCESS_RPS = 10_000.0
@@ -151,7 +150,8 @@ async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequenc
             ending[0] = False
             current[0] = recorder
             await engine.run_stage(stage, offsets, recorder, until=lambda: ending[0], start_ns=start_ns,
-                                   gap_ns=count * NS_PER_S / stage.rate_rps, even=config.load.arrival == "constant")
+                                   gap_ns=arrival_gap_ns(stage.rate_rps, config.load.arrival, count),
+                                   even=config.load.arrival == "constant")
             current[0] = None
             batcher.flush()
             conn.send(("stage", recorder.to_wire()))

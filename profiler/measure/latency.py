@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
-from profiler.core.results import OK, Result, StageAccount
+from profiler.core.results import OK, Result, StageAccount, StageTally
 from profiler.measure.hdr import values_at_percentiles
 from profiler.schedule import Stage
 
@@ -113,6 +113,11 @@ class StageRecorder:
     for a slot. The lag histogram holds how late the generator itself woke up for each send.
     The generator opens the recorder when the stage starts and closes it with the stage's account
     (`open`, `close`); a recorder fed by worker processes is `rebuild`-ed from their figures instead.
+
+    While the stage runs its figures are live: the counts come from the engine's `StageTally` (or, rebuilt
+    from workers, from their partial figures, as of `as_of_ns`), `achieved_rps` is completions over the
+    time elapsed so far (not the planned duration), `generator_cpu_s` the CPU so far, and `sent` counts
+    requests sent, `in_flight` of them not yet answered.
     """
 
     stage: Stage
@@ -140,6 +145,12 @@ class StageRecorder:
     _window_done: int = 0
     _window_errors: int = 0
     _rebuilt: bool = False
+    live: StageTally | None = None
+    """The engine's running count while the stage runs in this process; None once closed."""
+    launched: int = 0
+    """Requests sent so far while the stage runs (once closed, `sent` counts the answered ones)."""
+    as_of_ns: int = 0
+    """While the stage runs: when its live figures were taken (monotonic); 0 once closed."""
 
     def add(self, result: Result) -> None:
         """Count the result; only successful requests enter the latency histograms."""
@@ -155,12 +166,34 @@ class StageRecorder:
         if self.window_ns:
             self._window_add(result, ok)
 
-    def open(self, started_ns: int) -> None:
-        """The stage starts at `started_ns` (monotonic): windows and rates count from it while it runs."""
+    def open(self, started_ns: int, tally: StageTally | None = None) -> None:
+        """The stage starts at `started_ns` (monotonic): windows and rates count from it while it runs.
+
+        `tally` is the engine's running count of the stage, read for live figures until `close`; without
+        one (a stage run by worker processes) the figures are live as of the last `rebuild`.
+        """
         self.started_ns = started_ns
+        self.live = tally
+        self.as_of_ns = started_ns
+
+    @property
+    def running(self) -> bool:
+        """Whether the stage is under way: opened and not yet closed, so its figures are live."""
+        return not self.ended_ns and (self.live is not None or self.as_of_ns > 0)
+
+    def _sync(self) -> None:
+        """Copy the engine's running count (when the stage runs in this process): what live figures read."""
+        tally = self.live
+        if tally is None or self.ended_ns:
+            return
+        self.scheduled, self.unsent, self.late, self.launched = tally.scheduled, tally.unsent, tally.late, tally.sent
+        self.cpu_s = tally.cpu_s()
+        self.as_of_ns = tally.now_ns()
 
     def close(self, account: StageAccount) -> None:
         """The stage's account, in one piece once it has ended (its requests drained)."""
+        self.live = None
+        self.as_of_ns = 0
         self.started_ns = account.started_ns
         self.ended_ns = account.ended_ns
         self.scheduled = account.scheduled
@@ -231,9 +264,26 @@ class StageRecorder:
         """Requests sent that failed, by any cause."""
         return sum(n for outcome, n in self.outcomes.items() if outcome != OK)
 
+    def _wall_s(self) -> float:
+        """The dispatch's wall time: start to last send once ended, start to the live figures while running."""
+        end_ns = self.ended_ns or (self.as_of_ns if self.running else self.started_ns)
+        return (end_ns - self.started_ns) / 1e9
+
+    def achieved_rps(self) -> float | None:
+        """Completions per second: over the time elapsed so far while the stage runs; once ended, over its
+        planned duration (its actual one when cut short), stretched to the last answer."""
+        self._sync()
+        if self.running:
+            elapsed_s = self._wall_s()
+            return self.completed / elapsed_s if elapsed_s > 0 else None
+        planned_s = (self.ended_ns - self.started_ns) / 1e9 if self.cut_short else self.stage.duration_s
+        window_s = max(planned_s, (max(self.last_done_ns, self.ended_ns) - self.started_ns) / 1e9)
+        return self.completed / window_s if window_s > 0 else None
+
     def generator_check(self) -> dict[str, Any]:
         """Whether the generator, not the model, was the limit: its CPU share per process and its lag."""
-        wall_s = (self.ended_ns - self.started_ns) / 1e9
+        self._sync()
+        wall_s = self._wall_s()
         share = self.cpu_s / self.processes / wall_s if wall_s > 0 else None
         lag_p99 = value_at_ms(self.lag, 99.0)
         reasons = []
@@ -245,11 +295,12 @@ class StageRecorder:
                 "reasons": reasons}
 
     def summary(self) -> dict[str, Any]:
-        """The stage's figures as plain data for the report."""
-        planned_s = (self.ended_ns - self.started_ns) / 1e9 if self.cut_short else self.stage.duration_s
-        window_s = max(planned_s, (max(self.last_done_ns, self.ended_ns) - self.started_ns) / 1e9)
-        sent = sum(self.outcomes.values())
-        attempted = sent + self.unsent
+        """The stage's figures as plain data for the report (live while the stage runs, see the class)."""
+        achieved_rps = self.achieved_rps()  # syncs the live counts first
+        answered = sum(self.outcomes.values())
+        sent = max(self.launched, answered) if self.running else answered
+        attempted = answered + self.unsent
+        live = {"in_flight": sent - answered} if self.running else {}
         return {
             "name": self.stage.name,
             "warmup": self.stage.warmup,
@@ -257,13 +308,14 @@ class StageRecorder:
             "duration_s": self.stage.duration_s,
             "scheduled": self.scheduled,
             "sent": sent,
+            **live,
             "unsent": self.unsent,
             "late": self.late,
             "completed": self.completed,
             "errors": self.errors,
             "errors_by_kind": {k: n for k, n in sorted(self.outcomes.items()) if k != OK},
             "error_rate": (self.errors + self.unsent) / attempted if attempted else None,
-            "achieved_rps": self.completed / window_s if window_s > 0 else None,
+            "achieved_rps": achieved_rps,
             "latency_ms": spectrum_ms(self.latency),
             "service_time_ms": spectrum_ms(self.service),
             "schedule_lag_ms": {"p50": value_at_ms(self.lag, 50.0), "p99": value_at_ms(self.lag, 99.0)},
@@ -281,8 +333,14 @@ class StageRecorder:
         return {name: getattr(self, name).encode().decode("ascii") for name in ("latency", "service", "lag")}
 
     def to_wire(self) -> dict[str, Any]:
-        """Everything needed to merge this stage into another recorder exactly (plain, JSON-able data)."""
+        """Everything needed to merge this stage into another recorder exactly (plain, JSON-able data); while
+        the stage runs, its live figures so far, as of `as_of_ns`."""
+        self._sync()
+        running = self.running
+        answered = sum(self.outcomes.values())
         return {"histograms": self.encoded(), "outcomes": dict(self.outcomes), "scheduled": self.scheduled,
+                "sent": max(self.launched, answered) if running else answered,
+                "as_of_ns": self.as_of_ns if running else 0,
                 "unsent": self.unsent, "late": self.late, "started_ns": self.started_ns,
                 "ended_ns": self.ended_ns, "last_done_ns": self.last_done_ns, "cpu_s": self.cpu_s,
                 "processes": self.processes, "cut_short": self.cut_short,
@@ -300,6 +358,8 @@ class StageRecorder:
         self.cut_short = False
         self.windows = []
         self._rebuilt = True
+        self.live = None
+        self.launched = self.as_of_ns = 0
         for position, wire in enumerate(wires):
             self.merge(wire, first=position == 0)
         if wires:
@@ -317,6 +377,8 @@ class StageRecorder:
                 getattr(self, name).decode_and_add(text.encode("ascii"))
         self.outcomes.update(wire["outcomes"])
         self.scheduled += int(wire["scheduled"])
+        self.launched += int(wire.get("sent", sum(wire["outcomes"].values())))
+        self.as_of_ns = max(self.as_of_ns, int(wire.get("as_of_ns", 0)))
         self.unsent += int(wire["unsent"])
         self.late += int(wire.get("late", 0))
         self.cut_short = self.cut_short or bool(wire.get("cut_short"))

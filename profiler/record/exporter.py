@@ -106,6 +106,8 @@ def load_families(recorders: Sequence[StageRecorder], objective_ms: float, model
         stage = recorder.stage.name
         for outcome in OUTCOMES:
             requests.add_metric([model, stage, outcome], float(recorder.outcomes[outcome]))
+        # Live while the stage runs: the count so far, and the rate over the time elapsed so far.
+        rate = _number(recorder.achieved_rps())
         unsent.add_metric([model, stage], float(recorder.unsent))
         hist = recorder.latency
         total_s = total_of(hist) / 1e6
@@ -115,7 +117,6 @@ def load_families(recorders: Sequence[StageRecorder], objective_ms: float, model
                 for p, value_us in zip(PERCENTILES, values_at_percentiles(source, PERCENTILES), strict=True):
                     family.add_metric([model, stage, f"{p:g}"], value_us / 1e6)
         offered.add_metric([model, stage], recorder.stage.rate_rps)
-        rate = _number(recorder.summary()["achieved_rps"])
         if rate is not None:
             achieved.add_metric([model, stage], rate)
     yield from (requests, unsent, latency, quantiles, service, offered, achieved)

@@ -77,24 +77,42 @@ class MemoryRuns:
 
 class StoreRuns:
     """The SQLite run history (profiler.record.store) as a RunSource. A run saves itself there when it ends
-    (profiler.record.history.record), so `add` has nothing to do; reads open the file for each call."""
+    (profiler.record.history.record); reads open the file for each call.
 
-    def __init__(self, path: Path, timeout_s: float = 5.0) -> None:
+    The store's rows carry no duration or verdict reason, so `add` keeps those two of this process's own
+    runs (the newest `capacity`, a few numbers and a line each) and the list fills them in for its runs.
+    """
+
+    def __init__(self, path: Path, timeout_s: float = 5.0, capacity: int = 1000) -> None:
         self._path = path
         self._timeout_s = timeout_s
+        self._capacity = capacity
+        self._own: OrderedDict[str, tuple[float | None, str | None]] = OrderedDict()
 
     def add(self, report: dict[str, Any]) -> None:
-        """Nothing: the run recorded itself."""
+        """The run recorded itself; keep its duration and the verdict's reason for the list."""
+        summary = run_summary(report)
+        run_id = str(summary["id"])
+        duration_s, reason = summary["duration_s"], summary["reason"]
+        self._own.pop(run_id, None)
+        self._own[run_id] = (None if duration_s is None else float(duration_s), None if reason is None else str(reason))
+        while len(self._own) > self._capacity:
+            self._own.popitem(last=False)
 
     def list_runs(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Summaries, newest first; none before the first run created the file. StoreError when unreadable."""
+        """Summaries, newest first; none before the first run created the file. StoreError when unreadable.
+        `duration_s` and `reason` are filled for runs of this process, None for the others."""
         if limit <= 0 or not self._path.exists():
             return []
         with Store(self._path, create=False, timeout_s=self._timeout_s) as store:
             rows = store.list_runs(limit)
-        return [{"id": row["id"], "status": row["run_status"], "started_at": row["started_at"],
-                 "finished_at": row["finished_at"], "duration_s": None, "model": row["model"],
-                 "verdict": row["verdict"], "reason": None} for row in rows]
+        summaries = []
+        for row in rows:
+            duration_s, reason = self._own.get(str(row["id"]), (None, None))
+            summaries.append({"id": row["id"], "status": row["run_status"], "started_at": row["started_at"],
+                              "finished_at": row["finished_at"], "duration_s": duration_s, "model": row["model"],
+                              "verdict": row["verdict"], "reason": reason})
+        return summaries
 
     def get_run(self, run_id: str) -> dict[str, Any] | None:
         """The report of one run, or None."""

@@ -8,6 +8,8 @@ report files; `report_schema` reads the packaged JSON Schema.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.resources
 import json
 import os
@@ -18,6 +20,7 @@ from typing import Any
 
 from profiler import __version__
 from profiler.config import Config, ObjectiveConfig, ResourcesConfig, SearchConfig
+from profiler.core.errors import ReportError
 from profiler.core.redact import redact_url
 from profiler.judge.capacity import capacity_summary, judge_stage, judge_window_stage
 from profiler.judge.catalogue import flatten_metrics
@@ -190,14 +193,48 @@ def _cgroup_section(sampler: ResourceSampler | None) -> dict[str, Any]:
 
 
 def write_json(report: dict[str, Any], path: Path) -> Path:
-    """Write atomically (temp file + rename), so a reader never sees half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2, allow_nan=False, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    """Write atomically (temp file + rename), so a reader never sees half a report.
+
+    ReportError (naming `path` and the reason) when it cannot be written: a read-only or full folder, a
+    path that is a directory, a parent that is a file or cannot be created. The temp file never stays
+    behind, whatever failed.
+    """
+    try:
+        _make_parent(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
+    except OSError as exc:
+        raise ReportError(f"cannot write the report to {path}: {_why(exc, path)}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=2, allow_nan=False, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ReportError(f"cannot write the report to {path}: {_why(exc, path)}") from None
+        raise
     return path
+
+
+def _make_parent(parent: Path) -> None:
+    """Create the report's folder when missing; a parent that exists but is no folder is ENOTDIR, not EEXIST."""
+    if parent.is_dir():
+        return
+    if parent.exists():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+    parent.mkdir(parents=True, exist_ok=True)
+
+
+def _why(exc: OSError, path: Path) -> str:
+    """The reason in words ('No space left on device'), naming the culprit when it is not the report itself."""
+    reason = exc.strerror or str(exc)
+    culprit = exc.filename
+    # The temp file's name means nothing to the user; a folder on the way to the report does.
+    if culprit is not None and Path(culprit) != path and not Path(culprit).name.startswith(".report-"):
+        return f"{reason}: {culprit}"
+    return reason
 
 
 def report_schema() -> dict[str, Any]:

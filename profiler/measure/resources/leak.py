@@ -308,6 +308,10 @@ def detect_leak(requests: Sequence[float], t_s: Sequence[float], memory_bytes: S
     rows = finite_readings(requests, t_s, memory_bytes)
     if not rows:
         return LeakVerdict(INCONCLUSIVE, "no memory reading was taken under load")
+    if len(rows) < 2:
+        return LeakVerdict(INCONCLUSIVE, f"only 1 memory reading was taken under load; the test needs "
+                                         f"{cfg.min_points} (a longer load, or a shorter resources.interval_s)",
+                           points=1)
     if rows[-1][0] <= rows[0][0]:
         return LeakVerdict(INCONCLUSIVE, "no request was served between the memory readings", points=len(rows))
     window = warmup_window(rows, cfg.warmup_fraction)

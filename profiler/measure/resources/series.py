@@ -32,6 +32,8 @@ class ResourcePoint:
     phase: str
     requests: int = 0
     memory_bytes: int | None = None
+    boundary: bool = False
+    """Taken at a phase boundary (the start or end of a rest, the end of the load): always kept in the series."""
 
 
 @dataclass
@@ -47,20 +49,25 @@ class BoundedSeries:
     last: ResourcePoint | None = None
 
     def add(self, point: ResourcePoint) -> None:
-        """Take a reading; every reading updates first/last/peak even when not kept in `points`."""
+        """Take a reading; every reading updates first/last/peak even when not kept in `points`.
+
+        A `boundary` reading is always kept, and survives every halving (a run has four at most), so the
+        rest figures before and after the load never depend on the resolution.
+        """
         if self.first is None:
             self.first = point
         self.last = point
         if point.memory_bytes is not None and (self.peak is None or self.peak.memory_bytes is None
                                                or point.memory_bytes > self.peak.memory_bytes):
             self.peak = point
-        self._skipped += 1
-        if self._skipped < self.stride:
-            return
-        self._skipped = 0
+        if not point.boundary:
+            self._skipped += 1
+            if self._skipped < self.stride:
+                return
+            self._skipped = 0
         self.points.append(point)
         if len(self.points) >= self.capacity:
-            self.points = self.points[::2]
+            self.points = [p for i, p in enumerate(self.points) if i % 2 == 0 or p.boundary]
             self.stride *= 2
 
     def in_phase(self, phase: str) -> list[ResourcePoint]:
