@@ -226,8 +226,6 @@ def test_sigterm_in_every_phase_ends_the_run_aborted_within_the_grace_period(
     for case in cases:
         assert case.child is not None
         out, err = case.child.communicate(10)
-        if case.name.startswith("accuracy"):
-            print(err)
         assert case.child.returncode == 2, (case.name, out, err)
         assert "Traceback" not in err, (case.name, err)
         assert took[case.name] <= GRACE_S + EXIT_SLACK_S, (case.name, took)
