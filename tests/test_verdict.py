@@ -356,6 +356,9 @@ OBJECTIVE = {"percentile": 99.0, "latency_ms": 100.0, "max_error_rate": 0.01}
          {"error_budget": PASS, "objective": INCONCLUSIVE}),
         ("stages", [_stage("stage-1", 50, 0.0, False, limited=True), _stage("stage-2", 60, 0.0, False)], None,
          {"error_budget": PASS, "objective": FAIL}),
+        # What a real report holds when stages were measured and none sustained: 0.0 rps, not None.
+        ("stages", [_stage("stage-1", 40, 0.0, False)], 0.0, {"error_budget": PASS, "objective": FAIL}),
+        ("search", [_stage("stage-1", 10, 0.0, False)], 0.0, {"objective": FAIL}),
     ],
 )
 def test_implied_checks(method, stages, max_rps, expected):

@@ -6,6 +6,7 @@ import aiohttp
 
 from profiler.core.errors import TransportError
 from profiler.transports.base import Done, TaskSubmitter
+from profiler.transports.http1 import MAX_BODY_BYTES
 
 
 class HttpTransport:
@@ -50,7 +51,7 @@ class HttpTransport:
         """POST and return the body of a 2xx response."""
         try:
             async with self._client().post(self.base_url + path, data=body) as response:
-                payload = await response.read()
+                payload = await _read_bounded(response)
                 if response.status >= 300:
                     snippet = payload[:200].decode("utf-8", errors="replace")
                     raise TransportError("http_status", f"HTTP {response.status}: {snippet}", response.status)
@@ -79,3 +80,22 @@ class HttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+    """The body, at most MAX_BODY_BYTES (as the lean client): an answer announced or found to be bigger is a
+    connection error, found before it is held in memory, not a timeout after reading it."""
+    length = response.content_length
+    if length is not None:
+        if length > MAX_BODY_BYTES:
+            raise TransportError("connection", f"an answer of {length} bytes is over the {MAX_BODY_BYTES >> 20} MiB "
+                                               "limit")
+        return await response.read()
+    parts: list[bytes] = []
+    size = 0
+    async for part in response.content.iter_any():
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            raise TransportError("connection", f"an answer of more than {MAX_BODY_BYTES >> 20} MiB")
+        parts.append(part)
+    return b"".join(parts)

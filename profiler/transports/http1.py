@@ -20,9 +20,11 @@ sweep every tenth of the timeout (at most 100 ms), not by a timer per request.
 A server closes a kept-alive connection when it has been idle for its keep-alive timeout (uvicorn:
 5 s, aiohttp: 75 s). A request sent on it at that moment meets the close: a reset, or the end of
 the stream before any answer. The server never saw that request, so it is sent once more on a new
-connection, as browsers and Go's net/http do, instead of being counted against the model as a
-connection error. Only a request on a connection that has answered before, and only before any
-byte of its answer arrived; its latency still runs from its intended time.
+connection, as browsers do, instead of being counted against the model as a connection error.
+Only a request on a connection that has answered before and then sat idle for KEEPALIVE_RACE_IDLE_S
+or longer (no server's keep-alive timeout is shorter; a connection in use that closes before its
+answer is the model failing the request, and counts), and only before any byte of its answer
+arrived; its latency still runs from its intended time.
 """
 
 from __future__ import annotations
@@ -47,8 +49,11 @@ MAX_CACHED_REQUESTS = 65_536
 """Assembled requests kept for reuse; bodies beyond this are assembled per send (memory stays bounded)."""
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 256 * 1024 * 1024
-"""One read's buffer, shared by every connection of a transport (reads are never interleaved)."""
+"""The largest answer body accepted; a head that announces more is refused at once (a connection error)."""
 _HEAD_OK, _HEAD_BAD, _HEAD_INTERIM = 0, 1, 2
+KEEPALIVE_RACE_IDLE_S = 1.0
+"""A connection idle for less than this was not closed by a keep-alive timeout (the shortest in common servers
+is gunicorn's 2 s), so a close before its answer is the model's doing: an error, not a second try."""
 OnStatus = Callable[[int], None]
 """Told the HTTP status of a complete answer, before the request's `done` runs (probe wants it)."""
 
@@ -95,6 +100,7 @@ class _Pool(Protocol):
     """What a connection tells the transport that pools it."""
 
     timeout_s: float  # a request's timeout (for the error that says it passed)
+    race_idle_ns: int  # how long a connection must have sat idle for a close to be the keep-alive race
 
     def started(self, conn: _Connection) -> None:
         """A request went out on `conn`: its deadline is watched."""
@@ -125,8 +131,8 @@ class _Pool(Protocol):
 class _Connection:
     """One keep-alive connection carrying one request at a time."""
 
-    __slots__ = ("_buf", "_chunked", "_close", "_done", "_heard", "_length", "_on_status", "_out", "_pool",
-                 "_received_ns", "_request", "_retried", "_status", "_view", "_views", "answered", "closed",
+    __slots__ = ("_buf", "_chunked", "_close", "_done", "_free_ns", "_heard", "_length", "_may_retry", "_on_status",
+                 "_out", "_pool", "_received_ns", "_request", "_status", "_view", "_views", "answered", "closed",
                  "deadline_ns", "fd", "sock")
 
     def __init__(self, pool: _Pool, sock: socket.socket, views: list[memoryview]) -> None:
@@ -138,14 +144,15 @@ class _Connection:
         self._done: Done | None = None  # the open request's report
         self._on_status: OnStatus | None = None
         self._out: memoryview | None = None
-        self._buf = b""
+        self._buf: bytes | bytearray = b""  # a partial answer (a bytearray while it grows)
         self._status = 0
         self._length = -1
         self._chunked = False
         self._close = False
         self._received_ns = 0
         self._request = b""
-        self._retried = False
+        self._may_retry = False  # whether a close before the answer may be the keep-alive race (see start)
+        self._free_ns = 0  # when the last answer ended (monotonic ns): the connection is idle since
         self._heard = False  # whether any byte of the current answer has arrived
         self.answered = 0  # answers this connection has carried
         self.deadline_ns = 0
@@ -159,11 +166,14 @@ class _Connection:
         self._done = done
         self._on_status = on_status
         self._request = request
-        self._retried = retried
         self._heard = False
         self._buf = b""
         self._status = 0
-        self.deadline_ns = time.monotonic_ns() + timeout_ns
+        now_ns = time.monotonic_ns()
+        self.deadline_ns = now_ns + timeout_ns
+        # A second try only on a connection idle long enough for a keep-alive timeout to have closed it.
+        self._may_retry = (not retried and self.answered > 0
+                           and now_ns - self._free_ns >= self._pool.race_idle_ns)
         self._pool.started(self)
         try:
             sent = self.sock.send(request)
@@ -219,7 +229,12 @@ class _Connection:
                 return  # the rest (if any) has not arrived yet
 
     def _data(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
+        pending = self._buf
+        if pending:
+            pending += data  # a bytearray, extended in place: a long answer costs linear time, not quadratic
+            buf: bytes | bytearray = pending
+        else:
+            buf = data
         if self._done is None:
             # Bytes nobody asked for: the stream is out of step, so the connection is useless.
             self.abort()
@@ -230,16 +245,25 @@ class _Connection:
                 if len(buf) > MAX_HEAD_BYTES:
                     self._fail(TransportError("connection", "response head larger than 64 KiB"))
                     return
-                self._buf = buf
+                self._keep(buf)
                 return
-            state = self._parse_head(buf[:end])
+            state = self._parse_head(bytes(buf[:end]))
             if state != _HEAD_OK:
                 if state == _HEAD_INTERIM:
                     self._buf = b""
                     if len(buf) > end + 4:
-                        self._data(buf[end + 4:])
+                        self._data(bytes(buf[end + 4:]))
+                return
+            if self._length > MAX_BODY_BYTES:
+                # Refused on the head: reading on would hold (and copy) the whole announced body first.
+                self._fail(TransportError("connection", f"an answer of {self._length} bytes is over the "
+                                                        f"{MAX_BODY_BYTES >> 20} MiB limit"))
                 return
             buf = buf[end + 4:]
+        self._body(buf)
+
+    def _body(self, buf: bytes | bytearray) -> None:
+        """What has arrived of the body after the head: finish the answer, or keep it until more comes."""
         if self._chunked:
             try:
                 body = _dechunk(buf)
@@ -250,19 +274,24 @@ class _Connection:
                 if len(buf) > MAX_BODY_BYTES:
                     self._fail(TransportError("connection", "chunked response larger than 256 MiB"))
                     return
-                self._buf = buf
+                self._keep(buf)
                 return
             self._finish(body)
         elif self._length >= 0:
             if len(buf) < self._length:
-                self._buf = buf
+                self._keep(buf)
                 return
-            self._finish(buf[:self._length] if len(buf) > self._length else buf)
+            whole = buf[:self._length] if len(buf) > self._length else buf
+            self._finish(whole if isinstance(whole, bytes) else bytes(whole))
         else:
             if len(buf) > MAX_BODY_BYTES:
                 self._fail(TransportError("connection", "response larger than 256 MiB"))
                 return
-            self._buf = buf  # body runs to the close
+            self._keep(buf)  # body runs to the close
+
+    def _keep(self, buf: bytes | bytearray) -> None:
+        """Hold a partial answer until more arrives, as a bytearray that the next read extends in place."""
+        self._buf = buf if isinstance(buf, bytearray) else bytearray(buf)
 
     def _parse_head(self, head: bytes) -> int:
         # One lower-cased copy and three searches: splitting every header line was a third of the parse.
@@ -318,9 +347,10 @@ class _Connection:
         self._complete(0, b"", error, 0)
 
     def _unanswered_on_reuse(self) -> bool:
-        """Whether the request met a server closing this kept-alive connection: the connection answered
-        before, nothing of this answer has arrived, and this is the request's first try."""
-        return self.answered > 0 and not self._retried and not self._heard and self._done is not None
+        """Whether the request met a server closing this kept-alive connection at its keep-alive timeout: the
+        connection answered before and then sat idle for a keep-alive timeout's length, nothing of this
+        answer has arrived, and this is the request's first try."""
+        return self._may_retry and not self._heard and self._done is not None
 
     def _resend(self) -> None:
         done, self._done = self._done, None
@@ -336,7 +366,7 @@ class _Connection:
             self._resend()
             return
         if detail is None and self._status and self._length < 0 and not self._chunked:
-            self._complete(self._status, self._buf, None, self._received_ns)
+            self._complete(self._status, bytes(self._buf), None, self._received_ns)
         else:
             self._complete(0, b"", TransportError("connection", detail or "the server closed the connection "
                                                                            "mid-response"), 0)
@@ -347,6 +377,7 @@ class _Connection:
         self._done = None
         if error is None:
             self.answered += 1
+            self._free_ns = received_ns or time.monotonic_ns()
         # Back in the pool before the caller runs, ready for its next request.
         self._pool.finished(self, error is None and not self.closed)
         if done is None:
@@ -390,9 +421,13 @@ def _field(fields: bytes, name: bytes) -> bytes | None:
     return (fields[start:] if end < 0 else fields[start:end]).strip()
 
 
-def _dechunk(buf: bytes) -> bytes | None:
-    """The body of a complete chunked message in `buf`, or None while it is incomplete."""
-    parts: list[bytes] = []
+def _dechunk(buf: bytes | bytearray) -> bytes | None:
+    """The body of a complete chunked message in `buf`, or None while it is incomplete.
+
+    Only the chunk sizes are read until the message is complete, and the body is copied once then, so
+    an answer that arrives in many reads costs time linear in its size.
+    """
+    spans: list[tuple[int, int]] = []
     pos = 0
     while True:
         eol = buf.find(b"\r\n", pos)
@@ -401,7 +436,9 @@ def _dechunk(buf: bytes) -> bytes | None:
         try:
             size = int(buf[pos:eol].split(b";", 1)[0], 16)
         except ValueError:
-            raise TransportError("connection", f"bad chunk size {buf[pos:eol][:20]!r}") from None
+            raise TransportError("connection", f"bad chunk size {bytes(buf[pos:eol][:20])!r}") from None
+        if size > MAX_BODY_BYTES:
+            raise TransportError("connection", f"a chunk of {size} bytes is over the {MAX_BODY_BYTES >> 20} MiB limit")
         start = eol + 2
         if size == 0:
             # Trailers, then an empty line.
@@ -410,15 +447,20 @@ def _dechunk(buf: bytes) -> bytes | None:
             end = buf.find(b"\r\n\r\n", start - 2)
             if end < 0:
                 return None
-            return b"".join(parts)
+            with memoryview(buf) as view:
+                return b"".join([view[first:first + length] for first, length in spans])
         if len(buf) < start + size + 2:
             return None
-        parts.append(buf[start:start + size])
+        spans.append((start, size))
         pos = start + size + 2
 
 
 class Http1Transport:
-    """POSTs pre-encoded bodies over a bounded pool of keep-alive HTTP/1.1 connections to one base URL."""
+    """POSTs pre-encoded bodies over a bounded pool of keep-alive HTTP/1.1 connections to one base URL.
+
+    `keepalive_race_idle_s`: how long a connection must have sat idle for a close before its answer to be
+    taken for the server's keep-alive timeout (a second try) rather than the model's failure (see the module).
+    """
 
     def __init__(
         self,
@@ -428,6 +470,7 @@ class Http1Transport:
         max_connections: int = 64,
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
+        keepalive_race_idle_s: float = KEEPALIVE_RACE_IDLE_S,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -437,6 +480,7 @@ class Http1Transport:
         self._port = parts.port or 80
         self._prefix = parts.path.rstrip("/")
         self.timeout_s = timeout_s
+        self.race_idle_ns = int(keepalive_race_idle_s * NS_PER_S)
         self._timeout_ns = int(timeout_s * NS_PER_S)
         self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
         self._max_connections = max_connections
