@@ -31,6 +31,7 @@ from sidecar_helpers import Child, get_json
 from stub_model import StubModel
 
 from profiler.examples.holdout import write_holdout
+from profiler.judge.verdict import exit_code_for
 from profiler.record.store import Store
 from profiler.state import PHASES
 
@@ -46,7 +47,7 @@ dataset: {{path: {holdout}, inputs: pixels, label: label, id: id, format: jsonl}
 load:
   stages: [{stages}]
   accuracy_pass: {accuracy_pass}
-objective: {{latency_ms: 1000}}
+objective: {{latency_ms: 10000}}  # generous: these tests are about signals, not speed
 gates:
   - {{metric: f1_macro, min: 0.5}}
 resources: {{pid: {pid}, interval_s: 0.25, settle_s: {settle_s}}}
@@ -181,6 +182,20 @@ def example_urls(url: str, stub_models: dict[str, StubModel]) -> dict[str, str]:
     return {"example": url, **{mode: stub.url for mode, stub in stub_models.items()}}
 
 
+def finished_run(case: Case) -> str:
+    """Wait for a case that runs to its end; its run id, once its report says it completed and was saved.
+
+    Its verdict is not the point (on a machine starved by the other cases' starts, the load generator may
+    be the limit, which makes the objective inconclusive): the exit code is the verdict's, whichever it is.
+    """
+    assert case.child is not None
+    out, err = case.child.communicate(90)
+    report = json.loads((case.directory / "report.json").read_text())
+    assert report["run"]["status"] == "completed" and report["history"]["saved"] is True, (out, err)
+    assert case.child.returncode == exit_code_for(report), (out, err)
+    return str(report["run"]["id"])
+
+
 def hold_lock(path: Path) -> sqlite3.Connection:
     """Create the history file, then take its write lock as a second writer would (until closed)."""
     Store(path).close()
@@ -296,9 +311,7 @@ def test_sigkill_in_every_phase_then_a_restart_finds_the_history_whole(
             case.child.proc.wait(10)
             if case is after:
                 assert finished.child is not None
-                out, err = finished.child.communicate(90)
-                assert finished.child.returncode == 0, (out, err)
-                finished.run_id = json.loads((finished.directory / "report.json").read_text())["run"]["id"]
+                finished.run_id = finished_run(finished)
                 # A kill while a run is written (or just after: the write is quick) leaves all of it or none.
                 wait_for_phase(mid_write, ("saving history", "done"))
                 assert mid_write.child is not None
@@ -314,9 +327,7 @@ def test_sigkill_in_every_phase_then_a_restart_finds_the_history_whole(
         restart = Case("done", name="restart")
         start(restart, tmp_path, example_urls(url, stubs), proc_model.pid, history)
         assert restart.child is not None
-        out, err = restart.child.communicate(90)
-        assert restart.child.returncode == 0, (out, err)
-        restart.run_id = json.loads((restart.directory / "report.json").read_text())["run"]["id"]
+        restart.run_id = finished_run(restart)
     finally:
         stop_all(everything)
         holder.close()
