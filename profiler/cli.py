@@ -22,6 +22,7 @@ from profiler.app.server import serve
 from profiler.config import HISTORY_FILE, load_config
 from profiler.core import aio
 from profiler.core.errors import ProfilerError, ReportError, error_line
+from profiler.core.redact import redact_text
 from profiler.examples.holdout import write_holdout
 from profiler.examples.server import main as server_main
 from profiler.judge.catalogue import flatten_metrics
@@ -34,10 +35,34 @@ from profiler.record.store import Store
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error line: one line, `profiler: error: ...`, exit 3."""
+
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        """A mistake on the command line: one line naming it and where the usage is, exit 3."""
+        print(f"profiler: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         sys.exit(EXIT_ERROR)
+
+
+def _port(text: str) -> int:
+    """A TCP port for --port: 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range 0-65535")
+    return port
+
+
+def _positive(text: str) -> int:
+    """A count for --limit: 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not 1 or more")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="sidecar mode: run the profile and serve /report, /metrics, /healthz")
     serve.add_argument("--config", "-c", required=True, type=Path)
-    serve.add_argument("--port", type=int, help="overrides server.port")
+    serve.add_argument("--port", type=_port, help="overrides server.port")
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--once", action="store_true", help="exit with the verdict when the run ends")
 
@@ -65,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dir", type=Path, default=Path("profiler-demo"), help="where to write config, data, report")
     demo.add_argument("--variant", choices=["good", "weak"], default="good", help="'weak' is a worse model")
     demo.add_argument("--serve", action="store_true", help="run in sidecar mode and keep serving /report")
-    demo.add_argument("--port", type=int, default=9090, help="the sidecar's port with --serve")
+    demo.add_argument("--port", type=_port, default=9090, help="the sidecar's port with --serve")
     demo.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                       help="extra flag for the example server, e.g. --server-arg=--delay-ms=20")
     demo.add_argument("--protocol", default="v2-rest",
@@ -77,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "./profiler-history.sqlite)")
     history.add_argument("--config", "-c", type=Path, help="take the history file from this profile")
     history.add_argument("--model", help="only runs of this model")
-    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--limit", type=_positive, default=50)
     compare = sub.add_parser("compare", help="every metric of two runs side by side, with deltas and significance")
     compare.add_argument("a", metavar="A", help="the baseline run id")
     compare.add_argument("b", metavar="B", help="the candidate run id")
@@ -105,7 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = _dispatch(args)
     except ProfilerError as exc:
-        print(error_line(str(exc)), file=sys.stderr)
+        print(error_line(_one_line(str(exc))), file=sys.stderr)
+        code = EXIT_ERROR
+    except OSError as exc:  # the machine refused: a port in use, a full disk, a folder that cannot be written
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(error_line(where + _one_line(exc.strerror or str(exc))), file=sys.stderr)
         code = EXIT_ERROR
     except KeyboardInterrupt:
         print("profiler: interrupted", file=sys.stderr)
@@ -116,6 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     # to be gone before the pod's SIGKILL; the operating system frees the memory either way.
     gc.freeze()
     sys.exit(code)
+
+
+def _one_line(message: str) -> str:
+    """An error message as one line with every URL in it redacted (a last guard: messages are made so)."""
+    return redact_text(" ".join(message.split()))
 
 
 def _dispatch(args: argparse.Namespace) -> int:

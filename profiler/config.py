@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
+import select
+import stat
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from profiler.core.errors import ConfigError
+from profiler.core.redact import redact_text, redact_url
+from profiler.core.url import TargetUrl, UrlError, check_request_path, parse_target_url
 from profiler.judge.catalogue import has_test, normalise_metric
 from profiler.judge.verdict import ChangeBound, Gate
 from profiler.schedule import MAX_RATE_RPS, Stage, plan, ramp_rates
@@ -27,6 +41,29 @@ HISTORY_FILE = "profiler-history.sqlite"
 
 
 
+def _usable_path(value: Path) -> Path:
+    text = str(value)
+    if "\x00" in text:
+        raise ValueError("a path cannot hold a NUL character")
+    if text in ("", "."):
+        raise ValueError("the path is empty")
+    if len(text) > 4096:
+        raise ValueError("the path is longer than 4096 characters")
+    return value
+
+
+def _env_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,254}", value):
+        raise ValueError(f"{value[:60]!r} is not an environment variable name (letters, digits and _)")
+    return value
+
+
+FilePath = Annotated[Path, AfterValidator(_usable_path)]
+"""A path in a profile: not empty, no NUL (which no system call takes)."""
+EnvName = Annotated[str, AfterValidator(_env_name)]
+"""The name of an environment variable."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,8 +71,8 @@ class _Strict(BaseModel):
 class SecretSource(_Strict):
     """Where a secret is read at run time: an environment variable or a mounted file, never the value itself."""
 
-    env: str | None = None
-    file: Path | None = None
+    env: EnvName | None = None
+    file: FilePath | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> SecretSource:
@@ -85,7 +122,7 @@ class TargetConfig(_Strict):
     """Extra request headers (gRPC metadata): a literal value, or {env: VAR} / {file: PATH} for a secret."""
     bearer_token: SecretSource | None = None
     """Sent as 'Authorization: Bearer <token>', read from an environment variable or a file."""
-    tls_ca_file: Path | None = None
+    tls_ca_file: FilePath | None = None
     """gRPC over TLS (grpcs://): the CA bundle that signed the server's certificate (default: system roots)."""
     keepalive_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
     """gRPC keepalive ping interval on the long-lived channel."""
@@ -94,38 +131,77 @@ class TargetConfig(_Strict):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
-        schemes = ("http://", "https://", "grpc://", "grpcs://")
-        if not value.startswith(schemes) or value.endswith("://"):
-            raise ValueError(f"must be an http://, https://, grpc:// or grpcs:// URL, got {value!r}")
-        if value.startswith(("grpc://", "grpcs://")):
-            parts = urlsplit(value)
+    def _target_url(cls, value: str) -> str:
+        try:
+            parse_target_url(value)
+        except UrlError as exc:
+            raise ValueError(f"the URL {exc}") from None
+        return value
+
+    @field_validator("infer_path", "ready_path")
+    @classmethod
+    def _request_path(cls, value: str | None) -> str | None:
+        if value is not None:
             try:
-                port = parts.port
-            except ValueError:
-                port = None
-            if not parts.hostname or port is None or parts.path.strip("/"):
-                raise ValueError(f"a gRPC target is grpc://host:port or grpcs://host:port, got {value!r}")
-        return value.rstrip("/")
+                check_request_path(value)
+            except UrlError as exc:
+                raise ValueError(f"the path {exc}") from None
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str | SecretSource]) -> dict[str, str | SecretSource]:
+        for name, header in value.items():
+            check_header(name, header if isinstance(header, str) else None)
+        return value
+
+    @property
+    def endpoint(self) -> TargetUrl:
+        """The URL parsed: scheme, host, port, base path, query string and credentials (core.url)."""
+        return parse_target_url(self.url)
 
     @model_validator(mode="after")
     def _protocol_fits(self) -> TargetConfig:
-        grpc_url = self.url.startswith(("grpc://", "grpcs://"))
-        if self.protocol == "v2-grpc" and not grpc_url:
-            raise ValueError(f"protocol v2-grpc needs a grpc://host:port or grpcs://host:port url, got {self.url!r}")
-        if self.protocol != "v2-grpc" and grpc_url:
-            raise ValueError(f"a {self.url.split(':')[0]}:// url needs protocol v2-grpc, not {self.protocol}")
+        endpoint = self.endpoint
+        if self.protocol == "v2-grpc" and not endpoint.grpc:
+            raise ValueError(f"protocol v2-grpc needs a grpc:// or grpcs:// url (grpc://host:8001), got "
+                             f"{endpoint.redacted()!r}")
+        if self.protocol != "v2-grpc" and endpoint.grpc:
+            raise ValueError(f"a {endpoint.scheme}:// url needs protocol v2-grpc, not {self.protocol}")
         if self.protocol == "json":
             missing = [f for f in ("request_template", "response_path", "infer_path") if getattr(self, f) is None]
             if missing:
                 raise ValueError(f"protocol json needs {', '.join(missing)}")
+        authorization = [source for source, given in (
+            ("the URL's user:password (sent as Basic)", endpoint.has_credentials),
+            ("bearer_token", self.bearer_token is not None),
+            ("headers.Authorization", any(name.lower() == "authorization" for name in self.headers)),
+        ) if given]
+        if len(authorization) > 1:
+            raise ValueError(f"{' and '.join(authorization)} both set the Authorization header; give one")
         return self
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+RESERVED_HEADERS = ("host", "content-length", "content-type", "transfer-encoding", "connection", "te")
+"""Headers the clients set themselves (framing, the target's authority, the codec's content type)."""
+
+
+def check_header(name: str, value: str | None) -> None:
+    """ValueError when `name` is not an HTTP header name a profile may set, or `value` (when given) is not
+    printable ASCII on one line; the message names the header, never the value."""
+    if not _TOKEN.fullmatch(name):
+        raise ValueError(f"{name[:60]!r} is not a header name (letters, digits and !#$%&'*+.^_`|~- only)")
+    if name.lower() in RESERVED_HEADERS or name.lower().startswith("grpc-"):
+        raise ValueError(f"the header {name} is set by the profiler itself")
+    if value is not None and not all(" " <= char <= "~" or char == "\t" for char in value):
+        raise ValueError(f"the value of header {name} must be printable ASCII on one line")
 
 
 class DatasetConfig(_Strict):
     """The hold-out file and which of its fields hold the inputs, the label and the sample id."""
 
-    path: Path
+    path: FilePath
     format: Literal["jsonl", "csv"] | None = None
     inputs: str | list[str] = "inputs"
     label: str = "label"
@@ -348,7 +424,7 @@ class HistoryConfig(_Strict):
     """The SQLite run history (default: profiler-history.sqlite next to the report)."""
 
     enabled: bool = True
-    path: Path | None = None
+    path: FilePath | None = None
     lock_timeout_s: Annotated[float, Field(gt=0, le=600)] = 5.0
     """How long saving a run waits for another writer before it gives up (the report says so)."""
 
@@ -378,7 +454,10 @@ def parse_bytes(value: Any) -> Any:
     number, unit, binary = match.groups()
     base = 1024 if binary else 1000
     multiplier = base ** ("KMGTP".index(unit.upper()) + 1) if unit else 1
-    return int(float(number) * multiplier)
+    size = float(number) * multiplier
+    if not math.isfinite(size) or size >= 2**63:
+        raise ValueError(f"{value[:40]!r} is too large a size")
+    return int(size)
 
 
 Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
@@ -391,7 +470,7 @@ class ResourcesConfig(_Strict):
     cmdline: str | None = None
     pod: bool = False
     """Watch every process in the pod that is not the sidecar (needs shareProcessNamespace)."""
-    cgroup_path: Path | None = None
+    cgroup_path: FilePath | None = None
     """The model container's cgroup directory (v2, or v1's memory controller)."""
     metrics_url: str | None = None
     """The target's Prometheus endpoint, used when no process or cgroup is visible."""
@@ -400,7 +479,7 @@ class ResourcesConfig(_Strict):
     series_points: Annotated[int, Field(ge=16, le=100_000)] = 512
     memory_limit_bytes: Bytes | None = None
     """The container's memory limit, when no cgroup says it (for the time-to-limit projection)."""
-    artifact_path: Path | None = None
+    artifact_path: FilePath | None = None
     """The model artifact on disk (a file or a directory), for the footprint."""
     node_memory_bytes: Bytes | None = None
     node_cpu_cores: Annotated[float, Field(gt=0, le=100_000)] | None = None
@@ -417,14 +496,14 @@ class ResourcesConfig(_Strict):
             except re.error as exc:
                 raise ValueError(f"cmdline is not a valid regular expression: {exc}") from None
         if self.metrics_url is not None and not self.metrics_url.startswith(("http://", "https://")):
-            raise ValueError(f"metrics_url must be an http:// or https:// URL, got {self.metrics_url!r}")
+            raise ValueError(f"metrics_url must be an http:// or https:// URL, got {redact_url(self.metrics_url)!r}")
         return self
 
 
 class ReportConfig(_Strict):
     """Where the JSON report goes."""
 
-    path: Path = Path("report.json")
+    path: FilePath = Path("report.json")
 
 
 class ServerConfig(_Strict):
@@ -434,9 +513,9 @@ class ServerConfig(_Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 9090
     start: Literal["on-start", "on-trigger"] = "on-start"
     """on-start: run the profile when the server starts; on-trigger: wait for POST /runs."""
-    token_file: Path | None = None
+    token_file: FilePath | None = None
     """File holding the bearer token that POST /runs must present (e.g. a mounted Kubernetes Secret)."""
-    token_env: str | None = None
+    token_env: EnvName | None = None
     """Or: the name of the environment variable holding that token."""
     shutdown_grace_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     """On SIGTERM or SIGINT (`serve` and `run`), how long requests in flight may take before the aborted
@@ -469,44 +548,170 @@ class Config(_Strict):
     tracking: TrackingConfig | None = None
 
 
+MAX_CONFIG_BYTES = 1024 * 1024
+"""A profile larger than this is refused before it is parsed (profiles are a few kilobytes)."""
+MAX_CONFIG_NODES = 100_000
+"""YAML values a profile may expand to, aliases counted at each use: refuses alias bombs."""
+CONFIG_WAIT_S = 10.0
+"""How long a profile that is a pipe or a FIFO may take to arrive (`-c <(envsubst < profile.yaml)`)."""
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a YAML profile; relative paths in it are taken from the file's folder."""
     file = Path(path)
+    return parse_config(read_profile(file), file)
+
+
+def read_profile(file: Path) -> str:
+    """The profile's text: at most MAX_CONFIG_BYTES of UTF-8; a pipe or FIFO is waited for CONFIG_WAIT_S at
+    most, never forever. ConfigError names the file (and the line of a byte that is not UTF-8)."""
     try:
-        text = file.read_text(encoding="utf-8")
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{file}: cannot read config: {_reason(exc)}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{file}: cannot read config: it is a directory")
+        data = _read_regular(fd) if stat.S_ISREG(mode) else _read_stream(fd, file)
     except OSError as exc:
-        raise ConfigError(f"{file}: cannot read config: {exc.strerror or exc}") from None
-    return parse_config(text, file)
+        raise ConfigError(f"{file}: cannot read config: {_reason(exc)}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{file}: the config is larger than {MAX_CONFIG_BYTES // 1024} KiB; is this the profile?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{file}:{line}: the config is not UTF-8 text (byte 0x{data[exc.start]:02x})") from None
+
+
+def _reason(exc: OSError | ValueError) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+
+
+def _read_regular(fd: int) -> bytes:
+    os.set_blocking(fd, True)
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_CONFIG_BYTES:
+        chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _read_stream(fd: int, file: Path) -> bytes:
+    """A pipe, FIFO or device: read until its end, waiting CONFIG_WAIT_S in all for its data."""
+    deadline = time.monotonic() + CONFIG_WAIT_S
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_CONFIG_BYTES:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise ConfigError(f"{file}: cannot read config: nothing arrived within {CONFIG_WAIT_S:g} s "
+                              "(a FIFO with no writer?)")
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def parse_config(text: str, file: Path) -> Config:
     """Validate YAML text; `file` names the source in errors and anchors relative paths."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    node, data = _parse_yaml(text, file)
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the config must be a YAML mapping of sections (target, dataset, load, ...)")
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        loc = tuple(error["loc"])
-        field = ".".join(str(part) for part in loc) or "(top)"
-        line = _line_of(node, loc)
-        where = f"{file}:{line}" if line else str(file)
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "missing":
-            message = "required field is missing"
-        elif error["type"] == "extra_forbidden":
-            message = "unknown field"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{where}: {field}: {message}{more}") from None
+        raise _config_error(exc, node, file) from None
+    except RecursionError:
+        raise ConfigError(f"{file}: the config refers to itself (a YAML alias inside its own anchor)") from None
     return _anchor_paths(config, file.parent)
+
+
+def _parse_yaml(text: str, file: Path) -> tuple[yaml.Node | None, Any]:
+    """The composed node tree (for line numbers) and the loaded data; ConfigError for YAML that is malformed,
+    nested too deeply, or expands (through aliases) beyond MAX_CONFIG_NODES values."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_expansion(node, file)
+        data = yaml.safe_load(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a control character, U+FFFE)
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{file}:{line}: invalid YAML: the character #x{exc.character:04x} is not allowed "
+                          "in YAML") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark is not None else str(file)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: invalid YAML: {' '.join(str(problem).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: invalid YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # a value PyYAML cannot construct, e.g. a timestamp out of range
+        raise ConfigError(f"{file}: invalid YAML: {exc}") from None
+    return node, data
+
+
+def _check_expansion(root: yaml.Node | None, file: Path) -> None:
+    """Count the values the document expands to, each alias at every use, and stop past MAX_CONFIG_NODES."""
+    stack = [root] if root is not None else []
+    count = 0
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_CONFIG_NODES:
+            raise ConfigError(f"{file}: the config expands to more than {MAX_CONFIG_NODES} values "
+                              "(YAML aliases used over and over?)")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            _check_unique_keys(node, file)
+            for key, value in node.value:
+                stack.extend((key, value))
+
+
+def _check_unique_keys(node: yaml.MappingNode, file: Path) -> None:
+    """YAML loaders keep the last of two equal keys without a word: two `gates:` would drop the first."""
+    seen: set[str] = set()
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            if key.value in seen:
+                raise ConfigError(f"{file}:{key.start_mark.line + 1}: the key {key.value[:60]!r} appears twice "
+                                  "in the same mapping")
+            seen.add(key.value)
+
+
+def _config_error(exc: ValidationError, node: yaml.Node | None, file: Path) -> ConfigError:
+    """The first validation error as one line: file:line: field: message (and how many more)."""
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    field = ".".join(_field_part(part) for part in loc) or "(top)"
+    line = _line_of(node, loc)
+    where = f"{file}:{line}" if line else str(file)
+    message = redact_text(" ".join(error["msg"].removeprefix("Value error, ").split()))
+    if error["type"] == "missing":
+        message = "required field is missing"
+    elif error["type"] == "extra_forbidden":
+        message = "unknown field"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return ConfigError(f"{where}: {field}: {message}{more}")
+
+
+def _field_part(part: Any) -> str:
+    """One step of a field's location as the error names it: a key of odd characters (a user's own) quoted."""
+    text = str(part)
+    plain = text.isprintable() and " " not in text and 0 < len(text) <= 60
+    return text if plain else repr(text[:60])
 
 
 def _anchor_paths(config: Config, base: Path) -> Config:

@@ -7,21 +7,36 @@ import hashlib
 import io
 import json
 import math
+import os
+import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from profiler.core.errors import DatasetError
 
+MAX_LINE_BYTES = 16 * 1024 * 1024
+"""One hold-out line (one sample) may hold at most this many bytes: a longer one is a mistake, not a sample."""
+MAX_HOLDOUT_BYTES = 1024 * 1024 * 1024
+"""The whole hold-out file may hold at most this many bytes: every sample is kept in memory for the run."""
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One labelled hold-out example. `inputs` is a flat list of numbers (or strings)."""
+    """One labelled hold-out example. `inputs` is a flat list of numbers (or strings); `source` and `line`
+    say where it was read (errors about it name them), "" and 0 for a sample made in code."""
 
     id: str
     inputs: list[Any]
     label: Any
+    source: str = field(default="", compare=False)
+    line: int = field(default=0, compare=False)
+
+    @property
+    def where(self) -> str:
+        """How errors name the sample: 'file:line: sample ID', or 'sample ID' for one made in code."""
+        return f"{self.source}:{self.line}: sample {self.id}" if self.source else f"sample {self.id}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,25 +51,81 @@ class Dataset:
 def load_dataset(
     path: Path, *, inputs: str | list[str], label: str, id_field: str | None = None, fmt: str = "jsonl"
 ) -> Dataset:
-    """Read every sample; raise DatasetError naming the file and line of the first bad one."""
+    """Read every sample; raise DatasetError naming the file and line of the first bad one.
+
+    The file must be UTF-8 text (a leading byte-order mark is skipped), each line at most MAX_LINE_BYTES
+    and the whole at most MAX_HOLDOUT_BYTES; a read that fails (EIO, EACCES) is a DatasetError too.
+    """
     digest = hashlib.sha256()
     try:
         raw = path.open("rb")
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read hold-out file: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: cannot read hold-out file: {_reason(exc)}") from None
     with raw:
-        lines = _hashed_lines(raw, digest)
+        _check_size(path, raw)
+        reader = _LineReader(path, raw, digest)
+        lines = iter(reader)
         rows = _jsonl_rows(path, lines) if fmt == "jsonl" else _csv_rows(path, lines)
-        samples = tuple(_to_sample(path, n, row, inputs, label, id_field) for n, row in rows)
+        try:
+            samples = tuple(_to_sample(path, n, row, inputs, label, id_field) for n, row in rows)
+        except OSError as exc:
+            raise DatasetError(f"{path}: cannot read hold-out file at line {reader.line + 1}: "
+                               f"{_reason(exc)}") from None
     if not samples:
         raise DatasetError(f"{path}: hold-out file has no samples")
     return Dataset(path=path, sha256=digest.hexdigest(), samples=samples)
 
 
-def _hashed_lines(raw: io.BufferedReader, digest: Any) -> Iterator[tuple[int, str]]:
-    for number, chunk in enumerate(raw, start=1):
-        digest.update(chunk)
-        yield number, chunk.decode("utf-8", errors="replace")
+def _reason(exc: OSError | ValueError) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+
+
+def _check_size(path: Path, raw: io.BufferedReader) -> None:
+    """Refuse a directory, and a regular file larger than MAX_HOLDOUT_BYTES before reading any of it."""
+    try:
+        info = os.fstat(raw.fileno())
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read hold-out file: {_reason(exc)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise DatasetError(f"{path}: cannot read hold-out file: it is a directory")
+    if stat.S_ISREG(info.st_mode) and info.st_size > MAX_HOLDOUT_BYTES:
+        raise DatasetError(f"{path}: hold-out file is {info.st_size / 2**30:.1f} GiB, more than the "
+                           f"{MAX_HOLDOUT_BYTES // 2**30} GiB a hold-out set may hold")
+
+
+class _LineReader:
+    """The file's lines as (number, text), hashing every byte read; DatasetError for a line too long, bytes
+    that are not UTF-8, or a file that grows past MAX_HOLDOUT_BYTES. OSError from a read passes through."""
+
+    def __init__(self, path: Path, raw: io.BufferedReader, digest: Any) -> None:
+        self.path = path
+        self.raw = raw
+        self.digest = digest
+        self.line = 0
+        self.total_bytes = 0
+
+    def __iter__(self) -> Iterator[tuple[int, str]]:
+        while True:
+            chunk = self.raw.readline(MAX_LINE_BYTES + 1)
+            if not chunk:
+                return
+            self.line += 1
+            self.total_bytes += len(chunk)
+            if len(chunk) > MAX_LINE_BYTES:
+                raise DatasetError(f"{self.path}:{self.line}: line is longer than {MAX_LINE_BYTES // 2**20} MiB")
+            if self.total_bytes > MAX_HOLDOUT_BYTES:
+                raise DatasetError(f"{self.path}: hold-out file holds more than {MAX_HOLDOUT_BYTES // 2**30} GiB")
+            self.digest.update(chunk)
+            yield self.line, self._text(chunk)
+
+    def _text(self, chunk: bytes) -> str:
+        try:
+            text = chunk.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            column = len(chunk[:exc.start].decode("utf-8", errors="replace")) + 1
+            raise DatasetError(f"{self.path}:{self.line}: not UTF-8 text (byte 0x{chunk[exc.start]:02x} at column "
+                               f"{column})") from None
+        return text.removeprefix("\ufeff") if self.line == 1 else text
 
 
 def _jsonl_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -65,6 +136,10 @@ def _jsonl_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DatasetError(f"{path}:{number}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise DatasetError(f"{path}:{number}: not valid JSON: {exc}") from None
+        except RecursionError:
+            raise DatasetError(f"{path}:{number}: not valid JSON: nested too deeply") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
         yield number, row
@@ -75,8 +150,14 @@ def _csv_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[in
     for number, line in lines:
         if not line.strip():
             continue
-        cells = next(csv.reader([line]))
+        try:
+            cells = next(csv.reader([line]))
+        except csv.Error as exc:
+            raise DatasetError(f"{path}:{number}: not valid CSV: {exc}") from None
         if header is None:
+            duplicates = sorted({name for name in cells if cells.count(name) > 1})
+            if duplicates:
+                raise DatasetError(f"{path}:{number}: the header names column {duplicates[0]!r} twice")
             header = cells
             continue
         if len(cells) != len(header):
@@ -97,6 +178,7 @@ def _to_sample(
 ) -> Sample:
     if label not in row:
         raise DatasetError(f"{path}:{number}: label field {label!r} is missing")
+    _check_label(path, number, label, row[label])
     if isinstance(inputs, str):
         if inputs not in row:
             raise DatasetError(f"{path}:{number}: inputs field {inputs!r} is missing")
@@ -104,6 +186,8 @@ def _to_sample(
         if not isinstance(values, list):
             values = [values]
         values = _flatten(values)
+        if not values:
+            raise DatasetError(f"{path}:{number}: inputs field {inputs!r} is empty")
     else:
         missing = [name for name in inputs if name not in row]
         if missing:
@@ -120,7 +204,16 @@ def _to_sample(
         sample_id = str(row[id_field])
     else:
         sample_id = f"line-{number}"
-    return Sample(id=sample_id, inputs=values, label=row[label])
+    return Sample(id=sample_id, inputs=values, label=row[label], source=str(path), line=number)
+
+
+def _check_label(path: Path, number: int, name: str, value: Any) -> None:
+    """A label is one class: a string, a number or a boolean (scikit-learn compares them; a list cannot be)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DatasetError(f"{path}:{number}: label field {name!r} holds a non-finite number ({value})")
+    if not isinstance(value, (str, int, float, bool)):
+        kind = "null" if value is None else type(value).__name__
+        raise DatasetError(f"{path}:{number}: label field {name!r} must be a string, number or boolean, got {kind}")
 
 
 def _flatten(values: list[Any]) -> list[Any]:

@@ -326,9 +326,9 @@ def test_make_codec_rejects_an_unknown_protocol() -> None:
 
 @pytest.mark.parametrize(("text", "message"), [
     ("{url: 'http://h', protocol: v3, model: m}", "target.protocol: Input should be 'v2-rest'"),
-    ("{url: 'http://h', protocol: v2-grpc, model: m}", "protocol v2-grpc needs a grpc://host:port"),
+    ("{url: 'http://h', protocol: v2-grpc, model: m}", "protocol v2-grpc needs a grpc:// or grpcs:// url"),
     ("{url: 'grpc://h:1', model: m}", "a grpc:// url needs protocol v2-grpc, not v2-rest"),
-    ("{url: 'ftp://h', model: m}", "target.url: must be an http://, https://, grpc:// or grpcs:// URL"),
+    ("{url: 'ftp://h', model: m}", "target.url: the URL has the unknown scheme 'ftp'; use http://"),
     ("{url: 'http://h', protocol: json, model: m}", "protocol json needs request_template, response_path, infer_path"),
     ("{url: 'http://h', model: m, datatype: FP16}", "target.datatype: Input should be"),
     ("{url: 'http://h', model: m, bearer_token: {}}", "target.bearer_token: give exactly one of 'env'"),

@@ -38,7 +38,7 @@ def test_good_config_anchors_relative_paths(tmp_path: Path) -> None:
     ("old", "new", "expected"),
     [
         ("  model: digits\n", "", "p.yaml:2: target.model: required field is missing"),
-        ("url: http://127.0.0.1:8000", "url: ftp://x", "p.yaml:2: target.url: must be an http"),
+        ("url: http://127.0.0.1:8000", "url: ftp://x", "p.yaml:2: target.url: the URL has the unknown scheme 'ftp'"),
         ("rate_rps: 10", "rate_rps: 0", "p.yaml:10: load.stages.0.rate_rps: Input should be greater than 0"),
         ("rate_rps: 10", "rate_rps: -5", "p.yaml:10: load.stages.0.rate_rps"),
         ("rate_rps: 10", "rate_rps: 1e12", "load.stages.0.rate_rps: Input should be less than or equal"),

@@ -104,9 +104,15 @@ def test_lag_budget_is_bounded():
         load(stages + "  lag_budget_ms: -1\n")
 
 
-@pytest.mark.parametrize("url", ["grpc://127.0.0.1", "grpc://model:port", "grpcs://[::1]:8001/v2", "grpc://:8001"])
-def test_a_grpc_url_needs_host_and_port(url):
-    with pytest.raises(ConfigError, match=r"p.yaml:1: target.url: a gRPC target is grpc://host:port"):
+@pytest.mark.parametrize(("url", "problem"), [
+    ("grpc://127.0.0.1", "has no port; a grpc:// target needs one"),
+    ("grpc://model:port", "has a port that is not a number"),
+    ("grpcs://[::1]:8001/v2", "has a path; a gRPC target is grpcs://host:8001, nothing after the port"),
+    ("grpc://:8001", "has no host"),
+    ("grpc://h:1?key=k", "has a query string; a gRPC target is grpc://host:8001"),
+])
+def test_a_grpc_url_needs_host_and_port(url, problem):
+    with pytest.raises(ConfigError, match=rf"p.yaml:1: target.url: the URL {problem}"):
         parse_config(f'target: {{url: "{url}", protocol: v2-grpc, model: m}}\ndataset: {{path: d.jsonl}}\n'
                      "load: {stages: [{rate_rps: 1, duration_s: 1}]}\n", Path("p.yaml"))
 

@@ -7,6 +7,7 @@ import os
 
 from profiler.config import ServerConfig
 from profiler.core.errors import ConfigError
+from profiler.transports.secrets import read_secret_file
 
 
 def bearer_matches(header: str | None, token: str | None) -> bool:
@@ -27,9 +28,11 @@ def load_token(server: ServerConfig) -> str | None:
     """The bearer token for POST /runs from server.token_file or server.token_env (None: triggering is off)."""
     if server.token_file is not None:
         try:
-            token = server.token_file.read_text(encoding="utf-8").strip()
+            token = read_secret_file(server.token_file).strip()
         except OSError as exc:
             raise ConfigError(f"server.token_file: cannot read {server.token_file}: {exc.strerror or exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"server.token_file: cannot read {server.token_file}: {exc}") from None
         if not token:
             raise ConfigError(f"server.token_file: {server.token_file} is empty")
         return token

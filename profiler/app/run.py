@@ -29,8 +29,8 @@ from profiler.codecs.factory import codec_from_config
 from profiler.config import Config, ResourcesConfig
 from profiler.core import aio, logs
 from profiler.core.errors import DecodeError, ReportError, TargetError, TransportError, error_line
-from profiler.core.redact import redact_url
 from profiler.core.results import OK, Prediction
+from profiler.core.url import TargetUrl
 from profiler.dataset import Dataset, load_dataset
 from profiler.judge.verdict import exit_code_for
 from profiler.load.engine import Engine, build_bodies
@@ -56,10 +56,12 @@ from profiler.state import (
 from profiler.transports.base import Transport
 from profiler.transports.factory import make_transport
 from profiler.transports.metadata import check_model_inputs
+from profiler.transports.resolve import resolve_target
 
 
-async def wait_ready(transport: Transport, codec: Codec, url: str, timeout_s: float) -> None:
-    """Poll the codec's readiness endpoints until all answer 200, or raise TargetError."""
+async def wait_ready(transport: Transport, codec: Codec, endpoint: TargetUrl, timeout_s: float) -> None:
+    """Poll the codec's readiness endpoints until all answer 200, or raise TargetError naming each endpoint's
+    redacted URL and what it answered."""
     deadline = time.monotonic() + timeout_s
     last: dict[str, int] = {}
     while True:
@@ -67,7 +69,7 @@ async def wait_ready(transport: Transport, codec: Codec, url: str, timeout_s: fl
         if all(status == 200 for status in last.values()):
             return
         if time.monotonic() >= deadline:
-            seen = ", ".join(f"{url}{p} -> {s or 'no answer'}" for p, s in last.items())
+            seen = ", ".join(f"{endpoint.redacted(p)} -> {s or 'no answer'}" for p, s in last.items())
             raise TargetError(f"target never became ready within {timeout_s:g} s ({seen})")
         await asyncio.sleep(0.2)
 
@@ -277,7 +279,8 @@ async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport
     config = state.config
     codec, dataset = inputs.codec, inputs.dataset
     _enter(state, "waiting for target")
-    await wait_ready(transport, codec, redact_url(config.target.url), config.target.ready_timeout_s)
+    await resolve_target(config.target.endpoint)  # 'cannot resolve host X' now, not 'no answer' later
+    await wait_ready(transport, codec, config.target.endpoint, config.target.ready_timeout_s)
     _enter(state, "checking metadata")
     if not await check_model_inputs(config.target, codec, transport, dataset.samples[0]):
         state.phases["checking metadata"] = PHASE_SKIPPED

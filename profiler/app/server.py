@@ -32,7 +32,7 @@ from profiler.codecs.factory import codec_from_config
 from profiler.config import Config
 from profiler.core import aio, logs
 from profiler.core.errors import ConfigError, ProfilerError, ReportError, StoreError
-from profiler.core.redact import redact_url
+from profiler.core.redact import redact_text, redact_url
 from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, exit_code_for
 from profiler.record.exporter import RunCollector
 from profiler.record.recent_runs import MemoryRuns, RunSource, StoreRuns
@@ -75,7 +75,7 @@ class TargetProbe:
         codec = readiness_codec(config)
         self._paths = codec.ready_paths
         self._transport = make_transport(probe_config, codec)
-        self._url = redact_url(config.target.url)
+        self._endpoint = config.target.endpoint
         self._clock = clock
         self._lock = asyncio.Lock()
         self._checked_at: float | None = None
@@ -100,7 +100,7 @@ class TargetProbe:
             statuses = {path: await self._transport.probe(path) for path in self._paths}
             bad = {p: s for p, s in statuses.items() if s != 200}
             if bad:
-                detail = ", ".join(f"{self._url}{p} -> {s or 'no answer'}" for p, s in bad.items())
+                detail = ", ".join(f"{self._endpoint.redacted(p)} -> {s or 'no answer'}" for p, s in bad.items())
                 self._result = (False, detail)
             else:
                 self._result = (True, "ready")
@@ -187,7 +187,7 @@ class Sidecar:
                 log.exception("run %s: the aborted run's report could not be built", state.run_id)
             raise
         except Exception as exc:
-            self.error = f"internal error: {type(exc).__name__}: {exc}"
+            self.error = redact_text(f"internal error: {type(exc).__name__}: {exc}")
             state.phase = "error"
             log.exception("run %s failed", state.run_id)
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import orjson
 
@@ -13,12 +14,23 @@ from profiler.codecs.tensors import TensorSpec, resolve_specs
 from profiler.dataset import Sample
 
 
+def path_segment(name: str) -> str:
+    """A model name or version as one URL path segment: '/', '?', '#', '%', blanks and non-ASCII
+    percent-encoded (UTF-8), so no name can end the path or break the request line."""
+    return quote(name, safe="-._~:@!$&'()*+,;=")
+
+
 def loads(body: bytes) -> Any:
-    """Parse a JSON answer: orjson (the hot path), else the standard library (NaN, Infinity, huge integers)."""
+    """Parse a JSON answer: orjson (the hot path), else the standard library (NaN, Infinity, huge integers).
+    ValueError (UnicodeDecodeError included) when it is not JSON, or nested too deeply to read."""
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
+        pass
+    try:
         return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 class TensorCodec:

@@ -163,7 +163,7 @@ class JsonTemplateCodec:
 
 def _item(sample: Sample, values: list[Any], index: int) -> Any:
     if index >= len(values):
-        raise DatasetError(f"sample {sample.id}: the template asks for inputs[{index}], it has {len(values)}")
+        raise DatasetError(f"{sample.where}: the template asks for inputs[{index}], it has {len(values)}")
     return values[index]
 
 

@@ -16,6 +16,7 @@ DATATYPES = ("FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES")
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FP32_MAX = 3.4028234663852886e38
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,30 +37,44 @@ def cast_value(value: Any, datatype: str) -> Any:
     """`value` as the Python type the datatype's JSON/protobuf form holds; ValueError says why not."""
     if datatype in ("FP32", "FP64"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{value!r} is not a number")
-        return float(value)
+            raise ValueError(f"{_short(value)} is not a number")
+        try:
+            number = float(value)
+        except OverflowError:
+            raise ValueError(f"{_short(value)} is too large for {datatype}") from None
+        if datatype == "FP32" and abs(number) > _FP32_MAX:
+            raise ValueError(f"{_short(value)} is too large for FP32")
+        return number
     if datatype in ("INT32", "INT64"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"{value!r} is not an integer")
+            raise ValueError(f"{_short(value)} is not an integer")
         if isinstance(value, float):
             if not value.is_integer():
-                raise ValueError(f"{value!r} is not an integer")
+                raise ValueError(f"{_short(value)} is not an integer")
             value = int(value)
         low, high = (_INT32_MIN, _INT32_MAX) if datatype == "INT32" else (_INT64_MIN, _INT64_MAX)
         if not low <= value <= high:
-            raise ValueError(f"{value} does not fit {datatype}")
+            raise ValueError(f"{_short(value)} does not fit {datatype}")
         return value
     if datatype == "BOOL":
         if isinstance(value, bool):
             return value
         if isinstance(value, (int, float)) and value in (0, 1):
             return bool(value)
-        raise ValueError(f"{value!r} is not a boolean (true/false or 0/1)")
+        raise ValueError(f"{_short(value)} is not a boolean (true/false or 0/1)")
     if datatype == "BYTES":
         if not isinstance(value, str):
-            raise ValueError(f"{value!r} is not a string")
+            raise ValueError(f"{_short(value)} is not a string")
         return value
     raise ValueError(f"unknown datatype {datatype!r}")
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: its repr, cut to 40 characters (an input may be a huge number)."""
+    if isinstance(value, int) and abs(value) >= 10**30:
+        return f"an integer of {value.bit_length()} bits"  # repr() of a 5000-digit integer raises
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def resolve_specs(specs: Sequence[TensorSpec], first: Sample) -> tuple[TensorSpec, ...]:
@@ -79,7 +94,7 @@ def split_sample(sample: Sample, specs: Sequence[TensorSpec]) -> list[list[Any]]
     expected = sum(s.size or 0 for s in specs)
     if len(sample.inputs) != expected:
         layout = ", ".join(f"{s.name!r} {list(s.shape or ())}" for s in specs)
-        raise DatasetError(f"sample {sample.id}: holds {len(sample.inputs)} input values, the declared inputs "
+        raise DatasetError(f"{sample.where}: holds {len(sample.inputs)} input values, the declared inputs "
                            f"take {expected} ({layout})")
     parts: list[list[Any]] = []
     start = 0
@@ -90,7 +105,7 @@ def split_sample(sample: Sample, specs: Sequence[TensorSpec]) -> list[list[Any]]
         try:
             parts.append([cast_value(v, spec.datatype) for v in chunk])
         except ValueError as exc:
-            raise DatasetError(f"sample {sample.id}: input {spec.name!r} ({spec.datatype}): {exc}") from None
+            raise DatasetError(f"{sample.where}: input {spec.name!r} ({spec.datatype}): {exc}") from None
     return parts
 
 
@@ -110,9 +125,12 @@ def check_metadata(specs: Sequence[TensorSpec], metadata: dict[str, Any], model:
 
     `metadata` is the V2 model metadata document ({"inputs": [{"name", "datatype", "shape"}]}).
     A model that declares no inputs cannot be checked and passes. Shapes compare with the batch
-    dimension: -1 in the model's shape matches any size.
+    dimension: -1 in the model's shape matches any size. A document of another shape is a TargetError.
     """
-    declared = {t.get("name"): t for t in metadata.get("inputs") or [] if isinstance(t, dict)}
+    inputs = metadata.get("inputs") or []
+    if not isinstance(inputs, list):
+        raise TargetError(f"model {model!r}: its metadata's 'inputs' is not a list")
+    declared = {str(t.get("name")): t for t in inputs if isinstance(t, dict)}
     if not declared:
         return
     for spec in specs:
@@ -123,13 +141,26 @@ def check_metadata(specs: Sequence[TensorSpec], metadata: dict[str, Any], model:
             raise TargetError(f"{where}: model {model!r} has no such input; it declares {names}")
         datatype = str(tensor.get("datatype", "")).upper()
         if datatype and datatype != spec.datatype:
-            raise TargetError(f"{where}: model {model!r} declares datatype {datatype}, the config sends "
+            raise TargetError(f"{where}: model {model!r} declares datatype {datatype[:20]}, the config sends "
                               f"{spec.datatype}")
-        shape = [int(d) for d in tensor.get("shape") or []]
+        shape = _declared_shape(tensor.get("shape"), model, spec.name)
         ours = [-1, *(spec.shape or ())]
         if shape and not _shape_fits(ours, shape):
             raise TargetError(f"{where}: model {model!r} declares shape {shape}, the config sends "
                               f"[N, {', '.join(str(d) for d in spec.shape or ())}]")
+
+
+def _declared_shape(value: Any, model: str, name: str) -> list[int]:
+    """A metadata shape as integers; TargetError when it is not a list of integers."""
+    if not value:
+        return []
+    if not isinstance(value, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in value):
+        raise TargetError(f"model {model!r}: the metadata of input {name!r} has a shape that is not a list of integers")
+    try:
+        return [int(d) for d in value]
+    except ValueError:
+        raise TargetError(f"model {model!r}: the metadata of input {name!r} has a shape that is not a list of "
+                          "integers") from None
 
 
 def _shape_fits(ours: list[int], declared: list[int]) -> bool:

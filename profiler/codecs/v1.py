@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.codecs.base import TensorCodec, loads
+from profiler.codecs.base import TensorCodec, loads, path_segment
 from profiler.codecs.predictions import PredictionReader, nested_rows
 from profiler.codecs.tensors import TensorSpec, split_sample
 from profiler.core.errors import DecodeError
@@ -35,7 +35,7 @@ class V1RestCodec(TensorCodec):
     ) -> None:
         if form not in FORMS:
             raise ValueError(f"unknown V1 form {form!r}")
-        base = f"/v1/models/{model}" + (f"/versions/{version}" if version else "")
+        base = f"/v1/models/{path_segment(model)}" + (f"/versions/{path_segment(version)}" if version else "")
         self.name = "v1-rest" if form == "rows" else "v1-rest-columnar"
         self.form = form
         self.infer_path = f"{base}:predict"

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.codecs.base import TensorCodec, loads
+from profiler.codecs.base import TensorCodec, loads, path_segment
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.tensors import TensorSpec, batch_columns
 from profiler.core.errors import DecodeError
@@ -14,8 +14,8 @@ from profiler.dataset import Sample
 
 
 def v2_base_path(model: str, version: str | None) -> str:
-    """/v2/models/{model}[/versions/{version}]."""
-    return f"/v2/models/{model}" + (f"/versions/{version}" if version else "")
+    """/v2/models/{model}[/versions/{version}], each name percent-encoded as a path segment."""
+    return f"/v2/models/{path_segment(model)}" + (f"/versions/{path_segment(version)}" if version else "")
 
 
 class V2RestCodec(TensorCodec):

@@ -40,8 +40,9 @@ class TransportError(Exception):
         self.status = status
 
 
-class DecodeError(Exception):
-    """A response body was not of the shape the codec expects."""
+class DecodeError(ProfilerError):
+    """A response body was not of the shape the codec expects (one request's outcome: the load engine counts
+    it against the model; it ends a run only where a single answer is the whole question)."""
 
 
 class StoreError(ProfilerError):

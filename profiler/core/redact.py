@@ -1,7 +1,8 @@
 """The one redaction of the project: URLs and config values as they may be printed, stored or exported. Pure.
 
 Every URL, header and config value that leaves the process (report, history, metrics, logs, error
-messages) goes through `redact_url` or `redact` first.
+messages) goes through `redact_url`, `redact` or `redact_text` first. The target URL's own model
+(`core.url.TargetUrl.redacted`) rebuilds the URL and hands it to `redact_url` too.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ def redact_url(url: str) -> str:
         netloc = f"{REDACTED}@{netloc}"
     query = urlencode([(key, REDACTED) for key, _ in parse_qsl(parts.query, keep_blank_values=True)], safe=REDACTED)
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,;:)!?]")
+"""A URL in prose: up to a blank or a quote, less the punctuation that ends a sentence or a clause."""
+
+
+def redact_text(text: str) -> str:
+    """Free text (an error message, a library's exception) with every URL in it redacted by `redact_url`."""
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
 
 
 _SECRET = re.compile(r"token|secret|password|passwd|authorization|api[_-]?key|credential|cookie|headers?$",

@@ -13,7 +13,7 @@ from typing import Any
 
 from profiler.config import Config
 from profiler.core.errors import ConfigError
-from profiler.core.redact import redact
+from profiler.core.redact import redact, redact_text, redact_url
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_\-. /]")
 MAX_PARAM_CHARS = 500
@@ -52,6 +52,7 @@ def log_run(report: dict[str, Any], config: Config) -> dict[str, Any]:
     except ImportError:
         return {"error": "MLflow is not installed; pip install 'model-profiler[mlflow]'"}
     uri = config.tracking.mlflow_uri
+    shown = redact_url(uri)  # what the report keeps: the URI may carry user:password or a token
     try:
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(config.tracking.experiment)
@@ -79,5 +80,5 @@ def log_run(report: dict[str, Any], config: Config) -> dict[str, Any]:
         client.set_terminated(mlflow_id, "FINISHED")
     except (MlflowException, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return {"uri": uri, "error": f"MLflow at {uri}: {first[:300]}"}
-    return {"uri": uri, "mlflow_run_id": mlflow_id, "experiment_id": experiment_id}
+        return {"uri": shown, "error": f"MLflow at {shown}: {redact_text(first)[:300]}"}
+    return {"uri": shown, "mlflow_run_id": mlflow_id, "experiment_id": experiment_id}

@@ -17,8 +17,17 @@ from grpc import aio
 
 from profiler.core.errors import TargetError, TransportError
 from profiler.transports.base import Done
-from profiler.transports.grpc_common import STATUS_KINDS, fetch_model_metadata, grpc_target, probe_ready
+from profiler.transports.grpc_common import (
+    STATUS_KINDS,
+    call_metadata,
+    fetch_model_metadata,
+    grpc_endpoint,
+    probe_ready,
+)
 from profiler.transports.sockets import MAX_MESSAGE_BYTES
+
+MAX_CA_BYTES = 4 * 1024 * 1024
+"""A CA bundle larger than this is not one (the system's whole bundle is about 200 KiB)."""
 
 
 def _rpc_error(exc: aio.AioRpcError) -> TransportError:
@@ -62,15 +71,14 @@ class GrpcTransport:
         tls_ca_file: Path | None = None,
         keepalive_s: float = 30.0,
     ) -> None:
-        self.url = url
-        self._address, self._tls = grpc_target(url)
+        self.endpoint = grpc_endpoint(url)
+        self._address, self._tls = self.endpoint.address, self.endpoint.tls
         self._model = model
         self._version = version or ""
         self._timeout_s = timeout_s
         # gRPC metadata keys are lower case; the values never leave this object.
         # None, not an empty tuple, when there is nothing to send: grpc skips the metadata work then.
-        self._metadata: tuple[tuple[str, str], ...] | None = (
-            tuple((k.lower(), v) for k, v in headers.items()) if headers else None)
+        self._metadata: tuple[tuple[str, str], ...] | None = call_metadata(self.endpoint, headers) or None
         self._ca_file = tls_ca_file
         self._keepalive_ms = int(keepalive_s * 1000)
         self._channel: aio.Channel | None = None
@@ -98,9 +106,16 @@ class GrpcTransport:
     def _read_ca(self) -> bytes:
         assert self._ca_file is not None
         try:
-            return self._ca_file.read_bytes()
+            with self._ca_file.open("rb") as file:
+                pem = file.read(MAX_CA_BYTES + 1)
         except OSError as exc:
             raise TargetError(f"target.tls_ca_file: cannot read {self._ca_file}: {exc.strerror or exc}") from None
+        # grpc takes any bytes here and only logs, call after call, that it could not load them.
+        if len(pem) > MAX_CA_BYTES or b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise TargetError(f"target.tls_ca_file: {self._ca_file} holds no PEM certificate "
+                              "(-----BEGIN CERTIFICATE-----)" if len(pem) <= MAX_CA_BYTES else
+                              f"target.tls_ca_file: {self._ca_file} is larger than {MAX_CA_BYTES // 2**20} MiB")
+        return pem
 
     def _call(self, method: str) -> Any:
         call = self._calls.get(method)
@@ -144,7 +159,7 @@ class GrpcTransport:
 
     async def model_metadata(self) -> dict[str, Any]:
         """The model's ModelMetadata, in the REST document's shape."""
-        return await fetch_model_metadata(self.send, self.url, self._model, self._version)
+        return await fetch_model_metadata(self.send, self.endpoint.redacted(), self._model, self._version)
 
     async def close(self) -> None:
         """Close the channel."""

@@ -47,7 +47,13 @@ import hpack
 from profiler.core.errors import TransportError
 from profiler.core.units import NS_PER_S
 from profiler.transports.base import Done
-from profiler.transports.grpc_common import STATUS_KINDS, fetch_model_metadata, grpc_target, probe_ready
+from profiler.transports.grpc_common import (
+    STATUS_KINDS,
+    call_metadata,
+    fetch_model_metadata,
+    grpc_endpoint,
+    probe_ready,
+)
 from profiler.transports.sockets import (
     ANCILLARY_BYTES,
     MAX_MESSAGE_BYTES,
@@ -622,16 +628,13 @@ class H2GrpcTransport:
 
     def __init__(self, url: str, *, model: str, version: str | None = None, timeout_s: float,
                  headers: dict[str, str] | None = None, keepalive_s: float = 30.0, **_: object) -> None:
-        address, tls = grpc_target(url)
-        if tls:
-            raise ValueError(f"the lean gRPC client speaks plain grpc:// only, got {url!r}")
-        host, _colon, port = address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"a gRPC target needs host:port, got {address!r}")
-        self.url = url
-        self._address = address
-        self._host = host.strip("[]")
-        self._port = int(port)
+        endpoint = grpc_endpoint(url)
+        if endpoint.tls:
+            raise ValueError(f"the lean gRPC client speaks plain grpc:// only, got {endpoint.redacted()!r}")
+        self.endpoint = endpoint
+        self._address = endpoint.address
+        self._host = endpoint.host
+        self._port = endpoint.port
         self._model = model
         self._version = version or ""
         self._timeout_s = timeout_s
@@ -639,8 +642,8 @@ class H2GrpcTransport:
         self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
         keepalive_ns = int(keepalive_s * NS_PER_S)
         # gRPC metadata keys are lower case; the values never leave this object.
-        metadata = tuple((k.lower(), v) for k, v in headers.items()) if headers else ()
-        self._shared = _Shared(address, timeout_s, metadata, keepalive_ns, min(keepalive_ns, 20 * NS_PER_S))
+        metadata = call_metadata(endpoint, headers)
+        self._shared = _Shared(endpoint.authority, timeout_s, metadata, keepalive_ns, min(keepalive_ns, 20 * NS_PER_S))
         self.pings_sent = 0  # keepalive PINGs, for the curious (and the tests)
         self.connections_opened = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -796,7 +799,7 @@ class H2GrpcTransport:
 
     async def model_metadata(self) -> dict[str, Any]:
         """The model's ModelMetadata over this client, in the REST document's shape."""
-        return await fetch_model_metadata(self.send, self.url, self._model, self._version)
+        return await fetch_model_metadata(self.send, self.endpoint.redacted(), self._model, self._version)
 
     def _sweep(self) -> None:
         """Cancel calls past their deadline (reading first whatever has arrived), queued ones included."""

@@ -38,10 +38,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from profiler.core.errors import TransportError
+from profiler.core.redact import redact_text
 from profiler.core.units import NS_PER_S
+from profiler.core.url import parse_target_url
 from profiler.transports.base import Done
 from profiler.transports.sockets import ANCILLARY_BYTES, READ_BYTES, clock_offset_ns, connect, received_ns
 
@@ -472,20 +473,20 @@ class Http1Transport:
         headers: dict[str, str] | None = None,
         keepalive_race_idle_s: float = KEEPALIVE_RACE_IDLE_S,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"the lean HTTP/1.1 client speaks plain http:// only, got {base_url!r}")
-        self.base_url = base_url.rstrip("/")
-        self._host = parts.hostname
-        self._port = parts.port or 80
-        self._prefix = parts.path.rstrip("/")
+        endpoint = parse_target_url(base_url)
+        if endpoint.scheme != "http":
+            raise ValueError(f"the lean HTTP/1.1 client speaks plain http:// only, got {endpoint.redacted()!r}")
+        self.endpoint = endpoint
+        self._host = endpoint.host
+        self._port = endpoint.port
         self.timeout_s = timeout_s
         self.race_idle_ns = int(keepalive_race_idle_s * NS_PER_S)
         self._timeout_ns = int(timeout_s * NS_PER_S)
         self._sweep_s = min(max(timeout_s / 10, 0.001), 0.1)
         self._max_connections = max_connections
-        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-        self._common = (f"Host: {parts.netloc}\r\nContent-Type: {content_type}\r\n{extra}").encode("latin-1")
+        # Host: carries host[:port] only; the URL's credentials go as Authorization: Basic.
+        extra = "".join(f"{k}: {v}\r\n" for k, v in endpoint.with_auth(headers).items())
+        self._common = (f"Host: {endpoint.authority}\r\nContent-Type: {content_type}\r\n{extra}").encode("latin-1")
         self._requests: dict[str, dict[bytes, bytes]] = {}
         self._cached = 0
         self._idle: list[_Connection] = []
@@ -610,7 +611,7 @@ class Http1Transport:
             by_body = self._requests[path] = {}
         request = by_body.get(body)
         if request is None:
-            request = (f"{method} {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1") + self._common
+            request = (f"{method} {self.endpoint.request_target(path)} HTTP/1.1\r\n".encode("latin-1") + self._common
                        + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             if self._cached < MAX_CACHED_REQUESTS:
                 by_body[body] = request
@@ -640,7 +641,7 @@ class Http1Transport:
         except OSError as exc:
             self._open -= 1
             self._wake()
-            raise TransportError("connection", f"cannot connect to {self._host}:{self._port}: "
+            raise TransportError("connection", f"cannot connect to {self.endpoint.address}: "
                                                f"{exc.strerror or exc}") from None
         except BaseException:
             self._open -= 1
@@ -762,7 +763,7 @@ class Http1Transport:
 
     async def probe(self, path: str) -> int:
         """GET and return the status, 0 if the connection failed or timed out."""
-        request = (f"GET {self._prefix}{path} HTTP/1.1\r\n".encode("latin-1") + self._common
+        request = (f"GET {self.endpoint.request_target(path)} HTTP/1.1\r\n".encode("latin-1") + self._common
                    + b"Content-Length: 0\r\n\r\n")
         status = 0
 
@@ -798,5 +799,5 @@ class Http1Transport:
 
 
 def _status_error(status: int, payload: bytes) -> TransportError:
-    snippet = payload[:200].decode("utf-8", errors="replace")
+    snippet = redact_text(payload[:200].decode("utf-8", errors="replace"))  # a server may echo the URL
     return TransportError("http_status", f"HTTP {status}: {snippet}", status)

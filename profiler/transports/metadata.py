@@ -6,21 +6,27 @@ import json
 from typing import Any
 
 import aiohttp
+from yarl import URL
 
 from profiler.codecs.base import Codec
 from profiler.codecs.tensors import check_metadata
 from profiler.config import TargetConfig
 from profiler.core.errors import TargetError
+from profiler.core.url import TargetUrl
 from profiler.dataset import Sample
 from profiler.transports.base import Transport
 from profiler.transports.secrets import resolve_headers
 
 
-async def fetch_rest_metadata(url: str, headers: dict[str, str], timeout_s: float) -> dict[str, Any]:
-    """GET a V2 model metadata document; TargetError names the URL on any failure."""
+async def fetch_rest_metadata(endpoint: TargetUrl, path: str, headers: dict[str, str],
+                              timeout_s: float) -> dict[str, Any]:
+    """GET the V2 model metadata document at `path` of the target (credentials as Basic, its query string
+    kept); TargetError names the redacted URL on any failure."""
+    url = endpoint.redacted(path)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     try:
-        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session, session.get(url) as response:
+        async with (aiohttp.ClientSession(timeout=timeout, headers=endpoint.with_auth(headers)) as session,
+                    session.get(URL(endpoint.url(path), encoded=True)) as response):
             body = await response.read()
             if response.status != 200:
                 raise TargetError(f"{url}: model metadata answered HTTP {response.status}")
@@ -28,7 +34,7 @@ async def fetch_rest_metadata(url: str, headers: dict[str, str], timeout_s: floa
         raise TargetError(f"{url}: cannot fetch model metadata: {type(exc).__name__}") from None
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise TargetError(f"{url}: model metadata is not JSON") from None
     if not isinstance(document, dict):
         raise TargetError(f"{url}: model metadata is not a JSON object")
@@ -47,8 +53,8 @@ async def check_model_inputs(target: TargetConfig, codec: Codec, transport: Tran
     if fetch is not None:
         metadata = await fetch()
     elif hasattr(codec, "metadata_path"):
-        url = target.url + codec.metadata_path
-        metadata = await fetch_rest_metadata(url, resolve_headers(target), target.timeout_s)
+        metadata = await fetch_rest_metadata(target.endpoint, codec.metadata_path, resolve_headers(target),
+                                             target.timeout_s)
     else:
         return False
     check_metadata(specs, metadata, target.model, first)

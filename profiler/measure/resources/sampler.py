@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 
+from profiler.core.redact import redact_text, redact_url
 from profiler.measure.resources.parse import (
     CgroupMemory,
     ScrapedProcess,
@@ -366,6 +367,8 @@ class Scrape(_Problems):
     def __init__(self, url: str, fetch: Fetch = fetch_url, timeout_s: float = 2.0) -> None:
         super().__init__()
         self.url = url
+        self.shown_url = redact_url(url)
+        """The URL as the report shows it: credentials and query values redacted."""
         self.fetch = fetch
         self.timeout_s = timeout_s
 
@@ -374,19 +377,19 @@ class Scrape(_Problems):
         try:
             scraped = parse_process_metrics(self.fetch(self.url, self.timeout_s))
         except urllib.error.HTTPError as exc:
-            self._problem(f"metrics endpoint {self.url} answered HTTP {exc.code}")
+            self._problem(f"metrics endpoint {self.shown_url} answered HTTP {exc.code}")
             return None
         except urllib.error.URLError as exc:
-            self._problem(f"metrics endpoint {self.url} did not answer: {exc.reason}")
+            self._problem(f"metrics endpoint {self.shown_url} did not answer: {redact_text(str(exc.reason))}")
             return None
         except OSError as exc:
-            self._problem(f"metrics endpoint {self.url} did not answer: {exc}")
+            self._problem(f"metrics endpoint {self.shown_url} did not answer: {redact_text(str(exc))}")
             return None
         except ValueError as exc:
-            self._problem(f"metrics endpoint {self.url} is not Prometheus text format: {exc}")
+            self._problem(f"metrics endpoint {self.shown_url} is not Prometheus text format: {exc}")
             return None
         if scraped.resident_bytes is None:
-            self._problem(f"metrics endpoint {self.url} exposes no process_resident_memory_bytes")
+            self._problem(f"metrics endpoint {self.shown_url} exposes no process_resident_memory_bytes")
         return scraped
 
 
@@ -442,7 +445,7 @@ class ResourceSampler:
         if self.memory_figure == RSS:
             return f"RSS (psutil), summed over {tree}"
         if self.memory_figure == SCRAPED_RSS and self.scrape is not None:
-            return f"process_resident_memory_bytes scraped from {self.scrape.url}"
+            return f"process_resident_memory_bytes scraped from {self.scrape.shown_url}"
         return "none"
 
     def read(self) -> Reading | None:
