@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from pathlib import Path
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", "-c", required=True, type=Path, help="the profile (YAML)")
     run.add_argument("--report", type=Path, help="where to write the JSON report (overrides report.path)")
     run.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
+    run.add_argument("--progress", action="store_true",
+                     help="log each phase on stderr as the run enters it (loading dataset, waiting for target, ...)")
     run.add_argument("--baseline", metavar="RUN_ID", help="compare with this run (overrides baseline.run)")
     run.add_argument("--history", type=Path, metavar="PATH", help="the run history file (overrides history.path)")
 
@@ -136,6 +139,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("profiler: interrupted", file=sys.stderr)
         code = EXIT_ERROR
+    # Everything alive goes to the collector's permanent generation: the interpreter's exit then frees
+    # module by module instead of walking every object of NumPy, SciPy and scikit-learn for cycles (0.6 to
+    # 1.4 s on a loaded 2-core machine, 0.1 s frozen). A stopped run has one second past its grace period
+    # to be gone before the pod's SIGKILL; the operating system frees the memory either way.
+    gc.freeze()
     sys.exit(code)
 
 
@@ -153,7 +161,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             config = config.model_copy(update={"baseline": config.baseline.model_copy(update={"run": args.baseline})})
         if args.history:
             config = config.model_copy(update={"history": config.history.model_copy(update={"path": args.history})})
-        return run_once(config, quiet=args.quiet)
+        return run_once(config, quiet=args.quiet, progress=args.progress)
     if args.command in ("history", "compare"):
         return _history_command(args)
     if args.command == "serve":

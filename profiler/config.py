@@ -518,7 +518,8 @@ class ServerConfig(_Strict):
     token_env: EnvName | None = None
     """Or: the name of the environment variable holding that token."""
     shutdown_grace_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
-    """On SIGTERM, how long to wait for in-flight requests before the aborted report is written."""
+    """On SIGTERM or SIGINT (`serve` and `run`), how long requests in flight may take before the aborted
+    report is written; every other phase of the run ends at once."""
 
     @model_validator(mode="after")
     def _trigger_needs_token(self) -> ServerConfig:

@@ -9,7 +9,7 @@ assign a field or append to a list.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +24,12 @@ from profiler.measure.latency import StageRecorder
 from profiler.measure.resources.sampler import ResourceSampler
 from profiler.measure.resources.series import BoundedSeries
 from profiler.schedule import Stage
+
+PHASES = ("loading dataset", "waiting for target", "checking metadata", "before", "accuracy", "load", "after")
+"""The measuring phases of a run, in order. After them the run is "building report", then "saving history",
+then "done" (or "error" when it could not run)."""
+PHASE_RUNNING, PHASE_DONE, PHASE_SKIPPED, PHASE_STOPPED = "running", "done", "skipped", "stopped"
+"""How far a phase got (RunState.phases); a phase the run never reached has no entry ("not reached")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +91,22 @@ class RunView(Protocol):
         """Requests of the accuracy pass that failed (their samples have no prediction)."""
 
     @property
+    def accuracy_unsent(self) -> int:
+        """Hold-out samples the accuracy pass never sent (it was stopped or gave up)."""
+
+    @property
+    def accuracy_incomplete(self) -> str | None:
+        """Why the accuracy pass ended before sending every sample; None when it sent them all."""
+
+    @property
+    def phases(self) -> Mapping[str, str]:
+        """How far each phase of PHASES got: running, done, skipped or stopped; absent: not reached."""
+
+    @property
+    def stopped_in(self) -> str | None:
+        """The phase a stop (SIGTERM, SIGINT, shutdown) ended the run in; None when it was not stopped."""
+
+    @property
     def baseline(self) -> Baseline | None:
         """The predecessor and its evidence, found before the load."""
 
@@ -119,6 +141,10 @@ class RunState:
     series: BoundedSeries = field(default_factory=BoundedSeries)
     sampler: ResourceSampler | None = None
     accuracy_errors: int = 0
+    accuracy_unsent: int = 0
+    accuracy_incomplete: str | None = None
+    phases: dict[str, str] = field(default_factory=dict)
+    stopped_in: str | None = None
     baseline: Baseline | None = None
     artifact: ArtifactSize | None = None
     report: dict[str, Any] | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 
@@ -10,6 +11,19 @@ import pytest
 from profiler.app.demo import start_example_server, stop_process
 
 ExampleServer = tuple[subprocess.Popen[str], str]
+
+REQUIRE_ALL = os.environ.get("PROFILER_TESTS_REQUIRE_ALL") == "1"
+"""Set by .ci/run: there, a test whose outside part (a system package, a model server) is missing fails."""
+
+
+def require(present: bool, what: str, install: str) -> None:
+    """Skip the test when `what` is missing on this machine, saying how to install it; fail instead in CI."""
+    if present:
+        return
+    message = f"{what} is absent (CI installs it: {install})"
+    if REQUIRE_ALL:
+        pytest.fail(message + "; PROFILER_TESTS_REQUIRE_ALL=1 makes a missing part a failure", pytrace=False)
+    pytest.skip(message)
 
 
 @pytest.fixture

@@ -106,6 +106,10 @@ class Child:
         self._first_line.wait(timeout_s)
         return self._out[0] if self._out else ""
 
+    def stderr_lines(self) -> list[str]:
+        """What the child has written to stderr so far, line by line."""
+        return list(self._err)
+
     @property
     def pid(self) -> int:
         return self.proc.pid

@@ -19,6 +19,7 @@ from profiler.measure.resources.series import ResourcePoint
 from profiler.record.exporter import RunCollector, bucket_bounds_s
 from profiler.schedule import Stage
 from profiler.state import RunState, new_state
+from tests.conftest import require
 
 MS = 1_000_000
 
@@ -201,9 +202,8 @@ def test_bucket_bounds(objective_ms: float, expected: list[float]) -> None:
     assert bucket_bounds_s(objective_ms) == pytest.approx(expected)
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None,
-                    reason="promtool is absent: apt-get install -y --no-install-recommends prometheus")
 def test_promtool_accepts_every_family(tmp_path: Path) -> None:
+    require(shutil.which("promtool") is not None, "promtool", "apt-get install -y --no-install-recommends prometheus")
     state = _state(tmp_path)
     state.series.add(ResourcePoint(0.0, 100, 0.5, 1, "load", memory_bytes=90))
     state.report = _report(leak={"status": "leaked", "reason": "r", "bytes_per_request": 10.0, "bytes_per_hour": 3600.0,

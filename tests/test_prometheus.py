@@ -25,6 +25,7 @@ from sidecar_helpers import get_json, start_sidecar, wait_for_report, write_prof
 
 from profiler.app.demo import stop_process
 from profiler.examples.holdout import write_holdout
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana").glob("*.json"))
@@ -32,10 +33,18 @@ RULES = ROOT / "deploy" / "prometheus" / "alerts.yaml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 TOKEN = "prom-test-token"
 INSTALL = "apt-get install -y --no-install-recommends prometheus"
-needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
-                                      reason=f"prometheus is absent (CI installs it: {INSTALL})")
-needs_promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                                    reason=f"promtool is absent (CI installs it: {INSTALL})")
+
+
+@pytest.fixture
+def needs_prometheus() -> None:
+    """Prometheus itself on PATH."""
+    require(shutil.which("prometheus") is not None, "prometheus", INSTALL)
+
+
+@pytest.fixture
+def needs_promtool() -> None:
+    """promtool on PATH."""
+    require(shutil.which("promtool") is not None, "promtool", INSTALL)
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$__interval": "5s", "$__range": "5m", "${model}": ".+",
                      "$model": ".+"}
 
@@ -85,7 +94,7 @@ def test_shipped_queries_are_found() -> None:
     assert variables == {"datasource", "model"}
 
 
-@needs_promtool
+@pytest.mark.usefixtures("needs_promtool")
 @pytest.mark.parametrize("args", [["check", "config", str(PROMETHEUS_CONFIG)], ["check", "rules", str(RULES)]])
 def test_promtool_accepts_what_ships(args: list[str]) -> None:
     result = subprocess.run(["promtool", *args], capture_output=True, text=True, timeout=60)
@@ -130,8 +139,7 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, example_server: tuple[Any, str]) -> Iterator[dict[str, Any]]:
     """Prometheus scraping a sidecar every second; a run starts once the first scrapes are in, and ends."""
-    if shutil.which("prometheus") is None:
-        pytest.skip(f"prometheus is absent (CI installs it: {INSTALL})")
+    require(shutil.which("prometheus") is not None, "prometheus", INSTALL)
     tmp = tmp_path_factory.mktemp("prometheus")
     model, url = example_server
     holdout = tmp / "holdout.jsonl"
@@ -179,7 +187,7 @@ def _ready(base: str) -> bool:
         return False
 
 
-@needs_prometheus
+@pytest.mark.usefixtures("needs_prometheus")
 def test_the_run_failed_as_designed(stack: dict[str, Any]) -> None:
     report = stack["report"]
     assert report["verdict"]["status"] == "fail"
@@ -187,7 +195,7 @@ def test_the_run_failed_as_designed(stack: dict[str, Any]) -> None:
     assert failed == {"f1_macro", "memory_growth_bytes"}
 
 
-@needs_prometheus
+@pytest.mark.usefixtures("needs_prometheus")
 @pytest.mark.parametrize(("where", "expr"), dashboard_queries() + rule_queries(), ids=lambda v: str(v)[:60])
 def test_every_shipped_query_returns_data(stack: dict[str, Any], where: str, expr: str) -> None:
     body = _query(stack["prometheus"], substitute(expr))
@@ -195,14 +203,14 @@ def test_every_shipped_query_returns_data(stack: dict[str, Any], where: str, exp
     assert _finite_values(body), f"{where}: {expr} returned no finite value: {body['data']}"
 
 
-@needs_prometheus
+@pytest.mark.usefixtures("needs_prometheus")
 def test_the_model_variable_lists_the_model(stack: dict[str, Any]) -> None:
     url = f"{stack['prometheus']}/api/v1/label/model/values?{urllib.parse.urlencode({'match[]': 'profiler_run_info'})}"
     with urllib.request.urlopen(url, timeout=10) as response:
         assert json.loads(response.read())["data"] == ["digits"]
 
 
-@needs_prometheus
+@pytest.mark.usefixtures("needs_prometheus")
 def test_both_alerts_fire(stack: dict[str, Any]) -> None:
     def firing() -> set[str]:
         _, body = get_json(f"{stack['prometheus']}/api/v1/alerts")
@@ -215,8 +223,8 @@ def test_both_alerts_fire(stack: dict[str, Any]) -> None:
     assert all(r["health"] == "ok" for g in rules["data"]["groups"] for r in g["rules"])
 
 
-@needs_promtool
-@needs_prometheus
+@pytest.mark.usefixtures("needs_promtool")
+@pytest.mark.usefixtures("needs_prometheus")
 def test_promtool_accepts_the_live_metrics(stack: dict[str, Any]) -> None:
     with urllib.request.urlopen(f"{stack['sidecar']}/metrics", timeout=10) as response:
         text = response.read()

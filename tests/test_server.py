@@ -15,12 +15,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sidecar_helpers import write_profile
 
-from profiler.app import run, server
+from profiler.app import run as run_module
+from profiler.app import server
 from profiler.app.run import conclude
 from profiler.app.server import MAX_BODY_BYTES, READY_CACHE_S, Sidecar, TargetProbe, make_app
 from profiler.config import Config, load_config
 from profiler.examples.holdout import write_holdout
 from profiler.measure.latency import StageRecorder
+from profiler.record.history import record
 from profiler.record.recent_runs import MemoryRuns
 from profiler.record.report import REPORT_SCHEMA_VERSION, report_schema
 from profiler.schedule import Stage
@@ -299,21 +301,28 @@ async def test_the_aborted_report_is_built_and_saved_off_the_event_loop(
         make_config: Callable[..., Config], unused_tcp_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     config = make_config(url=f"http://127.0.0.1:{unused_tcp_port}")
     loop_thread = threading.get_ident()
-    threads: list[int] = []
+    threads: dict[str, list[int]] = {"conclude": [], "record": []}
 
-    def spy(*args: Any) -> dict[str, Any]:
-        threads.append(threading.get_ident())
+    def spy_conclude(*args: Any) -> dict[str, Any]:
+        threads["conclude"].append(threading.get_ident())
         return conclude(*args)
 
-    monkeypatch.setattr(server, "conclude", spy)
+    def spy_record(*args: Any) -> None:
+        threads["record"].append(threading.get_ident())
+        record(*args)
+
+    monkeypatch.setattr(run_module, "conclude", spy_conclude)
+    monkeypatch.setattr(run_module, "record", spy_record)
     sidecar = Sidecar(config)
     state = sidecar.start_run()
     while state.phase != "waiting for target":
         await asyncio.sleep(0.02)
     await sidecar.shutdown(grace_s=0.1)
     await sidecar.probe.close()
-    assert len(threads) == 1 and threads[0] != loop_thread
+    assert [len(t) for t in threads.values()] == [1, 1], threads
+    assert loop_thread not in threads["conclude"] + threads["record"]
     assert state.report is not None and state.report["run"]["status"] == "aborted"
+    assert state.report["run"]["stopped_in"] == "waiting for target"
     assert state.phase == "done"
 
 
@@ -348,7 +357,7 @@ async def test_a_run_reads_its_data_and_writes_its_report_off_the_event_loop(
         monkeypatch.setattr(module, name, called)
 
     for name in ("load_dataset", "build_bodies", "conclude"):
-        spy(run, name)
+        spy(run_module, name)
     for name in ("write_json", "encode_report"):
         spy(server, name)
     config = make_config(stages="{rate_rps: 40, duration_s: 0.5}")

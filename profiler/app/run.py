@@ -2,16 +2,24 @@
 
 Wiring and I/O: it builds the pieces from the profile, owns the asyncio tasks (load, resource
 sampler), fills the run's live state (profiler.state) phase by phase (it alone writes it), and ends
-with `conclude` in a thread: measure the model artifact, assemble the report, save it to the history.
+with `conclude` in a thread (measure the model artifact, assemble the report), then `record` in a
+thread (save it to the history). Nothing slow or blocking runs on the event loop: the hold-out file is
+read, hashed and encoded in a thread, so /healthz answers and a stop is seen whatever the file does.
+Every phase ends on the run's `stop` event: see `execute`.
 `run_once` is the CLI's whole run: execute, write, print, exit code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
+import math
 import signal
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +27,7 @@ from typing import Any
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config, ResourcesConfig
-from profiler.core import aio
+from profiler.core import aio, logs
 from profiler.core.errors import DecodeError, ReportError, TargetError, TransportError, error_line
 from profiler.core.heap import freeze_baseline
 from profiler.core.results import OK, Prediction
@@ -35,8 +43,17 @@ from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STA
 from profiler.record.baseline import find_baseline
 from profiler.record.history import record
 from profiler.record.render import render_text
-from profiler.record.report import build_report, write_json
-from profiler.state import ArtifactSize, RunState, new_state
+from profiler.record.report import aborted_report, build_report, write_json
+from profiler.state import (
+    PHASE_DONE,
+    PHASE_RUNNING,
+    PHASE_SKIPPED,
+    PHASE_STOPPED,
+    PHASES,
+    ArtifactSize,
+    RunState,
+    new_state,
+)
 from profiler.transports.base import Transport
 from profiler.transports.factory import make_transport
 from profiler.transports.metadata import check_model_inputs
@@ -62,100 +79,321 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 """While a run is under way, a thread holding the GIL (the resource sampler parses /proc for ~10 ms
 a reading, the history store) yields it within 0.5 ms instead of Python's default 5 ms, so the
 dispatcher's wake-ups are not delayed behind it (that delay would show as schedule lag)."""
+GRACEFUL_PHASES = frozenset({"accuracy", "load"})
+"""Phases with requests in flight: on a stop they get the grace period to finish them (the answers are
+recorded); every other phase (a wait, a file read, a sleep) is cancelled at once."""
+CANCEL_WAIT_S = 0.25
+"""How long a cancelled phase may take to close its connections before the run concludes without it."""
+SAVE_AFTER_GRACE_S = 0.3
+"""How long the history write of a stopped run may take when the grace period is already spent (the
+requests in flight had it all): a write takes milliseconds unless another writer holds the file locked."""
+ACCURACY_CONCURRENCY = 16
+"""Requests the accuracy pass keeps in flight (fewer when load.max_in_flight is lower)."""
+ACCURACY_GIVE_UP = 32
+"""The accuracy pass gives up once this many requests went unanswered (timeouts, connection errors) and
+they are at least half of those sent. A model that never answers would otherwise hold the run for
+samples / concurrency x timeout_s: 10,000 samples, 16 in flight and a 10 s timeout are 104 minutes; this
+way it is two rounds of the timeout, and the load that follows shows the failures in the report."""
+ACCURACY_TIMEOUT_SLACK_S = 1.0
+"""Each accuracy request is also bounded here, timeout_s plus this: the transport's own timeout ends it
+first, with its own error kind; this bound holds whatever the transport does."""
+UNANSWERED = frozenset({"timeout", "connection"})
+log = logging.getLogger("profiler.app.run")
 
 
-async def execute(state: RunState, stop: asyncio.Event | None = None) -> dict[str, Any]:
-    """Run the whole profile and return the report (also kept on `state.report`)."""
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """What the run sends: the hold-out set, its codec and every request body, encoded once."""
+
+    dataset: Dataset
+    codec: Codec
+    bodies: list[bytes]
+
+
+def prepare_inputs(config: Config) -> Inputs:
+    """Blocking, so call it in a thread: read and hash the hold-out file, build the codec, encode each body.
+
+    All three take time proportional to the hold-out set (a 75 MB file is seconds of parsing and encoding),
+    and the open or a read can block for good (a FIFO nobody writes, a hung network file system).
+
+    The garbage collector is off meanwhile: every full collection would walk all the samples read so far,
+    holding the GIL, so the event loop's thread could not run (measured: pauses of 170 to 400 ms while a
+    75 MB hold-out loads). Afterwards what is alive is frozen (the samples are kept for the whole run, and
+    are freed by reference counting, not by the collector), and collection resumes. `execute` turns the
+    collector back on too, in case this thread is abandoned blocked.
+    """
+    gc.disable()
+    try:
+        dataset = load_dataset(
+            config.dataset.path, inputs=config.dataset.inputs, label=config.dataset.label,
+            id_field=config.dataset.id, fmt=config.dataset.resolved_format,
+        )
+        codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
+        bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
+        gc.freeze()
+    finally:
+        gc.enable()
+    return Inputs(dataset, codec, bodies)
+
+
+class StopClock:
+    """The run's stop event and when it was set: a stopped run has `grace_s` from then to end."""
+
+    def __init__(self, event: asyncio.Event, grace_s: float) -> None:
+        self.event = event
+        self.grace_s = grace_s
+        self.at: float | None = None
+        self._watch = asyncio.create_task(self._note())
+
+    async def _note(self) -> None:
+        await self.event.wait()
+        self.mark()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether a stop was asked for."""
+        return self.event.is_set()
+
+    def mark(self) -> None:
+        """Note the stop's time (the first caller to see the event set does)."""
+        if self.at is None and self.event.is_set():
+            self.at = time.monotonic()
+
+    def left_s(self) -> float:
+        """Seconds left of the grace period (0 when spent); infinite while no stop was asked for."""
+        self.mark()
+        if self.at is None:
+            return math.inf
+        return max(0.0, self.at + self.grace_s - time.monotonic())
+
+    def close(self) -> None:
+        """Stop watching the event."""
+        self._watch.cancel()
+
+
+async def execute(state: RunState, stop: asyncio.Event | None = None, grace_s: float | None = None) -> dict[str, Any]:
+    """Run the whole profile and return the report (also kept on `state.report`).
+
+    Setting `stop` (SIGTERM, SIGINT, a sidecar's shutdown) ends the run in any phase: requests in flight
+    get `grace_s` seconds (default server.shutdown_grace_s) to finish, every other phase ends at once, and
+    the report, with status "aborted", keeps what was measured. A ProfilerError is a run that could not run.
+    """
     previous = sys.getswitchinterval()
     sys.setswitchinterval(min(previous, GIL_SWITCH_INTERVAL_S))
+    clock = StopClock(stop if stop is not None else asyncio.Event(),
+                      state.config.server.shutdown_grace_s if grace_s is None else grace_s)
     try:
-        return await _execute(state, stop)
+        return await _execute(state, clock)
     finally:
+        clock.close()
+        gc.enable()  # prepare_inputs turns it off; a stop may have abandoned it blocked in a read
         sys.setswitchinterval(previous)
 
 
-async def _execute(state: RunState, stop: asyncio.Event | None) -> dict[str, Any]:
-    config = state.config
+async def _execute(state: RunState, clock: StopClock) -> dict[str, Any]:
     state.started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
-    state.phase = "loading dataset"
-    # Reading and hashing the hold-out file and encoding every request body take seconds for a large set:
-    # in threads, so the sidecar's /healthz and /report keep answering while a run starts.
-    dataset = await asyncio.to_thread(
-        load_dataset, config.dataset.path, inputs=config.dataset.inputs, label=config.dataset.label,
-        id_field=config.dataset.id, fmt=config.dataset.resolved_format,
-    )
-    state.dataset = dataset
-    state.baseline = await asyncio.to_thread(find_baseline, config, dataset.sha256, state.run_id)
-    codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
-    bodies = await asyncio.to_thread(build_bodies, dataset.samples, config.load.batch_size, codec.encode)
-    transport = make_transport(config, codec)
-    state.predictions = PredictionLog(len(dataset.samples))
+    status = await _measure_until_stopped(state, clock, t0)
+    report = await _conclude(state, status, t0, clock)
+    state.report = report
+    _enter(state, "done")
+    return report
+
+
+def _enter(state: RunState, phase: str) -> None:
+    """Move the run to `phase`: the one it leaves is done (unless already marked), the log says so."""
+    if state.phases.get(state.phase) == PHASE_RUNNING:
+        state.phases[state.phase] = PHASE_DONE
+    state.phase = phase
+    if phase in PHASES:
+        state.phases[phase] = PHASE_RUNNING
+    log.info("run %s: %s", state.run_id, phase)
+
+
+async def _measure_until_stopped(state: RunState, clock: StopClock, t0: float) -> str:
+    """Every measuring phase, in a task that a stop ends: at once, or after the grace period in a phase with
+    requests in flight. Returns the run's status; raises what made the run unable to run (not after a stop)."""
+    measuring = asyncio.create_task(_measure(state, clock.event, t0))
+    stopped = asyncio.create_task(clock.event.wait())
+    try:
+        await asyncio.wait({measuring, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not measuring.done() and state.phase in GRACEFUL_PHASES:
+            await asyncio.wait({measuring}, timeout=clock.left_s())
+    finally:
+        stopped.cancel()
+        if not measuring.done():
+            measuring.cancel()
+            # Cancelled, the phase closes its connections; a thread it waited on is abandoned (aio.in_thread).
+            await asyncio.wait({measuring}, timeout=CANCEL_WAIT_S)
+    status = "aborted"
+    if measuring.done() and not measuring.cancelled():
+        error = measuring.exception()
+        if error is None:
+            status = measuring.result()
+        elif not clock.stopped:
+            raise error
+        else:
+            log.warning("run %s: %s after the stop: %s", state.run_id, state.phase, error)
+    if status == "aborted":
+        _note_stop(state)
+    return status
+
+
+def _note_stop(state: RunState) -> None:
+    """Record where the stop ended the run; an accuracy pass it kept from running says so."""
+    if state.stopped_in is None:
+        state.stopped_in = state.phase
+    if state.phases.get(state.phase) == PHASE_RUNNING:
+        state.phases[state.phase] = PHASE_STOPPED
+    if (state.config.load.accuracy_pass and state.dataset is not None and state.accuracy_incomplete is None
+            and "accuracy" not in state.phases):
+        state.accuracy_incomplete = f"not reached: the run was stopped while {state.stopped_in}"
+        state.accuracy_unsent = len(state.dataset.samples)
+
+
+async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
+    """Load the hold-out set, then the target's phases; the resource sampler runs from the dataset's load on."""
+    config = state.config
     state.sampler = make_sampler(config.resources)
     state.series = BoundedSeries(capacity=config.resources.series_points)
     state.stages = config.load.planned_stages()
+    _enter(state, "loading dataset")
+    # In a daemon thread: a stop abandons an open() or read() that blocks for good (see aio.in_thread).
+    inputs = await aio.in_thread(prepare_inputs, config, name="profiler-dataset")
+    state.dataset = inputs.dataset
+    state.predictions = PredictionLog(len(inputs.dataset.samples))
+    state.baseline = await aio.in_thread(find_baseline, config, inputs.dataset.sha256, state.run_id,
+                                         name="profiler-baseline")
+    transport = make_transport(config, inputs.codec)
     watch = ResourceWatch(state, t0)
     sampling = asyncio.create_task(watch.run())
-    status = "completed"
     try:
-        state.phase = "waiting for target"
-        await resolve_target(config.target.endpoint)  # 'cannot resolve host X' now, not 'no answer' later
-        await wait_ready(transport, codec, config.target.endpoint, config.target.ready_timeout_s)
-        await check_model_inputs(config.target, codec, transport, dataset.samples[0])
-        state.phase = "before"
-        await watch.mark()
-        await asyncio.sleep(config.resources.settle_s)
-        await watch.mark()
-        engine = Engine(
-            transport, codec.infer_path, bodies, codec.decode, batch=config.load.batch_size,
-            sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
-            timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
-            lag_budget_ns=round(config.load.lag_budget_ms * 1e6),
-        )
-        driver = make_driver(config, engine, bodies, codec, [state.predictions, state])
-        watcher = asyncio.create_task(_watch_stop(stop, driver)) if stop is not None else None
+        return await _drive(state, stop, inputs, transport, watch)
+    finally:
+        sampling.cancel()
+        await transport.close()
+
+
+async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport: Transport,
+                 watch: ResourceWatch) -> str:
+    """The target's phases: readiness, metadata, settle, accuracy pass, load, settle. Returns the status."""
+    config = state.config
+    codec, dataset = inputs.codec, inputs.dataset
+    _enter(state, "waiting for target")
+    await resolve_target(config.target.endpoint)  # 'cannot resolve host X' now, not 'no answer' later
+    await wait_ready(transport, codec, config.target.endpoint, config.target.ready_timeout_s)
+    _enter(state, "checking metadata")
+    if not await check_model_inputs(config.target, codec, transport, dataset.samples[0]):
+        state.phases["checking metadata"] = PHASE_SKIPPED
+    _enter(state, "before")
+    await watch.mark()
+    await asyncio.sleep(config.resources.settle_s)
+    await watch.mark()
+    assert state.predictions is not None
+    engine = Engine(
+        transport, codec.infer_path, inputs.bodies, codec.decode, batch=config.load.batch_size,
+        sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
+        timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
+        lag_budget_ns=round(config.load.lag_budget_ms * 1e6),
+    )
+    driver = make_driver(config, engine, inputs.bodies, codec, [state.predictions, state])
+    try:
         if config.load.accuracy_pass:
-            state.phase = "accuracy"
-            await _accuracy_pass(state, transport, codec, dataset, config.load.batch_size,
-                                 min(16, config.load.max_in_flight))
-        state.phase = "load"
+            _enter(state, "accuracy")
+            await _accuracy_pass(state, stop, transport, codec, dataset, config.load.batch_size,
+                                 min(ACCURACY_CONCURRENCY, config.load.max_in_flight), config.target.timeout_s)
+        if stop.is_set():
+            return "aborted"
+        _enter(state, "load")
+        watcher = asyncio.create_task(_watch_stop(stop, driver))
         try:
             if config.load.search is not None:
                 status = await run_search(driver, config, state.recorders)
             else:
                 status = await run_stages(driver, state.stages, config, state.recorders)
         finally:
-            await driver.close()
-        if watcher is not None:
             watcher.cancel()
-        await watch.mark()
-        state.phase = "after"
-        if status == "completed":
-            await asyncio.sleep(config.resources.settle_s)
-            await watch.mark()
     finally:
-        sampling.cancel()
-        await transport.close()
-    # Measuring the artifact (os.walk), the statistics of the report (bootstrap) and the history's SQLite
-    # write all block: off the event loop, so /metrics and /report keep answering meanwhile.
-    report = await asyncio.to_thread(conclude, state, status, time.monotonic() - t0)
-    state.report = report
-    state.phase = "done"
+        await driver.close()
+    if status == "aborted":
+        return status
+    await watch.mark()  # the end of the load, tagged "load": the run changes phase only after the reading
+    _enter(state, "after")
+    if status == "completed":
+        await asyncio.sleep(config.resources.settle_s)
+        await watch.mark()
+    else:
+        state.phases["after"] = PHASE_SKIPPED
+    return status
+
+
+async def _conclude(state: RunState, status: str, t0: float, clock: StopClock) -> dict[str, Any]:
+    """Build the report and save the run, both in threads (the loop keeps serving /healthz, /metrics).
+
+    A stop before the history write begins makes the run aborted; the write then has what is left of the
+    grace period (at least SAVE_AFTER_GRACE_S). A write still waiting then (a locked history) is abandoned:
+    SQLite writes the run in one transaction, so the history holds all of it or none, and the report says
+    it may lack it.
+    """
+    if clock.stopped and status == "completed":
+        status = "aborted"
+        state.stopped_in = state.phase if state.phase not in PHASES else "building report"
+    _enter(state, "building report")
+    report = await aio.in_thread(conclude, state, status, time.monotonic() - t0, name="profiler-report")
+    if clock.stopped and report["run"]["status"] == "completed":
+        state.stopped_in = "building report"
+        report = aborted_report(report, "building report")
+    config = state.config
+    if not (config.history.enabled and config.history.path is not None) and config.tracking is None:
+        return report
+    _enter(state, "saving history")
+    draft = dict(report)  # record() adds its sections to the copy: an abandoned write cannot touch `report`
+    saving = asyncio.ensure_future(aio.in_thread(record, state, draft, name="profiler-history"))
+    stopped = asyncio.create_task(clock.event.wait())
+    try:
+        await asyncio.wait({saving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not saving.done():
+            await asyncio.wait({saving}, timeout=max(clock.left_s(), SAVE_AFTER_GRACE_S))
+    finally:
+        stopped.cancel()
+        if not saving.done():
+            saving.cancel()
+    if saving.done() and not saving.cancelled():
+        saving.result()  # record() notes its own failures in the report; anything else is a bug: raise it
+        return draft
+    state.stopped_in = "saving history"
+    return _unsaved(aborted_report(report, "saving history"), state)
+
+
+def _unsaved(report: dict[str, Any], state: RunState) -> dict[str, Any]:
+    """The report of a run whose history write (and MLflow logging) a stop abandoned."""
+    config = state.config
+    why = ("the run was stopped while saving it to the history, and the write did not finish within "
+           f"the grace period ({state.config.server.shutdown_grace_s:g} s); the history holds it only if "
+           "the write ended before the process did")
+    if config.history.enabled and config.history.path is not None:
+        report["history"] = {"path": str(config.history.path), "saved": False, "error": why,
+                             "predecessor_id": (report.get("predecessor") or {}).get("id")}
+    if config.tracking is not None:
+        report["tracking"] = {"error": why}
     return report
 
 
 def conclude(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
     """Blocking, so call it in a thread: measure the model artifact (once), stamp the finish, assemble the
-    report and save the run to the history. `status` is how the run ended, `duration_s` its wall time."""
+    report. `status` is how the run ended, `duration_s` its wall time. Saving it is `record`'s job."""
     path = state.config.resources.artifact_path
     if state.artifact is None and path is not None:
         state.artifact = measure_artifact(path)
     finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-    report = build_report(state, status, finished_at, duration_s)
+    return build_report(state, status, finished_at, duration_s)
+
+
+def conclude_and_record(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
+    """Blocking: `conclude`, then save the run to the history (the sidecar's end of a run it had to cancel)."""
+    report = conclude(state, status, duration_s)
     record(state, report)
     return report
-
-
 def measure_artifact(path: Path) -> ArtifactSize:
     """The model artifact's bytes and file count on disk (a walk of a directory), or the problem reading it."""
     try:
@@ -170,27 +408,61 @@ async def _watch_stop(stop: asyncio.Event, driver: Driver) -> None:
     driver.stop()
 
 
-async def _accuracy_pass(state: RunState, transport: Transport, codec: Codec, dataset: Dataset, batch: int,
-                         concurrency: int) -> None:
-    """Every sample once, closed loop: the reference predictions that accuracy is computed from."""
+@dataclass
+class _AccuracyTally:
+    """The accuracy pass so far: requests sent, those unanswered, samples sent, why it ended early."""
+
+    sent: int = 0
+    unanswered: int = 0
+    samples_sent: int = 0
+    gave_up: str | None = None
+
+
+async def _accuracy_pass(state: RunState, stop: asyncio.Event, transport: Transport, codec: Codec, dataset: Dataset,
+                         batch: int, concurrency: int, timeout_s: float) -> None:
+    """Every sample once, closed loop: the reference predictions that accuracy is computed from.
+
+    Each worker looks at `stop` before each request and each request is bounded by the timeout, so a stop
+    ends the pass within the grace period; a model that leaves too many requests unanswered ends it too
+    (ACCURACY_GIVE_UP). Either way the samples not sent are counted and the pass is marked incomplete.
+    """
     assert state.predictions is not None
+    predictions = state.predictions
     n = len(dataset.samples)
-    starts = list(range(0, n, batch))
-    queue = iter(starts)
+    queue = iter(range(0, n, batch))
+    tally = _AccuracyTally()
 
     async def worker() -> None:
         for first in queue:
+            if stop.is_set() or tally.gave_up is not None:
+                return
             chunk = dataset.samples[first:first + batch]
+            tally.sent += 1
+            tally.samples_sent += len(chunk)
             try:
-                body = await transport.send(codec.infer_path, codec.encode(chunk))
-                predictions = codec.decode(body, len(chunk))
-            except (TransportError, DecodeError):
+                async with asyncio.timeout(timeout_s + ACCURACY_TIMEOUT_SLACK_S):
+                    body = await transport.send(codec.infer_path, codec.encode(chunk))
+                values = codec.decode(body, len(chunk))
+            except (TransportError, TimeoutError, DecodeError) as exc:
                 state.accuracy_errors += 1
+                if isinstance(exc, TimeoutError) or (isinstance(exc, TransportError) and exc.kind in UNANSWERED):
+                    tally.unanswered += 1
+                    if (tally.gave_up is None and tally.unanswered >= ACCURACY_GIVE_UP
+                            and 2 * tally.unanswered >= tally.sent):
+                        tally.gave_up = (f"gave up: {tally.unanswered} of {tally.sent} requests sent went "
+                                         f"unanswered (timeout {timeout_s:g} s, or connection errors)")
                 continue
-            assert state.predictions is not None
-            state.predictions.add(Prediction(first, len(chunk), OK, predictions))
+            predictions.add(Prediction(first, len(chunk), OK, values))
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        # Also when cancelled at the end of the grace period: the report says what the pass did not do.
+        state.accuracy_unsent = n - tally.samples_sent
+        if tally.gave_up is not None:
+            state.accuracy_incomplete = tally.gave_up
+        elif state.accuracy_unsent or stop.is_set():
+            state.accuracy_incomplete = "the run was stopped during the accuracy pass"
 
 
 SERIES_PHASES = {"before": BEFORE, "accuracy": ACCURACY, "load": LOAD, "after": AFTER}
@@ -240,29 +512,30 @@ class ResourceWatch:
         async with self._lock:
             # Stamped as the read starts: what it reads is the model at that moment, in that phase.
             t_s, phase, requests = time.monotonic() - self._t0, state.phase, state.requests_done
-            reading = await asyncio.to_thread(state.sampler.read)
+            # A daemon thread: a read of a hung process's /proc files or a scrape that never answers must not
+            # hold the process's exit (the loop's shutdown joins asyncio.to_thread's threads).
+            reading = await aio.in_thread(state.sampler.read, name="profiler-sampler")
             if reading is not None:
                 state.series.add(ResourcePoint(t_s, reading.rss_bytes, reading.cpu_s, reading.processes,
                                                SERIES_PHASES.get(phase, STARTING), requests, reading.memory_bytes,
                                                boundary=boundary))
 
 
-def run_once(config: Config, quiet: bool = False) -> int:
+def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int:
     """Execute the profile, write the report, print the table; the exit code carries the verdict.
 
-    The run is saved to the history (in `conclude`) before the report file is written, and the table is
+    The run is saved to the history before the report file is written, and the table is
     printed whether or not the file could be: when it cannot (a read-only or full folder, ...) what was
     measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
+    `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop).
     """
-    state = new_state(config)
+    handler = logs.configure() if progress else None
     freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
-    report = aio.run(_execute_until_signal(state))
-    problems: list[str] = []
     try:
-        written = f"{write_json(report, config.report.path)}"
-    except ReportError as exc:
-        problems.append(str(exc))
-        written = "NOT WRITTEN (see the error below)"
+        state = new_state(config)
+        report, written, problems = aio.run(_execute_until_signal(state))
+    finally:
+        logs.unconfigure(handler)
     if quiet:
         print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
     else:
@@ -273,17 +546,33 @@ def run_once(config: Config, quiet: bool = False) -> int:
     return exit_code_for(report, problems)
 
 
-async def _execute_until_signal(state: RunState) -> dict[str, Any]:
-    """Run the profile; SIGINT/SIGTERM stop the load and the report records the run as aborted."""
+async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], str, list[str]]:
+    """Run the profile and write its report (in a thread); SIGINT/SIGTERM stop the run in any phase, and the
+    report records it as aborted. The handlers stay until the report file is written, so a signal then is
+    not the default one that would kill the process half-way through the write. Returns the report, where
+    it was written (or why not) and what the profiler could not do (see run_once)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, _stopper(state, stop, sig))
     try:
-        return await execute(state, stop)
+        report = await execute(state, stop)
+        try:
+            path = await aio.in_thread(write_json, report, state.config.report.path, name="profiler-report-file")
+        except ReportError as exc:
+            return report, "NOT WRITTEN (see the error below)", [str(exc)]
+        return report, str(path), []
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+def _stopper(state: RunState, stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
+    def handle() -> None:
+        if not stop.is_set():
+            log.info("run %s: %s received while %s: stopping", state.run_id, sig.name, state.phase)
+        stop.set()
+    return handle
 
 
 def make_sampler(config: ResourcesConfig) -> ResourceSampler:

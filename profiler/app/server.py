@@ -27,11 +27,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from profiler.app.auth import bearer_matches, load_token
 from profiler.app.limits import BODY_TIMEOUT_S, KEEPALIVE_S, Listener, listen, raise_fd_limit
-from profiler.app.run import conclude, execute
+from profiler.app.run import conclude_and_record, execute
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config
-from profiler.core import logs
+from profiler.core import aio, logs
 from profiler.core.errors import ConfigError, ProfilerError, ReportError, StoreError
 from profiler.core.heap import freeze_baseline
 from profiler.core.redact import redact_text, redact_url
@@ -52,6 +52,14 @@ READY_PROBE_TIMEOUT_S = 0.5
 READY_CACHE_S = 2.0
 """How long one probe of the target answers /readyz, so probes do not add load to the target."""
 HISTORY_RUNS = 20
+STOP_SLACK_S = 0.75
+"""On shutdown a run ends by itself within shutdown_grace_s (see app.run.execute) and then builds and saves
+its report; past the grace period plus this, the sidecar cancels it."""
+CANCEL_WAIT_S = 0.25
+"""After cancelling an overdue run, how long the shutdown waits for its report before the process exits."""
+HTTP_CLOSE_S = 0.5
+"""On exit, how long answers still being sent (a client reading /report slowly) may take before their
+connections are closed; aiohttp's default is 60 s, past any pod's termination grace period."""
 MAX_RUNS_LISTED = 1000
 
 
@@ -169,20 +177,22 @@ class Sidecar:
 
     async def _run(self, state: RunState) -> None:
         try:
-            report = await execute(state, self.stop)
+            report = await execute(state, self.stop, self.config.server.shutdown_grace_s)
             # Writing the report (JSON with indents: the pure-Python encoder, ~10 ms per 100 KB) blocks: in a
             # thread, or /healthz would wait behind it at every run's end.
-            await asyncio.to_thread(self._finish, report)
+            await aio.in_thread(self._finish, report, name="profiler-report")
         except ProfilerError as exc:
             self.error = str(exc)
             state.phase = "error"
             log.error("run %s could not run: %s", state.run_id, exc)
         except asyncio.CancelledError:
-            # Cancelled after the grace period of a shutdown: keep what was measured, and save it to the
-            # history, which the run did not get to do. In a thread, like the run's own end: the report's
-            # statistics and the SQLite write must not stall /healthz and /metrics meanwhile.
+            # Cancelled after the grace period of a shutdown (the run overran its own bound): keep what was
+            # measured, and save it to the history, which the run did not get to do. In a daemon thread, like
+            # the run's own end: the report's statistics and the SQLite write must not stall /healthz and
+            # /metrics meanwhile, and a write that blocks must not hold the process's exit.
             try:
-                report = await asyncio.to_thread(conclude, state, "aborted", time.monotonic() - self._started_mono)
+                report = await aio.in_thread(conclude_and_record, state, "aborted",
+                                             time.monotonic() - self._started_mono)
                 self._finish(report)
                 state.phase = "done"
             except Exception:
@@ -212,16 +222,19 @@ class Sidecar:
                  report["verdict"]["status"], report["verdict"]["reason"])
 
     async def shutdown(self, grace_s: float) -> None:
-        """Stop the run: in-flight requests get `grace_s`, then the task is cancelled; the report is kept."""
+        """Stop the run: it ends by itself within `grace_s` (requests in flight get that long) and writes its
+        aborted report; a run still going STOP_SLACK_S later is cancelled, and its report (what was measured)
+        gets CANCEL_WAIT_S more. Returns within grace_s + STOP_SLACK_S + CANCEL_WAIT_S in any case."""
         if not self.running:
             return
-        assert self.task is not None
+        assert self.task is not None and self.state is not None
         self.stop.set()
-        done, _ = await asyncio.wait({self.task}, timeout=grace_s)
+        done, _ = await asyncio.wait({self.task}, timeout=grace_s + STOP_SLACK_S)
         if not done:
+            log.warning("run %s: still %s %g s after the stop: cancelling it", self.state.run_id, self.state.phase,
+                        grace_s + STOP_SLACK_S)
             self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+            await asyncio.wait({self.task}, timeout=CANCEL_WAIT_S)
 
     # --- documents -----------------------------------------------------------------------------
 
@@ -429,7 +442,8 @@ async def start_control_plane(sidecar: Sidecar) -> tuple[web.AppRunner, Listener
     Raises ConfigError when the address cannot be bound."""
     server = sidecar.config.server
     fds = raise_fd_limit()  # the run's connections and the control plane's share both come out of it
-    runner = web.AppRunner(make_app(sidecar), access_log=None, keepalive_timeout=KEEPALIVE_S)
+    runner = web.AppRunner(make_app(sidecar), access_log=None, keepalive_timeout=KEEPALIVE_S,
+                           shutdown_timeout=HTTP_CLOSE_S)
     await runner.setup()
     # Modules, libraries and the app, frozen before the first connection: no collection walks them again, so
     # a full collection costs what the runs keep, not 100-250 ms of /healthz (profiler.core.heap).

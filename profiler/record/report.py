@@ -14,7 +14,7 @@ import importlib.resources
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from profiler.measure.resources.leak import LeakSettings
 from profiler.measure.resources.sampler import ResourceSampler
 from profiler.measure.resources.series import BoundedSeries, summarise
 from profiler.record.assess import assess, candidate_evidence
-from profiler.state import ArtifactSize, RunView
+from profiler.state import PHASE_RUNNING, PHASE_STOPPED, PHASES, ArtifactSize, RunView
 
 REPORT_SCHEMA_VERSION = 1
 
@@ -51,7 +51,8 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
         "schema_version": REPORT_SCHEMA_VERSION,
         "profiler_version": __version__,
         "run": {"id": run.run_id, "status": status, "started_at": run.started_at,
-                "finished_at": finished_at, "duration_s": round(duration_s, 3)},
+                "finished_at": finished_at, "duration_s": round(duration_s, 3), "stopped_in": run.stopped_in,
+                "phases": phase_summary(run.phases)},
         "target": {"url": redact_url(config.target.url), "protocol": config.target.protocol,
                    "model": config.target.model, "version": config.target.version},
         "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
@@ -74,12 +75,33 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
     candidate = candidate_evidence(run) if baseline is not None and baseline.evidence is not None else None
     verdict, report["predecessor"] = assess(report, [g.to_gate() for g in config.gates], baseline, candidate,
                                             first_run_blocks=config.baseline.required)
-    if status != "completed" and verdict.status == "pass":
-        report["verdict"] = {"status": "inconclusive", "reason": f"the run was {status} before it finished",
-                             "checks": verdict.as_dict()["checks"]}
-    else:
-        report["verdict"] = verdict.as_dict()
+    report["verdict"] = unfinished_verdict(verdict.as_dict(), status)
     return report
+
+
+def unfinished_verdict(verdict: dict[str, Any], status: str) -> dict[str, Any]:
+    """A run that did not finish ('aborted', 'stopped') never passes: a pass becomes inconclusive; a fail
+    (a gate that already failed) stands."""
+    if status == "completed" or verdict["status"] != "pass":
+        return verdict
+    return {**verdict, "status": "inconclusive", "reason": f"the run was {status} before it finished"}
+
+
+def aborted_report(report: dict[str, Any], phase: str) -> dict[str, Any]:
+    """The report of a run stopped in `phase` after its report was built (while building it, or while saving
+    it to the history): status aborted, and a pass verdict made inconclusive. A new document: the `run`
+    and `verdict` sections are copies, so a thread still serialising the old one never sees them change."""
+    return {**report, "run": {**report["run"], "status": "aborted", "stopped_in": phase},
+            "verdict": unfinished_verdict(report["verdict"], "aborted")}
+
+
+def phase_summary(phases: Mapping[str, str]) -> dict[str, str]:
+    """report["run"]["phases"]: each measuring phase done, skipped, stopped (the run ended in it) or not reached."""
+    summary = {}
+    for phase in PHASES:
+        state = phases.get(phase, "not reached")
+        summary[phase] = PHASE_STOPPED if state == PHASE_RUNNING else state
+    return summary
 
 
 def stage_summaries(recorders: Sequence[StageRecorder], objective: ObjectiveConfig,
@@ -105,6 +127,8 @@ def accuracy_section(run: RunView) -> dict[str, Any]:
         return {}
     accuracy = accuracy_metrics([s.label for s in run.dataset.samples], run.predictions.reference)
     accuracy["errors"] = run.accuracy_errors
+    accuracy["unsent"] = run.accuracy_unsent
+    accuracy["incomplete"] = run.accuracy_incomplete
     accuracy["consistency"] = {"compared": run.predictions.compared, "inconsistent": run.predictions.inconsistent}
     return accuracy
 
