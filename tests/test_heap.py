@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import weakref
+from pathlib import Path
+from typing import Any
 
+from sidecar_helpers import write_profile
+
+from profiler.app.run import execute
+from profiler.config import load_config
 from profiler.core import heap
+from profiler.examples.holdout import write_holdout
 from profiler.load.engine import Engine
 from profiler.measure.latency import StageRecorder
 from profiler.schedule import Stage, arrival_offsets_ns
+from profiler.state import new_state
 from profiler.transports.base import FunctionTransport
 
 
@@ -59,5 +68,27 @@ async def test_a_stage_freezes_nothing_and_its_histograms_are_collected_once_dro
     # An HDR histogram refers to its encoder and back: only the cyclic collector can free it, never a frozen one.
     del recorder
     await asyncio.sleep(0)
+    gc.collect()
+    assert histogram() is None
+
+
+async def test_a_finished_runs_histograms_are_collected_after_the_next_run(
+        tmp_path: Path, example_server: tuple[Any, str]) -> None:
+    """The next run freezes its hold-out set (prepare_inputs): the runs before it must not be frozen with it."""
+    proc, url = example_server
+    holdout = tmp_path / "holdout.jsonl"
+    write_holdout(holdout)
+    config = load_config(write_profile(tmp_path, url, proc.pid, holdout, stages="{rate_rps: 40, duration_s: 0.3}",
+                                       settle_s=0.1))
+    first = new_state(config)
+    await execute(first)
+    histogram = weakref.ref(first.recorders[0].latency)
+    del first
+    # The run's helper threads hand back their results a moment before they end (and let go of the state); a
+    # sidecar's next run starts on a request, never within that moment.
+    for thread in threading.enumerate():
+        if thread.name.startswith(("profiler-report", "profiler-history", "profiler-dataset", "profiler-blocking")):
+            thread.join(10)
+    await execute(new_state(config))
     gc.collect()
     assert histogram() is None
