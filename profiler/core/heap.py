@@ -14,6 +14,8 @@ the event loop that `/healthz`, `/report` and the latency of every request in fl
 Nothing here freezes a run's objects. Frozen objects are never collected, and an HDR histogram is cyclic
 (the histogram and its encoder refer to each other), so the histograms of a stage frozen at its start
 stayed for the life of the sidecar: ~0.5 MiB a stage, every run (`bench/soak.py` shows the series).
+The one freeze of a run, its hold-out set once loaded (`profiler.app.run.prepare_inputs`), comes after a
+collection of what earlier runs left, for the same reason.
 """
 
 from __future__ import annotations
