@@ -1,4 +1,4 @@
-"""hdrh's own reads against profiler.measure.hdr's numpy reads, side by side, on the same histograms. Prints a table.
+"""hdrh's own reads against profiler.core.hdr's numpy reads, side by side, on the same histograms. Prints a table.
 
 What /metrics and /report do per stage: 5 percentiles, 10 bucket counts, the sum.
 
@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable
 
-from profiler.measure.hdr import counts_at_or_below, total_of, values_at_percentiles
+from profiler.core.hdr import counts_at_or_below, total_of, values_at_percentiles
 from profiler.measure.latency import PERCENTILES, new_histogram
 
 BOUNDS_US = [100_000 * f for f in (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)]

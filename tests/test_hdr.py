@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from profiler.measure.hdr import counts_at_or_below, total_of, values_at_percentiles
+from profiler.core.hdr import counts_at_or_below, recorded_buckets, total_of, values_at_percentiles
 from profiler.measure.latency import new_histogram
 
 PERCENTILES = [0.0, 1.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0]
@@ -89,7 +89,7 @@ def test_total_matches_hdrh_mean(values: list[int]) -> None:
 
 
 def test_layout_matches_hdrh_for_every_slot() -> None:
-    from profiler.measure.hdr import _layout
+    from profiler.core.hdr import _layout
 
     histogram = new_histogram()
     lowest, highest, middle = _layout(histogram.unit_magnitude, histogram.sub_bucket_half_count_magnitude,
@@ -106,3 +106,16 @@ def test_total_stays_right_past_the_int64_range() -> None:
     histogram = new_histogram()
     histogram.record_value(3_600_000_000, 3_000_000_000)  # 3e9 values of 1 h: the sum is past 2**63
     assert total_of(histogram) == pytest.approx(3_000_000_000 * 3_600_000_000, rel=1e-3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_recorded_buckets_equal_hdrhs_recorded_iterator(seed: int) -> None:
+    rng = random.Random(seed)
+    histogram = new_histogram()
+    for _ in range(rng.choice([0, 1, 50, 5000])):
+        histogram.record_value(max(1, int(rng.lognormvariate(rng.uniform(2, 14), rng.uniform(0.1, 3)))))
+    values, counts = recorded_buckets(histogram)
+    expected = [(float(i.value_iterated_to), int(i.count_at_value_iterated_to))
+                for i in histogram.get_recorded_iterator()]
+    assert list(zip(values.tolist(), counts.tolist(), strict=True)) == expected
+    assert int(counts.sum()) == histogram.get_total_count()

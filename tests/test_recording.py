@@ -6,8 +6,8 @@ import random
 
 import pytest
 
+from profiler.core.hdr import counts_at_or_below, total_of, values_at_percentiles
 from profiler.core.results import StageAccount
-from profiler.measure.hdr import counts_at_or_below, total_of, values_at_percentiles
 from profiler.measure.latency import BUFFER_VALUES, Recording, StageRecorder, new_histogram, record_ns
 from profiler.schedule import make_stage
 

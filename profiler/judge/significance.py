@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from scipy.sparse import csr_matrix
 from scipy.stats import binom, binomtest, chi2
 
+from profiler.core.hdr import recorded_buckets
 from profiler.judge.catalogue import CLASS_METRICS, LATENCY_METRICS, base_metric
 from profiler.judge.verdict import Predecessor, Significance
 
@@ -208,12 +209,8 @@ def _interval(method: str, observed: float, diffs: NDArray[np.float64], alpha: f
 
 def histogram_counts(encoded: str | bytes) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
     """An encoded HDR histogram as (bucket values in its unit, counts), non-empty buckets only."""
-    histogram = HdrHistogram.decode(encoded)
-    values, counts = [], []
-    for item in histogram.get_recorded_iterator():
-        values.append(float(item.value_iterated_to))
-        counts.append(int(item.count_at_value_iterated_to))
-    return np.array(values, dtype=np.float64), np.array(counts, dtype=np.int64)
+    values, counts = recorded_buckets(HdrHistogram.decode(encoded))
+    return values.astype(np.float64), counts.astype(np.int64)
 
 
 def _percentiles(values: NDArray[np.float64], counts: NDArray[np.int64], percentile: float) -> NDArray[np.float64]:

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 from hdrh.histogram import HdrHistogram
 
+from profiler.core.hdr import values_at_percentiles
 from profiler.core.results import OK, Result, StageAccount, StageTally
-from profiler.measure.hdr import values_at_percentiles
 from profiler.schedule import Stage
 
 LOWEST_US = 1

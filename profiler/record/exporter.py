@@ -20,8 +20,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from profiler.core.hdr import counts_at_or_below, total_of, values_at_percentiles
 from profiler.core.results import OUTCOMES
-from profiler.measure.hdr import counts_at_or_below, total_of, values_at_percentiles
 from profiler.measure.latency import PERCENTILES, StageRecorder
 from profiler.measure.resources.sampler import ResourceSampler
 from profiler.measure.resources.series import BoundedSeries

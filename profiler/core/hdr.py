@@ -66,6 +66,15 @@ def counts_at_or_below(histogram: HdrHistogram, bounds: Sequence[float]) -> list
     return [int(cumulative[p - 1]) if p > 0 else 0 for p in positions]
 
 
+def recorded_buckets(histogram: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """(value, count) of every bucket that holds a count, in increasing value order: the value is the bucket's
+    highest equivalent value, as hdrh's recorded iterator gives it (`value_iterated_to`), without its Python walk
+    (seconds for the hundreds of histograms of a long capacity search)."""
+    counts, (_, highest, _) = _arrays(histogram)
+    nonzero = np.flatnonzero(counts)
+    return highest[nonzero].astype(np.float64), counts[nonzero].astype(np.int64)
+
+
 def total_of(histogram: HdrHistogram) -> float:
     """The sum of the recorded values, each at its HDR bucket's middle (as hdrh's mean takes it)."""
     counts, (_, _, middle) = _arrays(histogram)
