@@ -23,8 +23,10 @@ $(STAMP): $(RUNTIME)
 demo: $(RUNTIME)
 	$(BIN)/profiler demo
 
+# Two passes: everything that tolerates a neighbour on two processes, then the tests that bound timing alone.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 -m "not serial"
+	$(BIN)/python -m pytest -q -p no:xdist -m serial
 
 lint: $(STAMP)
 	$(BIN)/ruff check profiler tests bench

@@ -23,6 +23,8 @@ from sidecar_helpers import Child, get_json, probe_healthz, write_profile
 from profiler.app.limits import FD_SHARE, HEAD_TIMEOUT_S, MIN_CONNECTIONS
 from profiler.examples.holdout import write_holdout
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 TOKEN = "tok-control-plane"
 SIDECAR_FDS = 4096
 """The sidecar's descriptor limit (soft and hard) in the flood test, where this process can open three times as many:

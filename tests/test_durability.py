@@ -35,6 +35,8 @@ from profiler.judge.verdict import exit_code_for
 from profiler.record.store import Store
 from profiler.state import PHASES
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 GRACE_S = 1.0
 """server.shutdown_grace_s of every case."""
 EXIT_SLACK_S = 1.0

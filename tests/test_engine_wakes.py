@@ -25,6 +25,8 @@ from profiler.measure.latency import StageRecorder
 from profiler.schedule import arrival_offsets_ns, make_stage
 from profiler.transports.http1 import Http1Transport
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 DELAY_SERVER = Path(__file__).resolve().parent.parent / "bench" / "delay_server.py"
 BODY = b'{"inputs":[{"name":"input-0","shape":[1,2],"datatype":"FP32","data":[1,2]}]}'
 

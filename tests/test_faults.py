@@ -529,6 +529,7 @@ def wait_run(base: str, run_id: str, timeout_s: float) -> dict[str, Any]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial  # /healthz within 100 ms: run alone after the parallel part (Makefile)
 @pytest.mark.parametrize("name", [n for n, f in FAULTS.items() if not f.refused])
 def test_sidecar_through_fault(name: str, fault_server: FaultServer, phoenix: Phoenix, sidecars: Sidecars) -> None:
     """`profiler serve` runs the profile against the fault: /healthz answers within 100 ms all along, the run's

@@ -30,6 +30,8 @@ from profiler.measure.latency import StageRecorder
 from profiler.schedule import arrival_offsets_ns, make_stage
 from profiler.transports.grpc_h2 import H2GrpcTransport, _Connection, _Shared, frame, request_block
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 ECHO = "/test.Echo/Echo"
 
 

@@ -14,6 +14,8 @@ from profiler.core.errors import TransportError
 from profiler.transports.http import HttpTransport
 from profiler.transports.http1 import Http1Transport
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 

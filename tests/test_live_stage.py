@@ -25,6 +25,8 @@ from profiler.measure.latency import StageRecorder
 from profiler.record.report import report_schema
 from profiler.schedule import make_stage
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 SCHEMA = report_schema()
 MS = 1_000_000
 S = 1_000_000_000

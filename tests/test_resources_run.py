@@ -19,6 +19,8 @@ from profiler.record.exporter import RunCollector
 from profiler.record.render import render_text
 from profiler.state import ArtifactSize, new_state
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 2, ready_timeout_s: 30}}
 dataset: {{path: holdout.jsonl, inputs: pixels, label: label, id: id}}

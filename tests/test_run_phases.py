@@ -21,6 +21,8 @@ from profiler.examples.holdout import write_holdout
 from profiler.load.engine import build_bodies
 from profiler.state import new_state
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 
 @pytest.fixture
 def never_answers() -> Iterator[StubModel]:

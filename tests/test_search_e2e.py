@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from profiler.app.run import execute
 from profiler.config import parse_config
 from profiler.core import aio
 from profiler.examples.holdout import write_holdout
 from profiler.state import new_state
+
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
 
 PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 2, ready_timeout_s: 30}}

@@ -20,6 +20,8 @@ from sidecar_helpers import F_SETPIPE_SZ, get_json, start_sidecar, write_profile
 from profiler.cli import main
 from profiler.examples.holdout import write_holdout
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 TOKEN = "tok-DO-NOT-LEAK-7f3a"
 PASSWORD = "pw-DO-NOT-LEAK-91c2"
 

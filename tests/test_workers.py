@@ -16,6 +16,8 @@ from profiler.config import parse_config
 from profiler.examples.holdout import write_holdout
 from profiler.load.workers import choose_workers
 
+pytestmark = pytest.mark.serial  # timing bounds: run alone after the parallel part (Makefile)
+
 PROFILE = """\
 target: {{url: "{url}", model: digits, timeout_s: 2, ready_timeout_s: 30}}
 dataset: {{path: holdout.jsonl, inputs: pixels, label: label, id: id}}
