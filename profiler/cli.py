@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import NoReturn
 
@@ -19,7 +22,7 @@ from profiler import __version__
 from profiler.app.demo import run_demo
 from profiler.app.run import run_once
 from profiler.app.server import serve
-from profiler.config import HISTORY_FILE, load_config
+from profiler.config import HISTORY_FILE, Config, PartConfig, load_config, parse_start_at
 from profiler.core import aio
 from profiler.core.errors import ProfilerError, ReportError, error_line
 from profiler.core.redact import redact_text
@@ -32,6 +35,13 @@ from profiler.record.merge import merge_reports
 from profiler.record.render import comparison_text, history_table, render_text
 from profiler.record.report import write_json
 from profiler.record.store import Store
+from profiler.schedule import planned_length_s, stage_starts_s
+
+PART_WAIT_MARGIN_S = 300.0
+"""Part 0 waits for the other parts' reports until the planned end of the load plus this (their drain, a
+report write, a slow pod start)."""
+PART_POLL_S = 0.5
+"""How often part 0 looks for the other parts' reports."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,6 +75,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _part(text: str) -> tuple[int, int]:
+    """K/N for --part: part K (0 to N-1) of N."""
+    index, slash, count = text.partition("/")
+    if not slash or not index.strip().isdigit() or not count.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text[:20]!r} is not K/N (e.g. 0/3)")
+    if not 0 <= int(index) < int(count):
+        raise argparse.ArgumentTypeError(f"part {int(index)} of {int(count)}: K runs from 0 to N-1")
+    return int(index), int(count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """All subcommands and their flags."""
     parser = _Parser(prog="profiler", description="Profile a served model and decide whether to ship it.")
@@ -79,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="log each phase on stderr as the run enters it (loading dataset, waiting for target, ...)")
     run.add_argument("--baseline", metavar="RUN_ID", help="compare with this run (overrides baseline.run)")
     run.add_argument("--history", type=Path, metavar="PATH", help="the run history file (overrides history.path)")
+    run.add_argument("--part", type=_part, metavar="K/N",
+                     help="send share K (0 to N-1) of every stage's timetable, beside N-1 other processes or pods "
+                          "(default: JOB_COMPLETION_INDEX of PROFILER_PARTS in an Indexed Job); part 0 then waits "
+                          "for the others' reports and merges them into the run's one report and verdict")
+    run.add_argument("--start-at", metavar="WHEN", help="when the first stage starts, Unix seconds or ISO-8601 "
+                     "with a zone (overrides load.start_at; default PROFILER_START_AT)")
+    run.add_argument("--merge-wait-s", type=float, default=None, metavar="S",
+                     help="how long part 0 waits for the other parts' reports (default: the planned load + 300 s)")
 
     serve = sub.add_parser("serve", help="sidecar mode: run the profile and serve /report, /metrics, /healthz")
     serve.add_argument("--config", "-c", required=True, type=Path)
@@ -161,7 +189,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             config = config.model_copy(update={"baseline": config.baseline.model_copy(update={"run": args.baseline})})
         if args.history:
             config = config.model_copy(update={"history": config.history.model_copy(update={"path": args.history})})
-        return run_once(config, quiet=args.quiet, progress=args.progress)
+        part = args.part or parts_from_env(os.environ)
+        start_at = args.start_at or os.environ.get("PROFILER_START_AT") or None
+        if part is None or part[1] == 1:
+            return run_once(with_start(config, start_at), quiet=args.quiet, progress=args.progress)
+        return run_part(with_part(config, part, start_at), config.report.path, quiet=args.quiet,
+                        progress=args.progress, wait_s=args.merge_wait_s)
     if args.command in ("history", "compare"):
         return _history_command(args)
     if args.command == "serve":
@@ -180,6 +213,92 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {count} labelled samples to {args.out}")
         return EXIT_PASS
     raise AssertionError(args.command)
+
+
+def parts_from_env(environ: Mapping[str, str]) -> tuple[int, int] | None:
+    """The part of an Indexed Job's pod: JOB_COMPLETION_INDEX (set by Kubernetes) of PROFILER_PARTS (the Job's
+    completions, copied into the pod by the manifests); None outside one."""
+    index = environ.get("JOB_COMPLETION_INDEX")
+    if index is None:
+        return None
+    count = environ.get("PROFILER_PARTS")
+    if count is None:
+        raise ProfilerError("JOB_COMPLETION_INDEX is set but PROFILER_PARTS is not: set it to the Job's completions "
+                            "(deploy/k8s/parts does), or pass --part K/N")
+    try:
+        return _part(f"{index}/{count}")
+    except argparse.ArgumentTypeError as exc:
+        raise ProfilerError(f"JOB_COMPLETION_INDEX/PROFILER_PARTS: {exc}") from None
+
+
+def with_start(config: Config, start_at: str | None) -> Config:
+    """The profile with its first stage's start instant overridden (--start-at, PROFILER_START_AT)."""
+    if start_at is None:
+        return config
+    try:
+        instant = parse_start_at(start_at)
+    except ValueError as exc:
+        raise ProfilerError(f"start time (--start-at or PROFILER_START_AT): {exc}") from None
+    return config.model_copy(update={"load": config.load.model_copy(update={"start_at": instant})})
+
+
+def with_part(config: Config, part: tuple[int, int], start_at: str | None) -> Config:
+    """The profile as part K of N runs it: its share of the load, a report file of its own beside the run's, and
+    no history of its own (the merged report is the run). A shared start instant is required."""
+    config = with_start(config, start_at)
+    index, count = part
+    if config.load.start_at is None:
+        raise ProfilerError(f"part {index}/{count}: the parts need one shared start instant: set load.start_at in "
+                            "the profile, PROFILER_START_AT, or --start-at (Unix seconds or ISO-8601 with a zone)")
+    if config.load.search is not None:
+        raise ProfilerError(f"part {index}/{count}: load.search picks each next rate from what it measured, so it "
+                            "cannot be split into parts: give load.stages or load.ramp")
+    load = config.load.model_copy(update={"part": PartConfig(index=index, count=count)})
+    report = config.report.model_copy(update={"path": part_report_path(config.report.path, index, count)})
+    history = config.history.model_copy(update={"enabled": False})
+    return config.model_copy(update={"load": load, "report": report, "history": history})
+
+
+def part_report_path(path: Path, index: int, count: int) -> Path:
+    """Where part `index` of `count` writes its report: beside the run's report, e.g. report.part-1-of-3.json."""
+    return path.with_name(f"{path.stem}.part-{index}-of-{count}{path.suffix or '.json'}")
+
+
+def run_part(config: Config, run_report: Path, quiet: bool, progress: bool, wait_s: float | None) -> int:
+    """Run one part; part 0 then waits for every part's report and merges them into `run_report`.
+
+    Parts other than 0 exit 0 when they wrote a report (the verdict is the merged run's: an aborted part makes
+    it partial), 3 when they could not run; part 0 exits with the merged verdict (3 when a part's report never
+    came).
+    """
+    part = config.load.part
+    if part is None or config.load.start_at is None:
+        raise AssertionError("run_part takes a profile made by with_part")
+    code = run_once(config, quiet=quiet, progress=progress)
+    if part.index != 0:
+        return code if code == EXIT_ERROR else EXIT_PASS
+    if code == EXIT_ERROR:
+        return code
+    if wait_s is None:
+        stages = config.load.planned_stages()
+        ends_at = stage_starts_s(stages, config.load.start_at)[-1] + planned_length_s(stages[-1])
+        wait_s = max(0.0, ends_at - time.time()) + PART_WAIT_MARGIN_S
+    files = [part_report_path(run_report, k, part.count) for k in range(part.count)]
+    wait_for_files(files, wait_s)
+    return merge_files(files, run_report, quiet=quiet)
+
+
+def wait_for_files(files: list[Path], wait_s: float) -> None:
+    """Block until every file exists (each part writes its report atomically), or raise naming those missing."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        missing = [f for f in files if not f.exists()]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise ProfilerError(f"waited {wait_s:g} s for the other parts' reports; missing: "
+                                f"{', '.join(map(str, missing))} (is the report folder shared by every part?)")
+        time.sleep(PART_POLL_S)
 
 
 def merge_files(files: list[Path], out: Path, quiet: bool = False) -> int:

@@ -8,6 +8,7 @@ import re
 import select
 import stat
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -215,6 +216,41 @@ class DatasetConfig(_Strict):
         return "csv" if self.path.suffix.lower() == ".csv" else "jsonl"
 
 
+def parse_start_at(text: str) -> float:
+    """A start instant as Unix seconds: from a number of seconds, or ISO-8601 with a zone ('2026-12-01T23:00:00Z');
+    ValueError naming what was wrong."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is neither Unix seconds nor an ISO-8601 time") from None
+    if when.tzinfo is None:
+        raise ValueError(f"{text[:40]!r} has no time zone (add Z or +00:00): pods in other zones would disagree")
+    return when.timestamp()
+
+
+def _start_instant(value: Any) -> Any:
+    """load.start_at as the profile gives it: text is parsed (parse_start_at), a number left to the field."""
+    return parse_start_at(value) if isinstance(value, str) else value
+
+
+class PartConfig(_Strict):
+    """Part `index` (from 0) of `count` processes that split every stage's timetable between them."""
+
+    index: Annotated[int, Field(ge=0)]
+    count: Annotated[int, Field(ge=1, le=10_000)]
+
+    @model_validator(mode="after")
+    def _inside(self) -> PartConfig:
+        if self.index >= self.count:
+            raise ValueError(f"part {self.index} of {self.count}: parts are numbered 0 to {self.count - 1}")
+        return self
+
+
 class StageConfig(_Strict):
     """One step of the load: a rate held for a duration or for a number of requests."""
 
@@ -291,6 +327,12 @@ class LoadConfig(_Strict):
     grpc.aio. TLS targets always use the library clients."""
     lag_budget_ms: Annotated[float, Field(ge=0, le=100)] = 1.25
     """How late a send may be made so that it shares a wake with others (0: every request its own wake)."""
+    start_at: Annotated[float, BeforeValidator(_start_instant),
+                        Field(gt=0, allow_inf_nan=False)] | None = None
+    """The wall-clock instant the first stage starts at (Unix seconds, or ISO-8601 with a zone): pods that split
+    the load (`--part K/N`) agree on it without talking; PROFILER_START_AT overrides it."""
+    part: PartConfig | None = None
+    """This process's share of every stage's timetable; set by `profiler run --part K/N` (or JOB_COMPLETION_INDEX)."""
 
     @model_validator(mode="after")
     def _one_schedule(self) -> LoadConfig:
@@ -298,6 +340,9 @@ class LoadConfig(_Strict):
         if len(given) != 1:
             raise ValueError("give exactly one of 'stages', 'ramp' or 'search'"
                              + (f" (got {' and '.join(given)})" if given else ""))
+        if self.part is not None and self.part.count > 1 and self.search is not None:
+            raise ValueError("a capacity search picks each next rate from what it measured, so it cannot be split "
+                             "into parts: give 'stages' or a 'ramp'")
         return self
 
     def planned_stages(self) -> list[Stage]:

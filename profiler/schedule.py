@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from profiler.core.units import NS_PER_S
@@ -236,3 +236,35 @@ def pacing(budget_ns: int, gap_ns: float, even: bool, first_ns: int) -> Pacing:
         return Pacing(budget_ns)
     period = gap_ns * (budget_ns // gap_ns + 1) if even else budget_ns
     return Pacing(budget_ns, first_ns, round(period))
+
+
+PART_STAGE_GAP_S = 1.0
+"""With the load split into parts (pods of an Indexed Job), each stage starts at a planned wall-clock instant:
+the previous stage's planned start, plus its planned length, plus this gap for its last answers to arrive."""
+
+
+def planned_length_s(stage: Stage) -> float:
+    """How long the stage's timetable lasts (s): its duration, or its count at its rate."""
+    if stage.requests is not None:
+        return stage.requests / stage.rate_rps
+    return stage.duration_s
+
+
+def stage_starts_s(stages: Sequence[Stage], first_s: float, gap_s: float = PART_STAGE_GAP_S) -> list[float]:
+    """The instant (the same clock as `first_s`, s) each stage starts at when parts run side by side: every part
+    computes the same list from the profile and the shared start, so they agree without talking to each other."""
+    starts: list[float] = []
+    at = first_s
+    for stage in stages:
+        starts.append(at)
+        at += planned_length_s(stage) + gap_s
+    return starts
+
+
+def part_of(part: int, parts: int, worker: int, workers: int) -> tuple[int, int]:
+    """Which share of the timetable (index, count) worker `worker` of `workers` inside part `part` of `parts`
+    sends: part k takes arrivals k, k+parts, ...; its workers deal those out again, so worker w takes
+    k + parts*w, k + parts*(w + workers), ... and all of them together are exactly the whole timetable."""
+    if not (0 <= part < parts and 0 <= worker < workers):
+        raise ValueError(f"part {part} of {parts}, worker {worker} of {workers}")
+    return part + parts * worker, parts * workers

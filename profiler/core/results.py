@@ -95,6 +95,8 @@ class StageAccount:
     late: int
     cut_short: bool
     cpu_s: float
+    first_sent_ns: int = 0
+    """When the first request went out (monotonic; 0: none did): how late after the shared start it left."""
 
 
 @dataclass(slots=True)
@@ -119,6 +121,8 @@ class StageTally:
     """Requests sent so far (each scheduled arrival is sent or counted unsent)."""
     unsent: int = 0
     late: int = 0
+    first_sent_ns: int = 0
+    """When the stage's first request went out (monotonic ns; 0 until one did)."""
 
     def now_ns(self) -> int:
         """Now, on the engine's clock (monotonic ns)."""
@@ -131,7 +135,7 @@ class StageTally:
     def account(self, ended_ns: int, cut_short: bool) -> StageAccount:
         """The stage's account once its dispatch has ended and its requests drained."""
         return StageAccount(self.started_ns, ended_ns, self.scheduled, self.unsent, self.late, cut_short,
-                            self.cpu_s())
+                            self.cpu_s(), self.first_sent_ns)
 
 
 class PredictionConsumer(Protocol):

@@ -218,10 +218,14 @@ class Engine:
         index = self._cursor
         self._cursor = (index + 1) % len(self._bodies)
         self._in_flight += 1
-        self._tally.sent += 1
+        tally = self._tally
+        sent_ns = self._clock()
+        if not tally.sent:
+            tally.first_sent_ns = sent_ns
+        tally.sent += 1
         # The transport calls back on the answer: no task, coroutine or future per request.
         self._transport.submit(self._path, self._bodies[index],
-                               partial(self._finished, stage_index, index, intended_ns, self._clock(), sinks))
+                               partial(self._finished, stage_index, index, intended_ns, sent_ns, sinks))
 
     def _finished(self, stage_index: int, index: int, intended_ns: int, sent_ns: int, sinks: list[Consumer],
                   payload: bytes, error: TransportError | None, received_ns: int) -> None:

@@ -15,7 +15,7 @@ from profiler.core.units import NS_PER_S
 from profiler.judge.capacity import judge_window_stage, next_search_rate, windows_broken, windows_stable
 from profiler.load.engine import Engine
 from profiler.measure.latency import StageRecorder
-from profiler.schedule import Stage, arrival_offsets_ns, make_stage
+from profiler.schedule import Stage, arrival_gap_ns, arrival_offsets_ns, make_stage, stage_starts_s
 
 
 class Driver(Protocol):
@@ -30,8 +30,9 @@ class Driver(Protocol):
         """Stop sending; what is in flight still finishes and is recorded."""
         ...
 
-    async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None) -> None:
-        """Send the stage and wait for its requests."""
+    async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None,
+                  start_ns: int | None = None) -> None:
+        """Send the stage and wait for its requests; `start_ns` (monotonic) is when it starts (None: now)."""
         ...
 
     async def close(self) -> None:
@@ -42,10 +43,12 @@ class Driver(Protocol):
 class LocalDriver:
     """The engine in this process's own event loop."""
 
-    def __init__(self, engine: Engine, arrival: str, seed: int) -> None:
+    def __init__(self, engine: Engine, arrival: str, seed: int, part: int = 0, parts: int = 1) -> None:
         self.engine = engine
         self._arrival = arrival
         self._seed = seed
+        self._part = part
+        self._parts = parts
 
     @property
     def stopping(self) -> bool:
@@ -56,9 +59,12 @@ class LocalDriver:
         """Stop the engine."""
         self.engine.stop()
 
-    async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None) -> None:
-        """Send the stage's timetable from this process."""
-        await self.engine.run_stage(stage, arrival_offsets_ns(stage, self._arrival, self._seed), recorder, until,
+    async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None,
+                  start_ns: int | None = None) -> None:
+        """Send this process's share of the stage's timetable (all of it unless the load is split into parts)."""
+        offsets = arrival_offsets_ns(stage, self._arrival, self._seed, part=self._part, parts=self._parts)
+        await self.engine.run_stage(stage, offsets, recorder, until, start_ns=start_ns,
+                                    gap_ns=arrival_gap_ns(stage.rate_rps, self._arrival, self._parts),
                                     even=self._arrival == "constant")
 
     async def close(self) -> None:
@@ -76,15 +82,26 @@ def stage_failed_budget(config: Config, recorder: StageRecorder) -> bool:
 async def run_stages(driver: Driver, stages: list[Stage], config: Config, recorders: list[StageRecorder]) -> str:
     """Each planned stage in turn, its recorder appended to `recorders` as it starts (the live view); returns
     the run's status (completed, stopped or aborted)."""
-    for stage in stages:
+    starts = _shared_starts(stages, config)
+    for position, stage in enumerate(stages):
         if driver.stopping:
             return "aborted"
-        recorder = StageRecorder(stage)
+        recorder = StageRecorder(stage, share=1 / config.load.part.count if config.load.part else 1.0)
         recorders.append(recorder)
-        await driver.run(stage, recorder)
+        await driver.run(stage, recorder, start_ns=None if starts is None else starts[position])
         if stage_failed_budget(config, recorder):
             return "stopped"
     return "aborted" if driver.stopping else "completed"
+
+
+def _shared_starts(stages: list[Stage], config: Config) -> list[int] | None:
+    """Each stage's start on this process's monotonic clock when the profile gives a shared wall-clock start
+    (load.start_at): every part computes the same wall-clock plan, so their stages start together. A start
+    already past is kept: the engine then sends what is overdue at once, and the lag histogram shows it."""
+    if config.load.start_at is None:
+        return None
+    offset_ns = time.monotonic_ns() - time.time_ns()  # monotonic = wall + offset, read once for the whole plan
+    return [int(at * NS_PER_S) + offset_ns for at in stage_starts_s(stages, config.load.start_at)]
 
 
 async def run_search(driver: Driver, config: Config, recorders: list[StageRecorder],

@@ -31,7 +31,7 @@ from profiler.core.results import OK, Prediction, PredictionConsumer
 from profiler.load.engine import Engine
 from profiler.load.search import Driver, LocalDriver
 from profiler.measure.latency import StageRecorder
-from profiler.schedule import Stage, arrival_gap_ns, arrival_offsets_ns
+from profiler.schedule import Stage, arrival_gap_ns, arrival_offsets_ns, part_of
 from profiler.transports.factory import make_transport
 
 PER_PROCESS_RPS = 10_000.0
@@ -60,8 +60,9 @@ def make_driver(config: Config, engine: Engine, bodies: Sequence[bytes], codec: 
                 consumers: list[PredictionConsumer]) -> Driver:
     """The in-process driver, or a pool of worker processes when the rate needs more than one core."""
     count = choose_workers(config.load.workers, config.load.highest_rate_rps(), os.cpu_count() or 1)
+    part = config.load.part
     if count <= 1:
-        return LocalDriver(engine, config.load.arrival, config.load.seed)
+        return LocalDriver(engine, config.load.arrival, config.load.seed, *((part.index, part.count) if part else ()))
     return WorkerPool(config, codec, bodies, engine.sample_count, count, consumers)
 
 
@@ -148,11 +149,13 @@ async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequenc
             stage = Stage(**fields)
             batcher.stage = stage.index
             recorder = StageRecorder(stage, window_ns=window_ns, window_percentile=percentile)
-            offsets = arrival_offsets_ns(stage, config.load.arrival, config.load.seed, part=index, parts=count)
+            part = config.load.part
+            share, shares = part_of(part.index, part.count, index, count) if part else (index, count)
+            offsets = arrival_offsets_ns(stage, config.load.arrival, config.load.seed, part=share, parts=shares)
             ending[0] = False
             current[0] = recorder
             await engine.run_stage(stage, offsets, recorder, until=lambda: ending[0], start_ns=start_ns,
-                                   gap_ns=arrival_gap_ns(stage.rate_rps, config.load.arrival, count),
+                                   gap_ns=arrival_gap_ns(stage.rate_rps, config.load.arrival, shares),
                                    even=config.load.arrival == "constant")
             current[0] = None
             batcher.flush()
@@ -266,8 +269,10 @@ class WorkerPool:
             if not future.done():
                 future.set_exception(ProfilerError(reason))
 
-    async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None) -> None:
-        """Every worker sends its share of the stage from one shared start; their figures are merged exactly.
+    async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None,
+                  start_ns: int | None = None) -> None:
+        """Every worker sends its share of the stage from one shared start (`start_ns`, monotonic, or shortly
+        after now); their figures are merged exactly.
 
         Every 0.5 s the workers' figures so far rebuild `recorder` (the live view for /report and
         /metrics), and `until` is asked then; when it says so, every worker ends the stage.
@@ -279,7 +284,7 @@ class WorkerPool:
         async with asyncio.timeout(READY_TIMEOUT_S):
             await asyncio.gather(*self._ready)
         loop = asyncio.get_running_loop()
-        start_ns = self._clock() + START_DELAY_NS
+        start_ns = max(start_ns or 0, self._clock() + START_DELAY_NS)
         recorder.open(start_ns)
         fields = {"index": stage.index, "rate_rps": stage.rate_rps, "duration_s": stage.duration_s,
                   "warmup": stage.warmup, "requests": stage.requests}

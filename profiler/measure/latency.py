@@ -121,8 +121,11 @@ class StageRecorder:
     """
 
     stage: Stage
+    share: float = 1.0
+    """The fraction of the stage's timetable this process sends: 1/N for a part of N (`--part`), else 1."""
     started_ns: int = 0
     ended_ns: int = 0
+    first_sent_ns: int = 0
     _latency: Recording = field(default_factory=Recording)
     _service: Recording = field(default_factory=Recording)
     _lag: Recording = field(default_factory=Recording)
@@ -201,6 +204,7 @@ class StageRecorder:
         self.late = account.late
         self.cut_short = account.cut_short
         self.cpu_s = account.cpu_s
+        self.first_sent_ns = account.first_sent_ns
 
     def record_lag(self, lag_ns: int) -> None:
         """How late the generator woke up for one send (its own lateness, not the model's)."""
@@ -304,7 +308,7 @@ class StageRecorder:
         return {
             "name": self.stage.name,
             "warmup": self.stage.warmup,
-            "offered_rps": self.stage.rate_rps,
+            "offered_rps": self.stage.rate_rps * self.share,
             "duration_s": self.stage.duration_s,
             "scheduled": self.scheduled,
             "sent": sent,
@@ -319,6 +323,7 @@ class StageRecorder:
             "latency_ms": spectrum_ms(self.latency),
             "service_time_ms": spectrum_ms(self.service),
             "schedule_lag_ms": {"p50": value_at_ms(self.lag, 50.0), "p99": value_at_ms(self.lag, 99.0)},
+            "first_send_ms": self.first_send_ms(),
             "generator_cpu_s": round(self.cpu_s, 4),
             "generator_cpu_us_per_request": round(self.cpu_s / sent * 1e6, 1) if sent else None,
             "generator": self.generator_check(),
@@ -327,6 +332,13 @@ class StageRecorder:
             "error_examples": list(self.error_examples),
             "histograms": self.encoded(),
         }
+
+    def first_send_ms(self) -> float | None:
+        """How long after the stage's start its first request went out (ms; None before one did): the part of a
+        split load's start skew that is this process's own."""
+        if not (self.first_sent_ns and self.started_ns):
+            return None
+        return round((self.first_sent_ns - self.started_ns) / 1e6, 3)
 
     def encoded(self) -> dict[str, str]:
         """The three histograms, HDR-encoded (compressed, base64): merge them exactly with `merge`."""
@@ -342,7 +354,8 @@ class StageRecorder:
                 "sent": max(self.launched, answered) if running else answered,
                 "as_of_ns": self.as_of_ns if running else 0,
                 "unsent": self.unsent, "late": self.late, "started_ns": self.started_ns,
-                "ended_ns": self.ended_ns, "last_done_ns": self.last_done_ns, "cpu_s": self.cpu_s,
+                "first_sent_ns": self.first_sent_ns, "ended_ns": self.ended_ns, "last_done_ns": self.last_done_ns,
+                "cpu_s": self.cpu_s,
                 "processes": self.processes, "cut_short": self.cut_short,
                 "error_examples": list(self.error_examples),
                 "windows": [list(w) for w in self.windows]}
@@ -354,7 +367,7 @@ class StageRecorder:
         self.error_examples = []
         self.scheduled = self.unsent = self.late = 0
         self.cpu_s = 0.0
-        self.ended_ns = self.last_done_ns = 0
+        self.ended_ns = self.last_done_ns = self.first_sent_ns = 0
         self.cut_short = False
         self.windows = []
         self._rebuilt = True
@@ -386,6 +399,8 @@ class StageRecorder:
         self.processes = int(wire["processes"]) if first else self.processes + int(wire["processes"])
         starts = [v for v in (self.started_ns, int(wire["started_ns"])) if v]
         self.started_ns = min(starts) if starts else 0
+        firsts = [v for v in (self.first_sent_ns, int(wire.get("first_sent_ns", 0))) if v]
+        self.first_sent_ns = min(firsts) if firsts else 0
         self.ended_ns = max(self.ended_ns, int(wire["ended_ns"]))
         self.last_done_ns = max(self.last_done_ns, int(wire["last_done_ns"]))
         room = MAX_ERROR_EXAMPLES - len(self.error_examples)

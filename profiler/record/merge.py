@@ -20,7 +20,8 @@ from profiler.measure.latency import MAX_ERROR_EXAMPLES, new_histogram, spectrum
 
 
 def merge_stages(parts: list[dict[str, Any]]) -> dict[str, Any]:
-    """One stage summary from the same stage of several reports."""
+    """One stage summary from the same stage of several reports (generators that each offered the whole rate,
+    or the parts of one split timetable, `--part K/N`, each offering its share: either way the rates add up)."""
     _check_same_stage(parts)
     histograms = {kind: _merged_histogram(parts, kind) for kind in ("latency", "service", "lag")}
     completed = _count(parts, "completed")
@@ -39,7 +40,7 @@ def merge_stages(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": parts[0]["name"],
         "warmup": parts[0]["warmup"],
-        "offered_rps": sum(p["offered_rps"] for p in parts),
+        "offered_rps": round(sum(p["offered_rps"] for p in parts), 9),
         "duration_s": max(p["duration_s"] for p in parts),
         "scheduled": _count(parts, "scheduled"),
         "sent": sent,
@@ -53,6 +54,7 @@ def merge_stages(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "latency_ms": spectrum_ms(histograms["latency"]),
         "service_time_ms": spectrum_ms(histograms["service"]),
         "schedule_lag_ms": {"p50": value_at_ms(histograms["lag"], 50.0), "p99": value_at_ms(histograms["lag"], 99.0)},
+        **_start_skew(parts),
         "generator_cpu_s": round(cpu_s, 4),
         "generator_cpu_us_per_request": round(cpu_s / sent * 1e6, 1) if sent else None,
         "generator": {"limited": bool(reasons), "cpu_share": None, "reasons": reasons},
@@ -61,6 +63,17 @@ def merge_stages(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "error_examples": [e for p in parts for e in p.get("error_examples", [])][:MAX_ERROR_EXAMPLES],
         "histograms": {k: h.encode().decode("ascii") for k, h in histograms.items()},
     }
+
+
+def _start_skew(parts: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The latest part's first send after the stage's shared start, and the spread between the parts' first
+    sends (ms): how far apart the parts really started, each measured on its own clock from the same instant.
+    None when a part did not say (a report from before parts, or a stage that sent nothing)."""
+    firsts = [p.get("first_send_ms") for p in parts]
+    known = [f for f in firsts if f is not None]
+    if len(known) != len(firsts) or not known:
+        return {"first_send_ms": None, "start_skew_ms": None}
+    return {"first_send_ms": max(known), "start_skew_ms": round(max(known) - min(known), 3)}
 
 
 def _check_same_stage(parts: list[dict[str, Any]]) -> None:
@@ -126,6 +139,7 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     order = _stage_order(reports)
     objective = first["objective"]
     search = (first.get("capacity") or {}).get("method") == "search"
+    shares = _check_parts(reports)
     stages = [_judged(merge_stages([r["stages"][position] for r in reports]), objective, search)
               for position in range(len(order))]
     out = dict(first)
@@ -133,7 +147,30 @@ def merge_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
     out["capacity"] = {**capacity_summary(stages), "method": "search" if search else "stages"}
     out["run"] = _merged_run(reports)
     out["accuracy"] = _merged_accuracy(reports)
+    if shares:
+        out["load"] = {**first["load"], "part": None, "parts": len(reports)}
     return out
+
+
+def _check_parts(reports: list[dict[str, Any]]) -> bool:
+    """Whether the reports are the parts of one split run (`--part K/N`): then they must be every part 0 to N-1
+    once, with the same start instant, or the merged counts would not be the run's. False for reports of
+    generators that each ran the whole timetable."""
+    given = [(r.get("load") or {}).get("part") for r in reports]
+    if all(p is None for p in given):
+        return False
+    parts: list[dict[str, int]] = [p for p in given if p is not None]
+    if len(parts) != len(given):
+        raise ValueError("some reports are parts of a split run (--part) and some are not")
+    count = parts[0]["count"]
+    indices = sorted(p["index"] for p in parts)
+    if any(p["count"] != count for p in parts) or indices != list(range(count)):
+        have = ", ".join(f"{p['index']}/{p['count']}" for p in parts)
+        raise ValueError(f"the parts of a split run must be 0 to N-1 of N, each once; got {have}")
+    starts = {(r.get("load") or {}).get("start_at") for r in reports}
+    if len(starts) != 1:
+        raise ValueError(f"the parts started at different instants: {sorted(map(str, starts))}")
+    return True
 
 
 def _stage_order(reports: list[dict[str, Any]]) -> list[str]:
