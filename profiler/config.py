@@ -9,8 +9,9 @@ import select
 import stat
 import time
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
@@ -25,6 +26,7 @@ from pydantic import (
 )
 
 from profiler.core.errors import ConfigError
+from profiler.core.objects import URL_SCHEMES, is_url
 from profiler.core.redact import redact_text, redact_url
 from profiler.core.url import TargetUrl, UrlError, check_request_path, parse_target_url
 from profiler.judge.catalogue import has_test, normalise_metric
@@ -199,21 +201,41 @@ def check_header(name: str, value: str | None) -> None:
         raise ValueError(f"the value of header {name} must be printable ASCII on one line")
 
 
-class DatasetConfig(_Strict):
-    """The hold-out file and which of its fields hold the inputs, the label and the sample id."""
+def _holdout_location(value: Any) -> Any:
+    """dataset.path: a URL (http(s)://, s3://, gs://) stays text, checked here; anything else is a local path."""
+    if isinstance(value, str) and "://" in value:
+        if not is_url(value):
+            scheme = value.split("://", 1)[0][:20]
+            raise ValueError(f"{scheme!r} is not a scheme the hold-out set can be read from "
+                             f"(give a local path, or one of {', '.join(s + '://' for s in URL_SCHEMES)})")
+        parts = urlsplit(value)
+        if not (parts.netloc and parts.path.strip("/")):
+            raise ValueError(f"{redact_url(value)} names no object (expected e.g. s3://bucket/holdout.parquet)")
+        return value
+    return _usable_path(Path(value)) if isinstance(value, str) else value
 
-    path: FilePath
-    format: Literal["jsonl", "csv"] | None = None
+
+class DatasetConfig(_Strict):
+    """The hold-out file (a local path or a URL) and which of its fields hold the inputs, the label and the id."""
+
+    path: Annotated[Path | str, BeforeValidator(_holdout_location)]
+    format: Literal["jsonl", "csv", "parquet"] | None = None
     inputs: str | list[str] = "inputs"
     label: str = "label"
     id: str | None = None
+    cache_dir: FilePath | None = None
+    """Where a hold-out set read from a URL is cached (default: PROFILER_CACHE_DIR, else ~/.cache/profiler)."""
+    tls_ca_file: FilePath | None = None
+    """A PEM file of CAs an https:// hold-out server may be signed by, beside the system's (S3: AWS_CA_BUNDLE)."""
 
     @property
     def resolved_format(self) -> str:
-        """The format given, or the one the file's extension implies."""
+        """The format given, or the one the file's (or URL's) extension implies."""
         if self.format:
             return self.format
-        return "csv" if self.path.suffix.lower() == ".csv" else "jsonl"
+        name = urlsplit(self.path).path if isinstance(self.path, str) else self.path.name
+        suffix = PurePosixPath(name).suffix.lower()
+        return {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "jsonl")
 
 
 def parse_start_at(text: str) -> float:
@@ -763,7 +785,12 @@ def _anchor_paths(config: Config, base: Path) -> Config:
     def anchor(p: Path) -> Path:
         return p if p.is_absolute() else base / p
 
-    dataset = config.dataset.model_copy(update={"path": anchor(config.dataset.path)})
+    dataset_path = config.dataset.path
+    update_dataset: dict[str, Any] = {"path": anchor(dataset_path) if isinstance(dataset_path, Path) else dataset_path}
+    for name in ("cache_dir", "tls_ca_file"):
+        if getattr(config.dataset, name) is not None:
+            update_dataset[name] = anchor(getattr(config.dataset, name))
+    dataset = config.dataset.model_copy(update=update_dataset)
     report = config.report.model_copy(update={"path": anchor(config.report.path)})
     history_path = anchor(config.history.path) if config.history.path else report.path.parent / HISTORY_FILE
     update: dict[str, Any] = {"dataset": dataset, "report": report, "target": _anchor_target(config.target, anchor),

@@ -1,4 +1,9 @@
-"""The hold-out set: `Sample`s streamed from JSONL or CSV, and the file's content hash."""
+"""The hold-out set: `Sample`s streamed from JSONL, CSV or Parquet, local or at a URL, and the SHA-256 of its bytes.
+
+A URL (http(s)://, s3://, gs://) is first copied into the local cache (core.objects: in blocks, named by the
+SHA-256 of its bytes, reused while the object is unchanged); the cached copy is then read like a local file,
+and errors name the (redacted) URL.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,13 @@ import math
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from profiler.core.errors import DatasetError
+from profiler.core.objects import default_cache_dir, fetch, is_url
+from profiler.core.redact import redact_url
 
 MAX_LINE_BYTES = 16 * 1024 * 1024
 """One hold-out line (one sample) may hold at most this many bytes: a longer one is a mistake, not a sample."""
@@ -39,48 +46,105 @@ class Sample:
         return f"{self.source}:{self.line}: sample {self.id}" if self.source else f"sample {self.id}"
 
 
+PARQUET_BATCH_ROWS = 4096
+"""Rows decoded from a Parquet file at a time: memory for decoding is bounded by a batch, not the file."""
+
+
 @dataclass(frozen=True, slots=True)
 class Dataset:
-    """A whole hold-out set and the SHA-256 of the file's bytes (the same data for every model)."""
+    """A whole hold-out set and the SHA-256 of the file's bytes (the same data for every model). `path` is the
+    local file, or the URL as the report shows it (redacted); `cached` the local copy of a URL's object, and
+    `downloaded` whether this run fetched it (False: the cache had it)."""
 
-    path: Path
+    path: Path | str
     sha256: str
     samples: tuple[Sample, ...]
+    cached: Path | None = None
+    downloaded: bool = False
 
 
 def load_dataset(
-    path: Path, *, inputs: str | list[str], label: str, id_field: str | None = None, fmt: str = "jsonl"
+    path: Path | str, *, inputs: str | list[str], label: str, id_field: str | None = None, fmt: str = "jsonl",
+    cache_dir: Path | None = None, ca_file: Path | None = None,
 ) -> Dataset:
-    """Read every sample; raise DatasetError naming the file and line of the first bad one.
+    """Read every sample; raise DatasetError naming the file (or URL) and line (row) of the first bad one.
 
-    The file must be UTF-8 text (a leading byte-order mark is skipped), each line at most MAX_LINE_BYTES
-    and the whole at most MAX_HOLDOUT_BYTES; a read that fails (EIO, EACCES) is a DatasetError too.
+    A text file must be UTF-8 (a leading byte-order mark is skipped), each line at most MAX_LINE_BYTES; any file
+    at most MAX_HOLDOUT_BYTES; a read that fails (EIO, EACCES) is a DatasetError too. A URL is fetched into
+    `cache_dir` (default: objects.default_cache_dir) first; should the cached copy's bytes no longer match
+    the SHA-256 it is named by, it is dropped and fetched again. `ca_file`: see objects.fetch.
     """
+    if isinstance(path, Path) or not is_url(path):
+        return _load_file(Path(path), str(path), inputs, label, id_field, fmt)
+    where = redact_url(path)
+    folder = cache_dir or default_cache_dir(os.environ)
+    for _ in range(2):
+        fetched = fetch(path, folder, MAX_HOLDOUT_BYTES, ca_file)
+        dataset = _load_file(fetched.path, where, inputs, label, id_field, fmt)
+        if dataset.sha256 == fetched.sha256:
+            return replace(dataset, path=where, cached=fetched.path, downloaded=fetched.downloaded)
+        fetched.forget()  # changed on disk since it was cached: fetch it again
+    raise DatasetError(f"{where}: the cached copy keeps changing under {folder} (is another process writing it?)")
+
+
+def _load_file(path: Path, where: str, inputs: str | list[str], label: str, id_field: str | None,
+               fmt: str) -> Dataset:
+    """Read a local file; errors name it `where` (its own path, or the URL it was fetched from)."""
     digest = hashlib.sha256()
     try:
         raw = path.open("rb")
     except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: cannot read hold-out file: {_reason(exc)}") from None
+        raise DatasetError(f"{where}: cannot read hold-out file: {_reason(exc)}") from None
     with raw:
-        _check_size(path, raw)
-        reader = _LineReader(path, raw, digest)
-        lines = iter(reader)
-        rows = _jsonl_rows(path, lines) if fmt == "jsonl" else _csv_rows(path, lines)
-        try:
-            samples = tuple(_to_sample(path, n, row, inputs, label, id_field) for n, row in rows)
-        except OSError as exc:
-            raise DatasetError(f"{path}: cannot read hold-out file at line {reader.line + 1}: "
-                               f"{_reason(exc)}") from None
+        _check_size(where, raw)
+        if fmt == "parquet":
+            samples = _parquet_samples(where, raw, digest, inputs, label, id_field)
+        else:
+            reader = _LineReader(where, raw, digest)
+            lines = iter(reader)
+            rows = _jsonl_rows(where, lines) if fmt == "jsonl" else _csv_rows(where, lines)
+            try:
+                samples = tuple(_to_sample(where, n, row, inputs, label, id_field) for n, row in rows)
+            except OSError as exc:
+                raise DatasetError(f"{where}: cannot read hold-out file at line {reader.line + 1}: "
+                                   f"{_reason(exc)}") from None
     if not samples:
-        raise DatasetError(f"{path}: hold-out file has no samples")
+        raise DatasetError(f"{where}: hold-out file has no samples")
     return Dataset(path=path, sha256=digest.hexdigest(), samples=samples)
+
+
+def _parquet_samples(where: str, raw: io.BufferedReader, digest: Any, inputs: str | list[str], label: str,
+                     id_field: str | None) -> tuple[Sample, ...]:
+    """Every row of a Parquet file as a Sample (numbered from 1 like lines), read batch by batch; the hash is
+    of the file's bytes, read once more in blocks (Parquet is read from its footer, not front to back)."""
+    try:
+        # Optional and heavy (pyarrow): imported only when a profile reads Parquet.
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DatasetError(f"{where}: reading Parquet needs the 'parquet' extra: "
+                           "pip install 'model-profiler[parquet]'") from None
+    try:
+        while block := raw.read(1024 * 1024):
+            digest.update(block)
+        raw.seek(0)
+        table = pq.ParquetFile(raw)
+        samples: list[Sample] = []
+        for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            for row in batch.to_pylist():
+                samples.append(_to_sample(where, len(samples) + 1, row, inputs, label, id_field))
+    except OSError as exc:
+        raise DatasetError(f"{where}: cannot read hold-out file: {_reason(exc)}") from None
+    except (pa.ArrowException, ValueError) as exc:  # not Parquet, a corrupt page, a type it cannot decode
+        raise DatasetError(f"{where}: not a readable Parquet file: {' '.join(str(exc).split())[:300]}") from None
+    return tuple(samples)
 
 
 def _reason(exc: OSError | ValueError) -> str:
     return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
 
 
-def _check_size(path: Path, raw: io.BufferedReader) -> None:
+def _check_size(path: Path | str, raw: io.BufferedReader) -> None:
     """Refuse a directory, and a regular file larger than MAX_HOLDOUT_BYTES before reading any of it."""
     try:
         info = os.fstat(raw.fileno())
@@ -97,7 +161,7 @@ class _LineReader:
     """The file's lines as (number, text), hashing every byte read; DatasetError for a line too long, bytes
     that are not UTF-8, or a file that grows past MAX_HOLDOUT_BYTES. OSError from a read passes through."""
 
-    def __init__(self, path: Path, raw: io.BufferedReader, digest: Any) -> None:
+    def __init__(self, path: Path | str, raw: io.BufferedReader, digest: Any) -> None:
         self.path = path
         self.raw = raw
         self.digest = digest
@@ -128,7 +192,7 @@ class _LineReader:
         return text.removeprefix("\ufeff") if self.line == 1 else text
 
 
-def _jsonl_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict[str, Any]]]:
+def _jsonl_rows(path: Path | str, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict[str, Any]]]:
     for number, line in lines:
         if not line.strip():
             continue
@@ -145,7 +209,7 @@ def _jsonl_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[
         yield number, row
 
 
-def _csv_rows(path: Path, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_rows(path: Path | str, lines: Iterator[tuple[int, str]]) -> Iterator[tuple[int, dict[str, Any]]]:
     header: list[str] | None = None
     for number, line in lines:
         if not line.strip():
@@ -174,7 +238,7 @@ def _number_or_text(cell: str) -> Any:
 
 
 def _to_sample(
-    path: Path, number: int, row: dict[str, Any], inputs: str | list[str], label: str, id_field: str | None
+    path: Path | str, number: int, row: dict[str, Any], inputs: str | list[str], label: str, id_field: str | None
 ) -> Sample:
     if label not in row:
         raise DatasetError(f"{path}:{number}: label field {label!r} is missing")
@@ -207,7 +271,7 @@ def _to_sample(
     return Sample(id=sample_id, inputs=values, label=row[label], source=str(path), line=number)
 
 
-def _check_label(path: Path, number: int, name: str, value: Any) -> None:
+def _check_label(path: Path | str, number: int, name: str, value: Any) -> None:
     """A label is one class: a string, a number or a boolean (scikit-learn compares them; a list cannot be)."""
     if isinstance(value, float) and not math.isfinite(value):
         raise DatasetError(f"{path}:{number}: label field {name!r} holds a non-finite number ({value})")

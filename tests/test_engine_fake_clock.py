@@ -258,7 +258,8 @@ async def test_the_recorder_is_opened_at_the_start_and_gets_one_account_at_the_e
     await engine.run_stage(stage, arrival_offsets_ns(stage), recorder, until=until, start_ns=START_NS + MS)
     assert seen[0] == (START_NS + MS, 0)
     assert recorder.accounts == [StageAccount(started_ns=START_NS + MS, ended_ns=START_NS + MS + 40 * MS,
-                                              scheduled=5, unsent=0, late=0, cut_short=True, cpu_s=0.75)]
+                                              scheduled=5, unsent=0, late=0, cut_short=True, cpu_s=0.75,
+                                              first_sent_ns=START_NS + MS)]
     summary = recorder.summary()
     assert (summary["scheduled"], summary["sent"], summary["errors_by_kind"]) == (5, 5, {TIMEOUT: 5})
     assert all(r.outcome == TIMEOUT and r.predictions is None for r in sink.results)

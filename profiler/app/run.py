@@ -131,7 +131,8 @@ def prepare_inputs(config: Config) -> Inputs:
     try:
         dataset = load_dataset(
             config.dataset.path, inputs=config.dataset.inputs, label=config.dataset.label,
-            id_field=config.dataset.id, fmt=config.dataset.resolved_format,
+            id_field=config.dataset.id, fmt=config.dataset.resolved_format, cache_dir=config.dataset.cache_dir,
+            ca_file=config.dataset.tls_ca_file,
         )
         codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
         bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)

@@ -55,7 +55,9 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
                 "phases": phase_summary(run.phases)},
         "target": {"url": redact_url(config.target.url), "protocol": config.target.protocol,
                    "model": config.target.model, "version": config.target.version},
-        "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
+        "dataset": {"path": str(dataset.path) if dataset else redact_url(str(config.dataset.path))
+                    if isinstance(config.dataset.path, str) else str(config.dataset.path),
+                    "fetched": (dataset.downloaded if dataset.cached is not None else None) if dataset else None,
                     "sha256": dataset.sha256 if dataset else None,
                     "samples": len(dataset.samples) if dataset else 0},
         "load": {"arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
