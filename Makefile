@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed-dev
 .PHONY: demo test lint typecheck bench clean
 
 # The demo needs only the runtime; the tests also need the dev tools and the optional extras
-# (MLflow tracking, and the independent V2 servers/clients the interop tests profile).
+# (MLflow tracking, the independent V2 servers/clients the interop tests profile, and the object-storage and
+# Parquet readers).
 $(RUNTIME): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -17,7 +18,7 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(STAMP): $(RUNTIME)
-	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop]'
+	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop,cloud,parquet]'
 	touch $(STAMP)
 
 demo: $(RUNTIME)

@@ -8,9 +8,11 @@ The HTTPS server is Python's own, with a certificate the test makes.
 from __future__ import annotations
 
 import datetime
+import gc
 import hashlib
 import http.server
 import importlib.util
+import ipaddress
 import json
 import socket
 import ssl
@@ -177,8 +179,6 @@ def test_the_cli_says_one_line_and_exits_3(aws, monkeypatch, tmp_path, capsys):
     (tmp_path / "profile.yaml").write_text(PROFILE.format(url="http://127.0.0.1:9"))
     with pytest.raises(SystemExit) as done:
         main(["run", "-c", str(tmp_path / "profile.yaml")])
-    import gc
-
     gc.unfreeze()  # main freezes the heap for a fast exit; this process goes on
     err = capsys.readouterr().err
     assert done.value.code == 3
@@ -210,7 +210,6 @@ def _self_signed(folder: Path) -> tuple[Path, Path]:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])

@@ -172,6 +172,8 @@ def resources_report(series: BoundedSeries, sampler: ResourceSampler | None, con
                         incomplete=sampler.incomplete if sampler is not None else None,
                         limit_bytes=limit, settings=settings)
     section["memory_figure"] = sampler.memory_figure if sampler is not None else None
+    # Why each better figure was not used (a model running as another user, a cgroup the sidecar cannot see).
+    section["memory_figure_unavailable"] = sampler.unavailable if sampler is not None else {}
     section["cpu_figure"] = sampler.cpu_figure if sampler is not None else None
     section.update(_cgroup_section(sampler))
     if artifact is not None and artifact.problem is None:

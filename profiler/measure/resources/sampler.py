@@ -251,8 +251,10 @@ class ProcessTree(_Problems):
             return rollup.pss_bytes, rollup.uss_bytes
         except PermissionError as exc:
             self._smaps_ok = False
-            self._problem(f"PSS/USS: no permission to read {path} ({exc.strerror}); run the sidecar as the "
-                          "model's user or with CAP_SYS_PTRACE; RSS is used instead")
+            self._problem(f"PSS/USS: no permission to read {path} ({exc.strerror}): the model runs as another user "
+                          f"({_owner(self.proc_root / str(proc.pid))}) and this process ({os.geteuid()}) lacks "
+                          "CAP_SYS_PTRACE; run the sidecar as the model's user or add SYS_PTRACE; RSS is used "
+                          "instead")
             return None, None
         except ProcessLookupError:  # exited between listing and reading
             return None, None
@@ -443,10 +445,37 @@ class ResourceSampler:
         if self.memory_figure == PSS:
             return f"PSS from /proc/<pid>/smaps_rollup, summed over {tree}"
         if self.memory_figure == RSS:
-            return f"RSS (psutil), summed over {tree}"
+            # psutil reads /proc/<pid>/statm, world-readable like /proc/<pid>/status: no ptrace access needed.
+            return f"RSS from /proc/<pid>/statm (no ptrace access needed), summed over {tree}"
         if self.memory_figure == SCRAPED_RSS and self.scrape is not None:
             return f"process_resident_memory_bytes scraped from {self.scrape.shown_url}"
         return "none"
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Why each memory figure better than the one the run kept (MEMORY_FIGURES' order) was not used; every
+        figure's reason when none was kept."""
+        kept = MEMORY_FIGURES.index(self.memory_figure) if self.memory_figure in MEMORY_FIGURES else None
+        better = MEMORY_FIGURES[:kept] if kept is not None else MEMORY_FIGURES
+        return {figure: self._why_not(figure) for figure in better}
+
+    def _why_not(self, figure: str) -> str:
+        """In words, why `figure` was not read: not configured, or the source's own problem."""
+        problems = self.problems
+        if figure == CGROUP_WORKING_SET:
+            if self.cgroup is None:
+                return ("no cgroup configured (resources.cgroup_path): a sidecar container sees its own cgroup, "
+                        "not the model container's")
+            return next((p for p in problems if p.startswith("cgroup")), f"{self.cgroup.path} gave no figure")
+        if figure in (PSS, RSS):
+            if self.processes is None:
+                return "no process to watch configured (resources.pid, cmdline or pod)"
+            prefix = "PSS" if figure == PSS else "no permission"
+            found = next((p for p in problems if p.startswith(prefix)), None)
+            return found or f"no process matching {self.processes.describe()} could be read"
+        if self.scrape is None:
+            return "no metrics endpoint configured (resources.metrics_url)"
+        return next((p for p in problems if p.startswith("metrics")), f"{self.scrape.shown_url} gave no figure")
 
     def read(self) -> Reading | None:
         """One sample of every source; None when nothing at all could be read. Never raises."""
@@ -494,6 +523,14 @@ class ResourceSampler:
             causes = self.problems
             self._gap = (f"the memory figure ({self.memory_figure}) could not be read after {self.readings} readings"
                          + (f": {causes[-1]}" if causes else ""))
+
+
+def _owner(proc_dir: Path) -> str:
+    """'uid N' of the process whose /proc directory this is (its owner), or 'uid unknown'."""
+    try:
+        return f"uid {proc_dir.stat().st_uid}"
+    except OSError:
+        return "uid unknown"
 
 
 def memory_figures(tree: TreeFigures | None, cg_memory: CgroupMemory | None,
