@@ -61,7 +61,7 @@ def runs(example_server, tmp_path_factory) -> tuple[dict, dict, list[dict], str]
     # Far enough ahead for three interpreters to start and load the hold-out set on a 2-core machine. A part
     # that gets there late (measured: 13 to 20 s at a load average of 12) sends what is overdue at once: the
     # counts below hold either way, and its lateness shows in first_send_ms and start_skew_ms.
-    start_at = f"{time.time() + 15:.3f}"
+    start_at = f"{time.time() + 10:.3f}"
     parts = [_cli("run", "-q", "-c", "parts.yaml", "--part", f"{k}/3", "--start-at", start_at, cwd=folder)
              for k in range(3)]
     outputs = [p.communicate(timeout=90) for p in parts]
