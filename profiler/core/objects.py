@@ -80,11 +80,9 @@ def fetch(url: str, cache_dir: Path, max_bytes: int, ca_file: Path | None = None
         raise DatasetError(f"{shown}: the object is {size / 2**30:.1f} GiB, more than the {max_bytes // 2**30} GiB "
                            "a hold-out set may hold")
     index = _index_path(cache_dir, url, info)
-    if index is not None and index.is_file():
-        sha256 = index.read_text(encoding="ascii").strip()
-        cached = cache_dir / "objects" / sha256
-        if cached.is_file():
-            return Fetched(cached, sha256, downloaded=False, index=index)
+    sha256 = _remembered(index) if index is not None else None
+    if sha256 is not None and (cache_dir / "objects" / sha256).is_file():
+        return Fetched(cache_dir / "objects" / sha256, sha256, downloaded=False, index=index)
     return _download(fs, path, shown, cache_dir, index, max_bytes)
 
 
@@ -150,6 +148,15 @@ def _index_path(cache_dir: Path, url: str, info: Mapping[str, Any]) -> Path | No
         return None
     key = hashlib.sha256(f"{url}\n{tag}".encode()).hexdigest()  # the URL as given: its credentials never show
     return cache_dir / "index" / key
+
+
+def _remembered(index: Path) -> str | None:
+    """The SHA-256 an index entry names, or None when there is no readable, well-formed entry (then: download)."""
+    try:
+        text = index.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else None
 
 
 def _download(fs: Any, path: str, shown: str, cache_dir: Path, index: Path | None, max_bytes: int) -> Fetched:
