@@ -14,6 +14,7 @@ import http.server
 import importlib.util
 import ipaddress
 import json
+import shutil
 import socket
 import ssl
 import subprocess
@@ -197,6 +198,48 @@ def test_a_bad_url_is_a_config_error_naming_the_field(tmp_path, path, message):
         parse_config(text, tmp_path / "p.yaml")
     assert "p.yaml:2: dataset.path: " in str(caught.value) and message in str(caught.value)
     assert "secret" not in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def gcs(holdouts) -> Iterator[str]:
+    """gcp-storage-emulator (a GCS JSON-API server, a subprocess on 127.0.0.1) with bucket 'holdout' and both
+    files; its address, for STORAGE_EMULATOR_HOST (where gcsfs, like Google's own clients, looks)."""
+    require(shutil.which("gcp-storage-emulator", path=str(Path(sys.executable).parent)) is not None,
+            "gcp-storage-emulator", "pip install gcp-storage-emulator")
+    port = _free_port()
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "-H", "127.0.0.1",
+                             "--port", str(port), "--default-bucket", "holdout", "--in-memory", "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        for name, path in holdouts.items():
+            upload = urllib.request.Request(f"{endpoint}/upload/storage/v1/b/holdout/o?uploadType=media&"
+                                            f"name=holdout.{name}", data=path.read_bytes(), method="POST",
+                                            headers={"Content-Type": "application/octet-stream"})
+            while True:
+                try:
+                    urllib.request.urlopen(upload, timeout=5).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_gcs_objects_are_read_and_cached_too(gcs, holdouts, monkeypatch, tmp_path):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs)
+    first = load_dataset("gs://holdout/holdout.parquet", **FIELDS, fmt="parquet", cache_dir=tmp_path)
+    assert first.sha256 == hashlib.sha256(holdouts["parquet"].read_bytes()).hexdigest() and first.downloaded
+    assert first.samples == load_dataset(holdouts["jsonl"], **FIELDS).samples
+    again = load_dataset("gs://holdout/holdout.parquet", **FIELDS, fmt="parquet", cache_dir=tmp_path)
+    assert not again.downloaded and again.sha256 == first.sha256
+    with pytest.raises(DatasetError, match=r"^gs://holdout/missing\.jsonl: no such object"):
+        load_dataset("gs://holdout/missing.jsonl", **FIELDS, cache_dir=tmp_path)
 
 
 def test_an_unreachable_host_is_one_line(tmp_path):
