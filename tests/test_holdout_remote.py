@@ -14,6 +14,7 @@ import http.server
 import importlib.util
 import ipaddress
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -31,6 +32,7 @@ import pytest
 from profiler.cli import main
 from profiler.config import parse_config
 from profiler.core.errors import ConfigError, DatasetError
+from profiler.core.objects import BLOCK_BYTES, fetch
 from profiler.dataset import load_dataset
 from profiler.examples.holdout import write_holdout
 from tests.conftest import require
@@ -299,6 +301,17 @@ def test_https_with_a_self_signed_certificate(https, holdouts, tmp_path):
     assert "\n" not in str(caught.value)
     with pytest.raises(DatasetError, match="no such object"):
         load_dataset(f"{base}/missing.jsonl", **FIELDS, cache_dir=tmp_path, ca_file=cert)
+
+
+def test_a_large_object_streams_from_a_server_without_range_requests(https, holdouts, tmp_path):
+    """Python's file server answers whole files only (no Range): the copy is one streamed response, in blocks."""
+    base, cert = https
+    blob = os.urandom(3 * BLOCK_BYTES + 12345)
+    (holdouts["jsonl"].parent / "blob.bin").write_bytes(blob)
+    fetched = fetch(f"{base}/blob.bin", tmp_path, max_bytes=len(blob) + 1, ca_file=cert)
+    assert fetched.sha256 == hashlib.sha256(blob).hexdigest() and fetched.path.read_bytes() == blob
+    with pytest.raises(DatasetError, match=r"blob\.bin: the object is 12\.0 MiB, more than the 6\.0 MiB"):
+        fetch(f"{base}/blob.bin", tmp_path / "small", max_bytes=len(blob) // 2, ca_file=cert)
 
 
 def test_a_file_that_is_not_parquet_is_one_line(holdouts, tmp_path):

@@ -77,13 +77,18 @@ def fetch(url: str, cache_dir: Path, max_bytes: int, ca_file: Path | None = None
     info = _call(shown, fs.info, path)
     size = info.get("size")
     if isinstance(size, int) and size > max_bytes:
-        raise DatasetError(f"{shown}: the object is {size / 2**30:.1f} GiB, more than the {max_bytes // 2**30} GiB "
-                           "a hold-out set may hold")
+        raise DatasetError(f"{shown}: the object is {_amount(size)}, more than the {_amount(max_bytes)} a hold-out "
+                           "set may hold")
     index = _index_path(cache_dir, url, info)
     sha256 = _remembered(index) if index is not None else None
     if sha256 is not None and (cache_dir / "objects" / sha256).is_file():
         return Fetched(cache_dir / "objects" / sha256, sha256, downloaded=False, index=index)
     return _download(fs, path, shown, cache_dir, index, max_bytes)
+
+
+def _amount(size_bytes: int) -> str:
+    """A size for a message: GiB from 1 GiB up, else MiB."""
+    return f"{size_bytes / 2**30:.1f} GiB" if size_bytes >= 2**30 else f"{size_bytes / 2**20:.1f} MiB"
 
 
 def _filesystem(url: str, shown: str, ca_file: Path | None) -> tuple[Any, str]:
@@ -172,12 +177,17 @@ def _download(fs: Any, path: str, shown: str, cache_dir: Path, index: Path | Non
     total = 0
     try:
         with os.fdopen(handle, "wb") as out:
-            source = _call(shown, fs.open, path, "rb", block_size=BLOCK_BYTES)
+            # Read front to back: over HTTP as one streamed response (block_size 0), which needs no range requests
+            # (a plain file server may not take them); elsewhere in ranged blocks of BLOCK_BYTES.
+            protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+            streamed = "http" in protocols or "https" in protocols
+            source = _call(shown, fs.open, path, "rb", block_size=0 if streamed else BLOCK_BYTES)
             with source:
                 while block := _call(shown, source.read, BLOCK_BYTES):
                     total += len(block)
                     if total > max_bytes:
-                        raise DatasetError(f"{shown}: the object holds more than {max_bytes // 2**30} GiB")
+                        raise DatasetError(f"{shown}: the object holds more than the {_amount(max_bytes)} a "
+                                           "hold-out set may hold")
                     digest.update(block)
                     out.write(block)
         sha256 = digest.hexdigest()
