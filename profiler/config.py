@@ -442,6 +442,9 @@ class TrackingConfig(_Strict):
 
     mlflow_uri: str
     experiment: str = "profiler"
+    history: bool = True
+    """Read runs back from MLflow too: the predecessor, `profiler history` and `profiler compare` use the
+    experiment (the SQLite file is still written, a local copy). False: MLflow is written only."""
 
 
 def parse_bytes(value: Any) -> Any:

@@ -34,6 +34,7 @@ from profiler.core.heap import freeze_baseline
 from profiler.core.results import OK, Prediction
 from profiler.core.url import TargetUrl
 from profiler.dataset import Dataset, load_dataset
+from profiler.judge.significance import Baseline
 from profiler.judge.verdict import exit_code_for
 from profiler.load.engine import Engine, build_bodies
 from profiler.load.search import Driver, run_search, run_stages
@@ -42,7 +43,8 @@ from profiler.measure.accuracy import PredictionLog
 from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape, artifact_size
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.record.baseline import find_baseline
-from profiler.record.history import record
+from profiler.record.context import host_facts, run_context
+from profiler.record.history import history_problems, record
 from profiler.record.render import render_text
 from profiler.record.report import aborted_report, build_report, write_json
 from profiler.state import (
@@ -272,8 +274,8 @@ async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
     inputs = await aio.in_thread(prepare_inputs, config, name="profiler-dataset")
     state.dataset = inputs.dataset
     state.predictions = PredictionLog(len(inputs.dataset.samples))
-    state.baseline = await aio.in_thread(find_baseline, config, inputs.dataset.sha256, state.run_id,
-                                         name="profiler-baseline")
+    state.context, state.baseline, state.baseline_problem = await aio.in_thread(
+        before_load, config, inputs.dataset.sha256, state.run_id, name="profiler-baseline")
     transport = make_transport(config, inputs.codec)
     watch = ResourceWatch(state, t0)
     sampling = asyncio.create_task(watch.run())
@@ -282,6 +284,14 @@ async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
     finally:
         sampling.cancel()
         await transport.close()
+
+
+def before_load(config: Config, holdout_sha256: str, run_id: str) -> tuple[dict[str, Any], Baseline, str | None]:
+    """Blocking (reads the machine and the history): the run's context, its predecessor, and why the shared
+    history could not be read (None when it could)."""
+    context = run_context(config, host_facts())
+    baseline, problem = find_baseline(config, holdout_sha256, run_id, context)
+    return context, baseline, problem
 
 
 async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport: Transport,
@@ -570,8 +580,8 @@ async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], str, l
         try:
             path = await aio.in_thread(write_json, report, state.config.report.path, name="profiler-report-file")
         except ReportError as exc:
-            return report, "NOT WRITTEN (see the error below)", [str(exc)]
-        return report, str(path), []
+            return report, "NOT WRITTEN (see the error below)", [str(exc), *history_problems(report, state.config)]
+        return report, str(path), history_problems(report, state.config)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

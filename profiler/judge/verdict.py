@@ -113,6 +113,14 @@ class Predecessor:
     run_id: str
     metrics: dict[str, float | None]
     explicit: bool = False
+    incomparable: Mapping[str, str] = field(default_factory=dict)
+    """metric -> 'not comparable: ...' for the metrics its context cannot compare (judge.comparability)."""
+    context: Mapping[str, Any] | None = None
+    """The predecessor report's `context` section (None when it recorded none)."""
+    capacity: Mapping[str, Any] | None = None
+    """The predecessor report's `capacity` section (its highest sustained rate, and whether it is a bound)."""
+    source: str = ""
+    """Where it was found: the history file, 'MLflow at URL (experiment ...)', or a report file."""
 
 
 SignificanceFn = Callable[[str, float], Significance | str | None]
@@ -239,6 +247,9 @@ def evaluate_change(metric: str, value: float | None, predecessor: Predecessor |
         return check(INCONCLUSIVE, f"{metric}: no predecessor run to compare with (first run of this model on "
                                    "this hold-out set)", req=required and first_run_blocks)
     previous = predecessor.metrics.get(metric)
+    if metric in predecessor.incomparable:
+        return check(INCONCLUSIVE, f"{metric} vs {predecessor.run_id}: {predecessor.incomparable[metric]}",
+                     None if _missing(previous) else previous)
     if _missing(value):
         return check(INCONCLUSIVE, unmeasured or f"{metric} was not measured", None if _missing(previous) else previous)
     if _missing(previous):
@@ -375,7 +386,7 @@ def gate_checks(gate: Gate, metrics: dict[str, float | None], predecessor: Prede
         checks.append(absolute)
     if gate.change is not None:
         sig: Significance | str | None = None
-        if predecessor is not None and significance is not None:
+        if predecessor is not None and significance is not None and gate.metric not in predecessor.incomparable:
             sig = significance(gate.metric, gate.change.alpha)
         checks.append(evaluate_change(gate.metric, value, predecessor, gate.change, gate.higher_better, sig,
                                       gate.required, first_run_blocks, why))

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from profiler.config import Config
 from profiler.core.errors import StoreError
 from profiler.measure.accuracy import label_key
+from profiler.record.backend import reads_mlflow
 from profiler.record.store import RunRecord, StageHistogram, Store
 from profiler.record.tracking import log_run
 from profiler.state import RunView
@@ -19,17 +21,41 @@ def record(run: RunView, report: dict[str, Any]) -> None:
     """Save the run to the history and log it to MLflow; adds report["history"] and report["tracking"]."""
     config = run.config
     predecessor = (report.get("predecessor") or {}).get("id")
+    kept = run_record(run, report, predecessor)
     if config.history.enabled and config.history.path is not None:
         report["history"] = {"path": str(config.history.path), "saved": False, "error": None,
                              "predecessor_id": predecessor}
         try:
             with Store(config.history.path, timeout_s=config.history.lock_timeout_s) as store:
-                store.save_run(run_record(run, report, predecessor))
+                store.save_run(kept)
             report["history"]["saved"] = True
         except StoreError as exc:
             report["history"]["error"] = str(exc)
     if config.tracking is not None:
-        report["tracking"] = log_run(report, config)
+        tracking = log_run(report, config, kept)
+        tracking["history"] = reads_mlflow(config)
+        if run.baseline_problem is not None:
+            tracking["lookup_error"] = run.baseline_problem
+        report["tracking"] = tracking
+
+
+def history_problems(report: dict[str, Any], config: Config) -> list[str]:
+    """What a profile that keeps its history in MLflow could not do there, as error lines (exit 3): the next
+    run's predecessor depends on it. Each says where the run is kept instead."""
+    tracking = report.get("tracking") or {}
+    if not reads_mlflow(config) or not tracking:
+        return []
+    history = report.get("history") or {}
+    local = (f"the run is saved locally in {history['path']}" if history.get("saved")
+             else "the run is not saved anywhere but in its report file")
+    problems = []
+    if tracking.get("lookup_error"):
+        problems.append(f"{tracking['lookup_error']}; the run was judged without a predecessor")
+    if tracking.get("error"):
+        problems.append(f"{tracking['error']}; {local}")
+    elif problems:
+        problems[-1] += f"; it is logged to MLflow run {tracking.get('mlflow_run_id')}"
+    return problems
 
 
 def run_record(run: RunView, report: dict[str, Any], predecessor: str | None) -> RunRecord:

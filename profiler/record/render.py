@@ -147,14 +147,19 @@ def render_history(report: dict[str, Any]) -> list[str]:
         lines += [f"         {note}" for note in plan.get("notes", [])]
     predecessor = report.get("predecessor")
     if predecessor:
-        lines += ["", f"compared with {predecessor['id']}: {predecessor['summary']}"]
+        source = f" (from {predecessor['source']})" if predecessor.get("source") else ""
+        lines += ["", f"compared with {predecessor['id']}{source}: {predecessor['summary']}"]
+        for difference in predecessor.get("context_differences") or []:
+            lines.append(f"  not comparable: {difference}")
+        if predecessor.get("capacity"):
+            lines.append(f"  capacity not comparable: {predecessor['capacity']}")
         rows = []
         for r in predecessor["comparison"]:
             sig = r["significance"]
             if isinstance(sig, dict):
                 sig = Significance(**sig)
             rows.append(Row(r["metric"], r["predecessor"], r["candidate"], r["delta"], r["delta_pct"], r["better"],
-                            sig))
+                            sig, r.get("not_comparable")))
         lines += render(rows, "predecessor", "this run")
     history = report.get("history")
     if history:
@@ -164,6 +169,8 @@ def render_history(report: dict[str, Any]) -> list[str]:
     if tracking:
         where = tracking.get("mlflow_run_id") or f"NOT LOGGED: {tracking.get('error')}"
         lines.append(f"mlflow   {tracking.get('uri')} run {where}")
+        if tracking.get("lookup_error"):
+            lines.append(f"mlflow   predecessor NOT READ: {tracking['lookup_error']}")
     return lines
 
 
