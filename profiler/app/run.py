@@ -43,6 +43,7 @@ from profiler.measure.accuracy import PredictionLog
 from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape, artifact_size
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.record.baseline import find_baseline
+from profiler.record.cioutput import CiOutputs, write_ci_outputs
 from profiler.record.context import host_facts, run_context
 from profiler.record.history import history_problems, record
 from profiler.record.render import render_text
@@ -541,13 +542,14 @@ class ResourceWatch:
                                                boundary=boundary))
 
 
-def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int:
+def run_once(config: Config, quiet: bool = False, progress: bool = False, ci: CiOutputs | None = None) -> int:
     """Execute the profile, write the report, print the table; the exit code carries the verdict.
 
     The run is saved to the history before the report file is written, and the table is
     printed whether or not the file could be: when it cannot (a read-only or full folder, ...) what was
     measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
     `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop).
+    `ci` names the JUnit file and Markdown summaries to write once the report is (record.cioutput).
     """
     handler = logs.configure() if progress else None
     freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
@@ -561,6 +563,8 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int
     else:
         print(render_text(report), end="")
     print(f"report   {written}", flush=True)
+    if ci is not None:
+        problems += write_ci_outputs(report, written, ci)
     for problem in problems:
         print(error_line(problem), file=sys.stderr)
     return exit_code_for(report, problems)

@@ -121,7 +121,7 @@ def summarise(rows: list[Row]) -> str:
 
     better = [item(r) for r in rows if r.better is True]
     worse = [item(r) for r in rows if r.better is False]
-    apart = [r.metric for r in rows if r.not_comparable is not None]
+    apart = [r.metric for r in rows if r.not_comparable is not None and r.delta is not None]
     parts = []
     if better:
         parts.append("better on " + "; ".join(better))

@@ -204,6 +204,15 @@ def comparison_text(comparison: RunComparison) -> str:
              f"B {b['id']}  {b['model']} {b['model_version'] or ''}  verdict {b['verdict']}",
              f"hold-out sha256 {str(a['holdout_sha256'])[:12]}; delta = B - A; significance at 95% (paired where "
              "possible)", ""]
+    # The contexts first: a difference there decides which figures below mean anything.
+    differing = [row for row in comparison.context if row[3]]
+    lines += _table(["context", "A", "B", ""], [[f, va, vb, "DIFFERS" if d else ""] for f, va, vb, d in
+                                                  [*differing, *(r for r in comparison.context if not r[3])]])
+    if comparison.differences:
+        lines.append(f"not comparable on performance figures: {'; '.join(comparison.differences)}")
+    if comparison.capacity:
+        lines.append(f"capacity not comparable: {comparison.capacity}")
+    lines.append("")
     lines += render(comparison.rows, "A", "B")
     lines += ["", f"B vs A: {summarise(comparison.rows)}"]
     return "\n".join(lines) + "\n"

@@ -41,8 +41,9 @@ EVIDENCE_ARTIFACT = "evidence.json"
 # MLflow's client retries a refused connection 7 times with exponential backoff (minutes) and waits
 # 120 s for an answer. A CI job should learn that the server is down in seconds; the user's own
 # settings of these variables win.
+# Its URL lines on stdout would land in the middle of the profiler's own output (and a CI log parser's).
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "30", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 def check_available(config: Config) -> None:
