@@ -96,7 +96,7 @@ def render(rows: list[Row], a_label: str, b_label: str) -> list[str]:
         if row.delta == 0:
             change = "same"
         sig_text = _sig_text(row.significance)
-        if row.not_comparable is not None:
+        if row.not_comparable is not None and row.delta is not None:
             change, sig_text = "n/c", row.not_comparable
         body.append([row.metric, _fmt(row.a), _fmt(row.b), "-" if row.delta is None else f"{row.delta:+.4g}",
                      "-" if row.delta_pct is None else f"{row.delta_pct:+.1f}%", change, sig_text])

@@ -6,6 +6,7 @@ throw away a finished run, so `record` notes in the report what was not saved an
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from profiler.config import Config
@@ -40,22 +41,20 @@ def record(run: RunView, report: dict[str, Any]) -> None:
 
 
 def history_problems(report: dict[str, Any], config: Config) -> list[str]:
-    """What a profile that keeps its history in MLflow could not do there, as error lines (exit 3): the next
-    run's predecessor depends on it. Each says where the run is kept instead."""
+    """What a profile that keeps its history in MLflow could not do there, as one error line (exit 3): the next
+    run's predecessor depends on it. It says where the run is kept instead."""
     tracking = report.get("tracking") or {}
-    if not reads_mlflow(config) or not tracking:
+    if not reads_mlflow(config) or not (tracking.get("lookup_error") or tracking.get("error")):
         return []
     history = report.get("history") or {}
-    local = (f"the run is saved locally in {history['path']}" if history.get("saved")
-             else "the run is not saved anywhere but in its report file")
-    problems = []
+    local = (f"the run is saved locally in {os.path.abspath(history['path'])}" if history.get("saved")
+             else "the run is kept only in its report file")
+    if tracking.get("lookup_error") and tracking.get("error"):
+        return [f"{tracking['error']} (the predecessor was not read and the run was not logged); {local}"]
     if tracking.get("lookup_error"):
-        problems.append(f"{tracking['lookup_error']}; the run was judged without a predecessor")
-    if tracking.get("error"):
-        problems.append(f"{tracking['error']}; {local}")
-    elif problems:
-        problems[-1] += f"; it is logged to MLflow run {tracking.get('mlflow_run_id')}"
-    return problems
+        return [f"{tracking['lookup_error']}: the run was judged without a predecessor; it is logged to MLflow "
+                f"run {tracking.get('mlflow_run_id')} and {local.removeprefix('the run is ')}"]
+    return [f"{tracking['error']} (the run was not logged); {local}"]
 
 
 def run_record(run: RunView, report: dict[str, Any], predecessor: str | None) -> RunRecord:

@@ -69,8 +69,18 @@ def flat_params(data: Any, prefix: str = "") -> dict[str, str]:
     return {_UNSAFE.sub("_", prefix.rstrip(".")): text[:MAX_PARAM_CHARS]}
 
 
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
 def _first_line(exc: BaseException) -> str:
+    """The reason in a few words: the socket's (`cannot connect: Connection refused`) when the client could not
+    reach the server (its message is a page of urllib3), else the first line of the message."""
     text = str(exc).strip()
+    errno = _ERRNO.search(text)
+    if errno:
+        return f"cannot connect: {errno.group(1).strip()}"
+    if "Max retries exceeded" in text:
+        return "cannot connect: no answer (timed out or refused)"
     return redact_text(text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
@@ -136,7 +146,7 @@ def _log(client: MlflowClient, experiment_id: str, report: dict[str, Any], confi
     from mlflow.entities import Metric, Param, RunTag  # lazy, the optional extra (see _client)
     run = report["run"]
     target = report["target"]
-    tags = {"profiler.run_id": run["id"], "model": target["model"], "model_version": str(target["version"]),
+    tags = {"profiler.run_id": run["id"], "model": target["model"], "model_version": "" if target.get("version") is None else str(target["version"]),
             "holdout_sha256": str(report["dataset"]["sha256"]), "verdict": report["verdict"]["status"],
             "run_status": str(run.get("status")),
             "profiler.context": json.dumps(report.get("context"), sort_keys=True)[:MAX_TAG_CHARS],
@@ -301,7 +311,7 @@ def _summary(run: Run) -> dict[str, Any]:
     finished = (datetime.fromtimestamp(run.info.end_time / 1000, UTC).isoformat(timespec="seconds")
                 if run.info.end_time else None)
     return {"id": tags.get("profiler.run_id", run.info.run_id), "started_at": started, "finished_at": finished,
-            "model": tags.get("model", ""), "model_version": tags.get("model_version"),
+            "model": tags.get("model", ""), "model_version": tags.get("model_version") or None,
             "holdout_sha256": tags.get("holdout_sha256"), "run_status": tags.get("run_status", "completed"),
             "verdict": tags.get("verdict", ""), "predecessor_id": tags.get("profiler.predecessor") or None,
             "metrics": dict(run.data.metrics), "mlflow_run_id": run.info.run_id}
