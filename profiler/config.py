@@ -709,7 +709,7 @@ def apply_override(data: dict[str, Any], item: str) -> tuple[tuple[str | int, ..
             index: str | int = int(part)
         elif isinstance(node, dict):
             index = part
-            if not last and not isinstance(node.get(part), dict | list):
+            if not last and node.get(part) is None:
                 node[part] = {}  # a section the file leaves out: --set makes it
         else:
             raise ConfigError(f"--set {key}: {where} is a value, not a section or a list")
