@@ -24,11 +24,16 @@ from profiler.judge.comparability import (
     capacity_problem,
     choose_predecessor,
     context_differences,
+    context_rows,
     incomparable_metrics,
 )
+from profiler.judge.comparison import compare
 from profiler.judge.verdict import ChangeBound, Gate, Predecessor, judge
+from profiler.record.baseline import find_baseline
+from profiler.record.compare import RunComparison
 from profiler.record.context import plan_text, run_context
 from profiler.record.junit import junit_xml
+from profiler.record.render import comparison_text
 from profiler.record.summary import summary_markdown
 from tests.conftest import require
 
@@ -327,3 +332,33 @@ def test_the_analysis_template_runs_the_profiler_as_a_job() -> None:
     broken = json.loads(json.dumps(template))
     broken["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]["containers"][0]["comand"] = ["x"]
     assert list(validator.iter_errors(broken))  # a misspelt field is refused
+
+
+def test_compare_shows_the_contexts_first() -> None:
+    a = {"id": "run-a", "model": "digits", "model_version": None, "verdict": "pass", "holdout_sha256": "feed"}
+    b = {**a, "id": "run-b", "verdict": "inconclusive"}
+    library = {**CONTEXT, "client": "library"}
+    rows = compare({"latency_p99_ms": 10.0, "accuracy": 0.9}, {"latency_p99_ms": 150.0, "accuracy": 0.9}, None,
+                   incomparable=incomparable_metrics(library, CONTEXT, ["latency_p99_ms", "accuracy"]))
+    text = comparison_text(RunComparison(a, b, rows, context_rows(library, CONTEXT),
+                                         context_differences(library, CONTEXT), None))
+    lines = text.splitlines()
+    client = next(i for i, line in enumerate(lines) if line.startswith("client "))
+    assert lines[client].split() == ["client", "lean", "library", "DIFFERS"]
+    assert "not comparable on performance figures: client library vs lean" in text
+    latency = next(line for line in lines if line.startswith("latency_p99_ms"))
+    assert client < lines.index(latency) and " n/c " in latency and "WORSE" not in latency
+
+
+def test_a_report_file_names_the_predecessor(tmp_path: Path) -> None:
+    earlier = {"run": {"id": "run-a"}, "metrics": {"f1_macro": 0.9}, "dataset": {"sha256": "feed"},
+               "context": CONTEXT, "capacity": {"max_sustained_rps": 50, "lower_bound": False}}
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    config = parse_config(BASE + f"baseline: {{run: {tmp_path / 'earlier.json'}}}\nhistory: {{enabled: false}}\n",
+                          tmp_path / "p.yaml")
+    baseline, problem = find_baseline(config, "feed", "run-b", CONTEXT)
+    assert problem is None and baseline.evidence is None and baseline.predecessor is not None
+    assert (baseline.predecessor.run_id, baseline.predecessor.explicit) == ("run-a", True)
+    assert baseline.predecessor.source == f"report file {tmp_path / 'earlier.json'}"
+    with pytest.raises(ConfigError, match="used another hold-out set"):
+        find_baseline(config, "other", "run-b", CONTEXT)
