@@ -32,6 +32,45 @@ def _delta(check: Mapping[str, Any]) -> str:
     return f"{delta:+.4g}{pct}"
 
 
+def _predecessor_lines(report: Mapping[str, Any]) -> list[str]:
+    predecessor = report.get("predecessor")
+    if not predecessor:
+        return ["", "No predecessor: the first run of this model on this hold-out set."]
+    source = f" from {_cell(predecessor['source'])}" if predecessor.get("source") else ""
+    lines = ["", f"Compared with `{predecessor['id']}`{source}: {_cell(predecessor.get('summary', ''))}"]
+    lines += [f"- not comparable: {_cell(d)}" for d in predecessor.get("context_differences") or []]
+    if predecessor.get("capacity"):
+        lines.append(f"- capacity not comparable: {_cell(predecessor['capacity'])}")
+    return lines
+
+
+def _check_lines(checks: list[Mapping[str, Any]]) -> list[str]:
+    if not checks:
+        return []
+    lines = ["", "| check | status | value | bound | predecessor | delta | reason |",
+             "| --- | --- | ---: | --- | ---: | ---: | --- |"]
+    for c in checks:
+        mark = ICONS.get(str(c.get("status")), "")
+        optional = "" if c.get("required", True) else " (optional)"
+        lines.append(f"| {_cell(c.get('metric'))} ({c.get('kind')}) | {mark} {c.get('status')}{optional} "
+                     f"| {_num(c.get('value'))} | {_cell(c.get('bound') or '–')} | {_num(c.get('predecessor'))} "
+                     f"| {_delta(c)} | {_cell(c.get('reason', ''))} |")
+    return lines
+
+
+def _where_lines(report: Mapping[str, Any], location: str | None) -> list[str]:
+    lines = [f"Report: `{location}`"] if location else []
+    history = report.get("history") or {}
+    if history:
+        lines.append(f"History: `{history.get('path')}` ({'saved' if history.get('saved') else 'NOT saved'})")
+    tracking = report.get("tracking") or {}
+    if tracking:
+        where = (f"run `{tracking['mlflow_run_id']}`" if tracking.get("mlflow_run_id")
+                 else f"NOT logged: {_cell(tracking.get('error'))}")
+        lines.append(f"MLflow: {tracking.get('uri')} {where}")
+    return lines
+
+
 def summary_markdown(report: Mapping[str, Any], location: str | None = None) -> str:
     """The Markdown summary of a report; `location` is where its JSON file was written."""
     verdict = report.get("verdict") or {}
@@ -41,35 +80,7 @@ def summary_markdown(report: Mapping[str, Any], location: str | None = None) -> 
     lines = [f"## {ICONS.get(status, '')} profiler: {status.upper()} — {_cell(target.get('model', ''))}", "",
              f"**{_cell(verdict.get('reason', ''))}**", "",
              f"Run `{run.get('id')}` ({run.get('status')}), target `{target.get('url')}` ({target.get('protocol')})."]
-    predecessor = report.get("predecessor")
-    if predecessor:
-        source = f" from {_cell(predecessor['source'])}" if predecessor.get("source") else ""
-        lines += ["", f"Compared with `{predecessor['id']}`{source}: {_cell(predecessor.get('summary', ''))}"]
-        for difference in predecessor.get("context_differences") or []:
-            lines.append(f"- not comparable: {_cell(difference)}")
-        if predecessor.get("capacity"):
-            lines.append(f"- capacity not comparable: {_cell(predecessor['capacity'])}")
-    else:
-        lines += ["", "No predecessor: the first run of this model on this hold-out set."]
-    checks = verdict.get("checks") or []
-    if checks:
-        lines += ["", "| check | status | value | bound | predecessor | delta | reason |",
-                  "| --- | --- | ---: | --- | ---: | ---: | --- |"]
-        for c in checks:
-            mark = ICONS.get(str(c.get("status")), "")
-            optional = "" if c.get("required", True) else " (optional)"
-            lines.append(f"| {_cell(c.get('metric'))} ({c.get('kind')}) | {mark} {c.get('status')}{optional} "
-                         f"| {_num(c.get('value'))} | {_cell(c.get('bound') or '–')} | {_num(c.get('predecessor'))} "
-                         f"| {_delta(c)} | {_cell(c.get('reason', ''))} |")
-    lines.append("")
-    if location:
-        lines.append(f"Report: `{location}`")
-    history = report.get("history") or {}
-    if history:
-        lines.append(f"History: `{history.get('path')}` ({'saved' if history.get('saved') else 'NOT saved'})")
-    tracking = report.get("tracking") or {}
-    if tracking:
-        where = (f"run `{tracking['mlflow_run_id']}`" if tracking.get("mlflow_run_id")
-                 else f"NOT logged: {_cell(tracking.get('error'))}")
-        lines.append(f"MLflow: {tracking.get('uri')} {where}")
+    lines += _predecessor_lines(report)
+    lines += _check_lines(list(verdict.get("checks") or []))
+    lines += ["", *_where_lines(report, location)]
     return "\n".join(lines) + "\n"

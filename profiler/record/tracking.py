@@ -146,7 +146,9 @@ def _log(client: MlflowClient, experiment_id: str, report: dict[str, Any], confi
     from mlflow.entities import Metric, Param, RunTag  # lazy, the optional extra (see _client)
     run = report["run"]
     target = report["target"]
-    tags = {"profiler.run_id": run["id"], "model": target["model"], "model_version": "" if target.get("version") is None else str(target["version"]),
+    version = target.get("version")
+    tags = {"profiler.run_id": run["id"], "model": target["model"],
+            "model_version": "" if version is None else str(version),
             "holdout_sha256": str(report["dataset"]["sha256"]), "verdict": report["verdict"]["status"],
             "run_status": str(run.get("status")),
             "profiler.context": json.dumps(report.get("context"), sort_keys=True)[:MAX_TAG_CHARS],
