@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +98,18 @@ def test_a_lower_bound_capacity_change_is_inconclusive_not_worse() -> None:
         {"max_sustained_rps": 50, "lower_bound": True, "limited_by": "schedule"},
         {"max_sustained_rps": 100, "lower_bound": True, "limited_by": "schedule"}))
     gate = Gate("max_sustained_rps", change=ChangeBound(max_worse=0.1, relative=True))
-    check = next(c for c in judge(report, [gate], predecessor).checks if c.kind == "change")
-    assert check.status == "inconclusive"
+    verdict = judge(report, [gate], predecessor)
+    check = next(c for c in verdict.checks if c.kind == "change")
+    assert check.status == "inconclusive" and check.predecessor == 100.0
     assert check.reason == "max_sustained_rps vs before: not comparable: >= 50 vs >= 100 rps (lower bounds, set by " \
                            "the schedule)"
+    # Found by the rule, a predecessor that cannot compare is like none: the check does not block (else a runner
+    # on new hardware could never pass and become the yardstick); named by the user, or baseline.required, it does.
+    assert not check.required
+    named = replace(predecessor, explicit=True)
+    assert next(c for c in judge(report, [gate], named).checks if c.kind == "change").required
+    assert next(c for c in judge(report, [gate], predecessor, first_run_blocks=True).checks
+                if c.kind == "change").required
 
 
 def test_the_predecessor_rule_prefers_a_comparable_run() -> None:

@@ -168,14 +168,18 @@ def test_pass_then_fail_against_the_predecessor_from_mlflow(cli: ForkedCli, mlfl
     assert any(line.startswith("| f1_macro (change) | ❌ fail") for line in summary.splitlines())
     print(f"\n--- job-2 junit.xml ---\n{junit}\n--- job-2 summary.md ---\n{summary}")
 
-    # The same model through the library client: the latency of another client is not the model's change.
-    apart = _run(cli, third, {**shared, "MODEL_URL": models["good"]}, "--set", "load.client=library")
+    # The same model through the library client, compared with job-1 by name (its profiler run id, looked up in
+    # MLflow): the latency of another client is not the model's change.
+    apart = _run(cli, third, {**shared, "MODEL_URL": models["good"]}, "--set", "load.client=library",
+                 "--baseline", first_id)
     assert apart.rc == 2, apart.stdout + apart.stderr
     report = _report(third)
     assert report["predecessor"]["id"] == first_id and report["predecessor"]["comparable"] is False
     assert report["predecessor"]["context_differences"] == ["client library vs lean"]
     latency = next(c for c in report["verdict"]["checks"] if c["metric"] == "latency_p99_ms")
-    assert latency["status"] == "inconclusive"
+    assert latency["status"] == "inconclusive" and latency["required"] is True
+    assert f"verdict  INCONCLUSIVE: latency_p99_ms vs {first_id}: not comparable: client library vs lean" \
+        in apart.stdout
     assert latency["reason"] == f"latency_p99_ms vs {first_id}: not comparable: client library vs lean"
     f1 = next(c for c in report["verdict"]["checks"] if c["metric"] == "f1_macro" and c["kind"] == "change")
     assert f1["status"] == "pass"  # accuracy does not depend on the client: still compared
