@@ -106,7 +106,7 @@ def limiting(fits: dict[str, int]) -> tuple[int, str] | tuple[None, None]:
 
 def describe_fits(fits: dict[str, int]) -> str:
     """'memory allows 96, CPU 18, storage 10': each resource's count, in RESOURCES' order."""
-    parts = [f"{name} {fits[name]}" for name in RESOURCES if name in fits]
+    parts = [f"{name} {fits[name]:,}" for name in RESOURCES if name in fits]
     if not parts:
         return ""
     first, *rest = parts
