@@ -190,9 +190,7 @@ def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
         if isinstance(objective, dict) and isinstance(objective.get("sustained"), bool):
             sustained.add_metric([model, str(stage.get("name"))], 1.0 if objective["sustained"] else 0.0)
     yield sustained
-    yield from _leak_families(report.get("resources") or {}, model)
-    yield from _gpu_report_families(report.get("resources") or {}, model)
-    yield from _fit_families(report.get("resources") or {}, model)
+    yield from _resources_report_families(report.get("resources") or {}, model)
     verdict = report.get("verdict") or {}
     code = VERDICT_CODES.get(str(verdict.get("status")))
     if code is not None:
@@ -231,6 +229,13 @@ def _leak_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:
         value = _number(leak.get(key))
         if value is not None:
             yield _single(name, documentation, model, value * scale)
+
+
+def _resources_report_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:
+    """Memory growth and the leak test, the GPU's figures, and replicas per node by resource."""
+    yield from _leak_families(resources, model)
+    yield from _gpu_report_families(resources, model)
+    yield from _fit_families(resources, model)
 
 
 def _gpu_report_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:

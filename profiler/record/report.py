@@ -172,11 +172,7 @@ def resources_report(series: BoundedSeries, sampler: ResourceSampler | None, con
     section = summarise(series, sampler.source if sampler is not None else "none", problems,
                         incomplete=sampler.incomplete if sampler is not None else None,
                         limit_bytes=limit, settings=settings)
-    section["memory_figure"] = sampler.memory_figure if sampler is not None else None
-    section["cpu_figure"] = sampler.cpu_figure if sampler is not None else None
-    section.update(_cgroup_section(sampler))
-    if artifact is not None and artifact.problem is None:
-        section["artifact"] = {"path": str(artifact.path), "bytes": artifact.size_bytes, "files": artifact.files}
+    section.update(_figures_section(sampler, artifact))
     gpu = gpu_section(series, sampler, settings)
     if gpu is not None:
         section["gpu"] = gpu
@@ -191,6 +187,16 @@ def resources_report(series: BoundedSeries, sampler: ResourceSampler | None, con
         gpu_steady_bytes=replica_gpu or gpu_memory.get("steady_bytes"),
         gpu_peak_bytes=replica_gpu or gpu_memory.get("peak_bytes"))
     return section
+
+
+def _figures_section(sampler: ResourceSampler | None, artifact: ArtifactSize | None) -> dict[str, Any]:
+    """Which memory and CPU figures the run used, the last cgroup reading, and the artifact as measured."""
+    out: dict[str, Any] = {"memory_figure": sampler.memory_figure if sampler is not None else None,
+                           "cpu_figure": sampler.cpu_figure if sampler is not None else None}
+    out.update(_cgroup_section(sampler))
+    if artifact is not None and artifact.problem is None:
+        out["artifact"] = {"path": str(artifact.path), "bytes": artifact.size_bytes, "files": artifact.files}
+    return out
 
 
 def gpu_section(series: BoundedSeries, sampler: ResourceSampler | None,
