@@ -542,6 +542,8 @@ class ResourcesConfig(_Strict):
                 raise ValueError(f"cmdline is not a valid regular expression: {exc}") from None
         if self.metrics_url is not None and not self.metrics_url.startswith(("http://", "https://")):
             raise ValueError(f"metrics_url must be an http:// or https:// URL, got {redact_url(self.metrics_url)!r}")
+        if self.gpu is not None and self.gpu.nvml and self.pid is None and self.cmdline is None and not self.pod:
+            raise ValueError("gpu.nvml reads the GPU memory of the model's processes: give pid, cmdline or pod")
         return self
 
 
