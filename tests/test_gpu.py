@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from aiohttp import web
 
@@ -28,7 +29,9 @@ from profiler.measure.resources.gpu import GpuEndpoint, Nvml, gpu_names, load_nv
 from profiler.measure.resources.leak import LeakSettings
 from profiler.measure.resources.parse import DCGM, GpuReading, gpu_samples, parse_gpu_metrics
 from profiler.measure.resources.series import AFTER, BEFORE, LOAD, BoundedSeries, ResourcePoint, gpu_summarise
+from profiler.record.exporter import report_families
 from profiler.record.render import render_text
+from profiler.record.report import report_schema
 from profiler.state import new_state
 
 FIXTURES = Path(__file__).parent / "fixtures" / "gpu"
@@ -211,6 +214,7 @@ async def _profile_with_dcgm(tmp_path: Path, exporter: str, url: str) -> dict[st
 
 
 def _check_dcgm_report(report: dict[str, Any], exporter: str) -> None:
+    jsonschema.validate(report, report_schema())
     gpu = report["resources"]["gpu"]
     assert gpu["measured"] and gpu["source"].startswith(f"DCGM exporter metrics scraped from {exporter}/dcgm_t4")
     assert gpu["memory"]["peak_bytes"] == gpu["memory"]["steady_bytes"] == 5120 * MiB
@@ -226,6 +230,11 @@ def _check_dcgm_report(report: dict[str, Any], exporter: str) -> None:
     assert "gpu      DCGM exporter metrics scraped from" in text_report
     assert "utilisation 91% under load" in text_report
     assert "(limited by GPU memory: storage allows 9, GPU memory 2)" in text_report
+    families = {f.name: f for f in report_families(report, "digits")}
+    assert families["profiler_gpu_memory_leak"].samples[0].value in (0.0, -1.0)  # flat: no leak or undecided
+    assert families["profiler_gpu_utilisation_under_load_ratio"].samples[0].value == pytest.approx(0.91)
+    by_resource = {s.labels["resource"]: s.value for s in families["profiler_replicas_per_node_by_resource"].samples}
+    assert by_resource == {"storage": 9.0, "GPU memory": 2.0}
 
 
 def _nvml_or_skip() -> Any:
