@@ -330,3 +330,59 @@ def test_nvml_does_not_flag_a_cache_that_plateaus(start_gpu_holder: Callable[...
     proc = start_gpu_holder("--hold-mib=64", "--grow-kib=2048", "--plateau-mib=200")  # full after 100 requests
     section = gpu_summarise(_nvml_series(proc), "NVML")
     assert section["leak"]["status"] == "no leak", section["leak"]["reason"]
+
+
+class _FakeNvml:
+    """A stand-in for the NVML library's interface (pure logic under test: which processes count, MIG, errors).
+    Device 0: MIG on, two instances, the model's process on instance 1; device 1: no MIG, the model and another
+    process. NVML itself is tested only on a GPU host (above)."""
+
+    NVML_DEVICE_MIG_ENABLE = 1
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self) -> None:
+        self.devices = {"gpu0": {"total": 80 * 2**30, "mig": ["mig0", "mig1"], "util": None},
+                        "gpu1": {"total": 16 * 2**30, "mig": None, "util": 40}}
+        self.procs = {"gpu0": [], "mig0": [(99, 5 * MiB)], "mig1": [(7, 300 * MiB)],
+                      "gpu1": [(7, 100 * MiB), (8, 50 * MiB), (99, 1000 * MiB)]}
+        self.slices = {"mig0": 10 * 2**30, "mig1": 20 * 2**30}
+
+    # NVML's own function names, answering as the library does.
+    def nvmlInit(self) -> None: ...
+    def nvmlDeviceGetCount(self) -> int: return 2
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> str: return f"gpu{i}"
+    def nvmlDeviceGetName(self, h: str) -> str: return "Stand-in"
+
+    def nvmlDeviceGetMemoryInfo(self, h: str) -> Any:
+        total = self.slices[h] if h in self.slices else self.devices[h]["total"]
+        return type("Memory", (), {"total": total})()
+
+    def nvmlDeviceGetMigMode(self, h: str) -> tuple[int, int]:
+        if self.devices[h]["mig"] is None:
+            raise self.NVMLError("Not Supported")
+        return 1, 1
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, h: str) -> int: return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, h: str, i: int) -> str:
+        instances = self.devices[h]["mig"]
+        if i >= len(instances):
+            raise self.NVMLError("Not Found")
+        return str(instances[i])
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: str) -> list[Any]:
+        return [type("Process", (), {"pid": pid, "usedGpuMemory": used})() for pid, used in self.procs[h]]
+
+    def nvmlDeviceGetUtilizationRates(self, h: str) -> Any:
+        if self.devices[h]["util"] is None:
+            raise self.NVMLError("Not Supported")  # what a MIG-enabled GPU answers
+        return type("Rates", (), {"gpu": self.devices[h]["util"]})()
+
+
+def test_nvml_counts_only_the_watched_processes_and_reports_mig() -> None:
+    fake = _FakeNvml()
+    reading = Nvml(load=lambda: fake).read_gpu({7, 8})  # type: ignore[arg-type,return-value]
+    assert reading == GpuReading(memory_bytes=450 * MiB, utilisation_pct=40.0, devices=2, gpu_total_bytes=80 * 2**30,
+                                 mig_slices_per_gpu=2, mig_slice_memory_bytes=10 * 2**30)

@@ -176,7 +176,9 @@ class Nvml(_Problems):
             mine = sum(self._process_memory(nvml, handle, pids) for handle in [device, *instances])
             if mine:
                 used += mine
-                utilisation.append(float(nvml.nvmlDeviceGetUtilizationRates(device).gpu))
+                rate = self._utilisation(nvml, device)
+                if rate is not None:
+                    utilisation.append(rate)
         self.device_names = names
         return GpuReading(
             memory_bytes=used,
@@ -186,6 +188,14 @@ class Nvml(_Problems):
             mig_slices_per_gpu=max(slices) if slices else None,
             mig_slice_memory_bytes=min(slice_sizes) if slice_sizes else None,
         )
+
+    @staticmethod
+    def _utilisation(nvml: Any, device: Any) -> float | None:
+        """The device's utilisation in percent; None where NVML has none (a MIG-enabled GPU reports none)."""
+        try:
+            return float(nvml.nvmlDeviceGetUtilizationRates(device).gpu)
+        except nvml.NVMLError:
+            return None
 
     @staticmethod
     def _mig_instances(nvml: Any, device: Any) -> list[Any]:
