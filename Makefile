@@ -19,7 +19,7 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(STAMP): $(RUNTIME)
-	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop]'
+	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop,gpu]'
 	touch $(STAMP)
 
 # The MLflow tracking server the history tests start (tests/test_gate_mlflow.py). The full `mlflow` package
