@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from profiler.app.server_stats import ServerStatsReader, StatsDriver
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config, ResourcesConfig
@@ -309,7 +310,10 @@ async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport
         timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
         lag_budget_ns=round(config.load.lag_budget_ms * 1e6), ids=inputs.ids,
     )
-    driver = make_driver(config, engine, inputs.bodies, codec, [state.predictions, state])
+    driver: Driver = make_driver(config, engine, inputs.bodies, codec, [state.predictions, state])
+    if config.server_stats is not None:
+        reader = ServerStatsReader(config.server_stats, config.target.model, codec.infer_path)
+        driver = StatsDriver(driver, reader, state)
     try:
         if config.load.accuracy_pass:
             _enter(state, "accuracy")

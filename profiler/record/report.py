@@ -46,6 +46,10 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
     config = run.config
     dataset = run.dataset
     stages = stage_summaries(run.recorders, config.objective, config.load.search)
+    for stage in stages:
+        view = run.server_views.get(stage["name"])
+        if view is not None:
+            stage["server"] = dict(view)
     capacity = {**capacity_summary(stages), "method": "search" if config.load.search is not None else "stages"}
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -54,7 +58,9 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
                 "finished_at": finished_at, "duration_s": round(duration_s, 3), "stopped_in": run.stopped_in,
                 "phases": phase_summary(run.phases)},
         "target": {"url": redact_url(config.target.url), "protocol": config.target.protocol,
-                   "model": config.target.model, "version": config.target.version},
+                   "model": config.target.model, "version": config.target.version,
+                   "server_stats": None if config.server_stats is None else
+                   {"kind": config.server_stats.kind, "url": redact_url(config.server_stats.url)}},
         "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
                     "sha256": dataset.sha256 if dataset else None,
                     "samples": len(dataset.samples) if dataset else 0},
