@@ -317,7 +317,7 @@ async def test_matrix_cell(server: str, protocol: str, stats_kind: str, phases: 
     view = stage["server"]
     assert view["kind"] == stats_kind and "problem" not in view, view
     for phase in phases:
-        assert view["phases"][phase]["count"] == stage["completed"], (phase, view)
+        assert view["phases"].get(phase, {}).get("count") == stage["completed"], (phase, view)
         assert view["phases"][phase]["mean_ms"] >= 0
     if stats_kind.startswith("triton"):
         assert view["mean_batch"] >= 1.0

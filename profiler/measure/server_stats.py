@@ -122,7 +122,9 @@ def _matches(sample: Any, labels: Mapping[str, str], path_has: str | None) -> bo
 
 
 def _total(samples: Iterable[Any], name: str, labels: Mapping[str, str], path_has: str | None = None) -> float:
-    return float(sum(s.value for s in samples if s.name == name and _matches(s, labels, path_has)))
+    # prometheus_client's parser names a counter's samples `<name>_total` even where the text (Triton's) does not
+    names = (name, f"{name}_total")
+    return float(sum(s.value for s in samples if s.name in names and _matches(s, labels, path_has)))
 
 
 def _sum_count(samples: list[Any], name: str, labels: Mapping[str, str], path_has: str | None = None
