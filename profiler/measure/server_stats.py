@@ -11,7 +11,7 @@ each phase, shown beside the profiler's own latency. Which counters each server 
 - KServe's `/metrics`: `request_preprocess_seconds`, `request_predict_seconds` and
   `request_postprocess_seconds` histograms per `model_name` (no queue: its Python server has none to time).
 - MLServer's `/metrics`: `model_infer_request_duration` (a summary per model: the data plane's inference,
-  codecs included) and its front ends' request durations, REST (`rest_server_requests_duration_seconds` for
+  codecs included) and its front ends' request durations, REST (`rest_server_request_duration_seconds` for
   the model's infer path) and gRPC (`grpc_server_handling_seconds` for ModelInfer).
 - BentoML's `/metrics`: `bentoml_service_request_duration_seconds` for the API's endpoint (the profile's
   `infer_path`): the whole request inside the service, no queue or compute split.
@@ -97,8 +97,7 @@ def prometheus_counters(text: str, kind: str, model: str, infer_path: str = "") 
     if kind == "mlserver":
         return Snapshot({
             "infer": _sum_count(samples, "model_infer_request_duration", {"model": model}),
-            "rest_request": _sum_count(samples, "rest_server_requests_duration_seconds", {},
-                                       path_has=f"/v2/models/{model}/"),
+            "rest_request": _sum_count(samples, "rest_server_request_duration_seconds", {}, path_of=model),
             "grpc_request": _sum_count(samples, "grpc_server_handling_seconds", {"grpc_method": "ModelInfer"}),
         })
     if kind == "bentoml":
@@ -115,22 +114,28 @@ def _triton_metrics(samples: list[Any], model: str) -> Snapshot:
                                                                                  labels))
 
 
-def _matches(sample: Any, labels: Mapping[str, str], path_has: str | None) -> bool:
+def _matches(sample: Any, labels: Mapping[str, str], path_of: str | None) -> bool:
     if any(sample.labels.get(k) != v for k, v in labels.items()):
         return False
-    return path_has is None or path_has in sample.labels.get("path", "")
+    if path_of is None:
+        return True
+    # MLServer's REST metrics label the route, its parameters unfilled (/v2/models/{model_name}/infer), or
+    # (with path grouping off) the path itself: either way an infer path, of this model or of any.
+    path = str(sample.labels.get("path", ""))
+    return path.endswith("/infer") and (f"/models/{path_of}/" in path or "{model_name}" in path)
 
 
-def _total(samples: Iterable[Any], name: str, labels: Mapping[str, str], path_has: str | None = None) -> float:
+def _total(samples: Iterable[Any], name: str, labels: Mapping[str, str], path_of: str | None = None) -> float:
     # prometheus_client's parser names a counter's samples `<name>_total` even where the text (Triton's) does not
     names = (name, f"{name}_total")
-    return float(sum(s.value for s in samples if s.name in names and _matches(s, labels, path_has)))
+    return float(sum(s.value for s in samples if s.name in names and _matches(s, labels, path_of)))
 
 
-def _sum_count(samples: list[Any], name: str, labels: Mapping[str, str], path_has: str | None = None
+def _sum_count(samples: list[Any], name: str, labels: Mapping[str, str], path_of: str | None = None
                ) -> tuple[float, float]:
-    """(count, seconds) of a histogram or summary: its _count and _sum samples, over the matching series."""
-    return (_total(samples, f"{name}_count", labels, path_has), _total(samples, f"{name}_sum", labels, path_has))
+    """(count, seconds) of a histogram or summary: its _count and _sum samples, over the matching series
+    (`path_of`: only the series of a model's infer path)."""
+    return (_total(samples, f"{name}_count", labels, path_of), _total(samples, f"{name}_sum", labels, path_of))
 
 
 def _rename(phases: Counters, names: Mapping[str, str]) -> Counters:
