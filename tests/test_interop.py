@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import jsonschema
 import pytest
 from sklearn.metrics import accuracy_score
 
@@ -44,6 +45,8 @@ from profiler.dataset import Sample
 from profiler.examples.holdout import write_holdout
 from profiler.examples.model import split
 from profiler.measure.accuracy import label_key
+from profiler.record.render import render_text
+from profiler.record.report import report_schema
 from profiler.state import new_state
 from tests.conftest import require
 from tests.interop_servers.digits import train_with_reference
@@ -303,6 +306,7 @@ async def test_matrix_cell(server: str, protocol: str, stats_kind: str, phases: 
     report = await execute(state)
     assert report["run"]["status"] == "completed", report["run"]
     [stage] = report["stages"]
+    jsonschema.Draft202012Validator(report_schema()).validate(report)
     assert stage["errors"] == 0 and stage["unsent"] == 0, stage["error_examples"]
     assert stage["completed"] == stage["sent"] >= 90
     accuracy = report["accuracy"]
@@ -322,6 +326,10 @@ async def test_matrix_cell(server: str, protocol: str, stats_kind: str, phases: 
     if stats_kind.startswith("triton"):
         assert view["mean_batch"] >= 1.0
     means = view["profiler_mean_ms"]
+    assert means["latency"] >= means["service"] > 0
+    text = render_text(report)
+    assert f"the server's own view ({stats_kind}), mean ms per request:" in text
+    print("\n" + "\n".join(line for line in text.splitlines() if "own view" in line or "the profiler's mean" in line))
     print(f"\n{cell}: accuracy {accuracy['accuracy']:.4f} (scikit-learn's to the sample), p50 "
           f"{stage['latency_ms']['p50']} ms, p99 {stage['latency_ms']['p99']} ms; the profiler's mean latency "
           f"{means['latency']} ms, service {means['service']} ms; the server's own: "

@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from profiler.app.run import execute
@@ -17,6 +18,7 @@ from profiler.core.errors import ConfigError
 from profiler.examples.holdout import write_holdout
 from profiler.measure.server_stats import Snapshot, prometheus_counters, stage_view, triton_statistics
 from profiler.record.render import render_text
+from profiler.record.report import report_schema
 from profiler.state import new_state
 
 TRITON_STATS = {"model_stats": [{
@@ -138,6 +140,7 @@ async def test_unreadable_server_stats_are_noted_not_fatal(tmp_path: Path, examp
     config = parse_config(PROFILE.format(url=url, kind=kind, stats_url=url + path), tmp_path / "profile.yaml")
     report = await execute(new_state(config))
     assert report["run"]["status"] == "completed"
+    jsonschema.Draft202012Validator(report_schema()).validate(report)
     [stage] = report["stages"]
     assert stage["errors"] == 0 and stage["completed"] == stage["sent"] > 0
     assert stage["server"]["kind"] == kind
