@@ -16,6 +16,7 @@ import aiohttp
 
 from profiler.codecs.base import path_segment
 from profiler.config import ServerStatsConfig
+from profiler.core import aio
 from profiler.core.hdr import total_of
 from profiler.core.redact import redact_url
 from profiler.load.search import Driver
@@ -54,6 +55,10 @@ class ServerStatsReader:
             return Snapshot({}, problem=f"{where} -> {status}")
         if len(body) > MAX_STATS_BYTES:
             return Snapshot({}, problem=f"{where}: more than {MAX_STATS_BYTES} bytes")
+        # Parsed in a thread: a /metrics page can be hundreds of kilobytes, and the event loop keeps answering.
+        return await aio.in_thread(self._parse, body, where, name="profiler-server-stats")
+
+    def _parse(self, body: bytes, where: str) -> Snapshot:
         try:
             text = body.decode("utf-8")
             if self._config.kind == "triton":
