@@ -28,16 +28,19 @@ INTEROP_STAMPS := .venv-kserve/.installed .venv-triton/.installed .venv-bentoml/
 
 .venv-kserve/.installed:
 	test -x .venv-kserve/bin/python || $(PYTHON) -m venv .venv-kserve
+	.venv-kserve/bin/pip install --quiet --upgrade pip
 	.venv-kserve/bin/pip install --quiet 'kserve==0.21.0' 'scikit-learn>=1.4'
 	touch $@
 
 .venv-triton/.installed:
 	test -x .venv-triton/bin/python || $(TRITON_PYTHON) -m venv .venv-triton
+	.venv-triton/bin/pip install --quiet --upgrade pip
 	.venv-triton/bin/pip install --quiet 'nvidia-pytriton==0.7.0' 'scikit-learn>=1.4'
 	touch $@
 
 .venv-bentoml/.installed:
 	test -x .venv-bentoml/bin/python || $(PYTHON) -m venv .venv-bentoml
+	.venv-bentoml/bin/pip install --quiet --upgrade pip
 	.venv-bentoml/bin/pip install --quiet 'bentoml==1.4.40' 'scikit-learn>=1.4'
 	touch $@
 
