@@ -7,6 +7,8 @@ RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck bench clean interop-servers
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed
 
 # The demo needs only the runtime; the tests also need the dev tools and the optional extras
 # (MLflow tracking, and the independent V2 servers/clients the interop tests profile).
@@ -17,7 +19,7 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(STAMP): $(RUNTIME)
-	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop]'
+	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop,gpu]'
 	touch $(STAMP)
 
 # The interop matrix's model servers (tests/test_interop.py), each in an environment of its own: they pin
@@ -46,11 +48,19 @@ INTEROP_STAMPS := .venv-kserve/.installed .venv-triton/.installed .venv-bentoml/
 
 interop-servers: $(INTEROP_STAMPS)
 
+# The MLflow tracking server the history tests start (tests/test_gate_mlflow.py). The full `mlflow` package
+# pins many libraries, so it gets its own environment; the profiler talks to it through mlflow-skinny.
+$(MLFLOW_STAMP):
+	test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(MLFLOW_VENV)/bin/pip install --quiet 'mlflow>=3,<4'
+	touch $(MLFLOW_STAMP)
+
 demo: $(RUNTIME)
 	$(BIN)/profiler demo
 
 # Two passes: everything that tolerates a neighbour on two processes, then the tests that bound timing alone.
-test: $(STAMP) $(INTEROP_STAMPS)
+test: $(STAMP) $(MLFLOW_STAMP) $(INTEROP_STAMPS)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not serial"
 	$(BIN)/python -m pytest -q -p no:xdist -m serial
 
@@ -65,4 +75,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .venv-kserve .venv-triton .venv-bentoml build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo
+	rm -rf $(VENV) $(MLFLOW_VENV) .venv-kserve .venv-triton .venv-bentoml build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo

@@ -35,15 +35,19 @@ from profiler.core.heap import freeze_baseline
 from profiler.core.results import OK, Prediction
 from profiler.core.url import TargetUrl
 from profiler.dataset import Dataset, load_dataset
+from profiler.judge.significance import Baseline
 from profiler.judge.verdict import exit_code_for
 from profiler.load.engine import Engine, build_bodies, build_ids
 from profiler.load.search import Driver, run_search, run_stages
 from profiler.load.workers import make_driver
 from profiler.measure.accuracy import PredictionLog
+from profiler.measure.resources.gpu import GpuEndpoint, Nvml, gpu_names
 from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape, artifact_size
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.record.baseline import find_baseline
-from profiler.record.history import record
+from profiler.record.cioutput import CiOutputs, write_ci_outputs
+from profiler.record.context import host_facts, run_context
+from profiler.record.history import history_problems, record
 from profiler.record.render import render_text
 from profiler.record.report import aborted_report, build_report, write_json
 from profiler.state import (
@@ -276,8 +280,8 @@ async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
     inputs = await aio.in_thread(prepare_inputs, config, name="profiler-dataset")
     state.dataset = inputs.dataset
     state.predictions = PredictionLog(len(inputs.dataset.samples))
-    state.baseline = await aio.in_thread(find_baseline, config, inputs.dataset.sha256, state.run_id,
-                                         name="profiler-baseline")
+    state.context, state.baseline, state.baseline_problem = await aio.in_thread(
+        before_load, config, inputs.dataset.sha256, state.run_id, name="profiler-baseline")
     transport = make_transport(config, inputs.codec)
     watch = ResourceWatch(state, t0)
     sampling = asyncio.create_task(watch.run())
@@ -286,6 +290,14 @@ async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
     finally:
         sampling.cancel()
         await transport.close()
+
+
+def before_load(config: Config, holdout_sha256: str, run_id: str) -> tuple[dict[str, Any], Baseline, str | None]:
+    """Blocking (reads the machine and the history): the run's context, its predecessor, and why the shared
+    history could not be read (None when it could)."""
+    context = run_context(config, host_facts())
+    baseline, problem = find_baseline(config, holdout_sha256, run_id, context)
+    return context, baseline, problem
 
 
 async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport: Transport,
@@ -533,18 +545,22 @@ class ResourceWatch:
             # hold the process's exit (the loop's shutdown joins asyncio.to_thread's threads).
             reading = await aio.in_thread(state.sampler.read, name="profiler-sampler")
             if reading is not None:
+                gpu = reading.gpu
                 state.series.add(ResourcePoint(t_s, reading.rss_bytes, reading.cpu_s, reading.processes,
                                                SERIES_PHASES.get(phase, STARTING), requests, reading.memory_bytes,
-                                               boundary=boundary))
+                                               boundary=boundary,
+                                               gpu_memory_bytes=gpu.memory_bytes if gpu is not None else None,
+                                               gpu_utilisation_pct=gpu.utilisation_pct if gpu is not None else None))
 
 
-def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int:
+def run_once(config: Config, quiet: bool = False, progress: bool = False, ci: CiOutputs | None = None) -> int:
     """Execute the profile, write the report, print the table; the exit code carries the verdict.
 
     The run is saved to the history before the report file is written, and the table is
     printed whether or not the file could be: when it cannot (a read-only or full folder, ...) what was
     measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
     `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop).
+    `ci` names the JUnit file and Markdown summaries to write once the report is (record.cioutput).
     """
     handler = logs.configure() if progress else None
     freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
@@ -558,6 +574,8 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int
     else:
         print(render_text(report), end="")
     print(f"report   {written}", flush=True)
+    if ci is not None:
+        problems += write_ci_outputs(report, written, ci)
     for problem in problems:
         print(error_line(problem), file=sys.stderr)
     return exit_code_for(report, problems)
@@ -577,8 +595,8 @@ async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], str, l
         try:
             path = await aio.in_thread(write_json, report, state.config.report.path, name="profiler-report-file")
         except ReportError as exc:
-            return report, "NOT WRITTEN (see the error below)", [str(exc)]
-        return report, str(path), []
+            return report, "NOT WRITTEN (see the error below)", [str(exc), *history_problems(report, state.config)]
+        return report, str(path), history_problems(report, state.config)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -602,4 +620,22 @@ def make_sampler(config: ResourcesConfig) -> ResourceSampler:
         cgroup=Cgroup(config.cgroup_path) if config.cgroup_path is not None else None,
         scrape=Scrape(config.metrics_url, timeout_s=min(2.0, config.interval_s * 2))
         if config.metrics_url is not None else None,
+        gpu=make_gpu_source(config),
     )
+
+
+def make_gpu_source(config: ResourcesConfig) -> Nvml | GpuEndpoint | None:
+    """NVML when resources.gpu.nvml is set; else the GPU section's endpoint, else the target's own metrics_url
+    read for Triton's or DCGM's GPU names (quietly dropped when it has none: a CPU model); else None."""
+    gpu = config.gpu
+    timeout_s = min(2.0, config.interval_s * 2)
+    if gpu is not None and gpu.nvml:
+        return Nvml()
+    url = gpu.metrics_url if gpu is not None and gpu.metrics_url else config.metrics_url
+    if url is None:
+        return None
+    if gpu is None:
+        return GpuEndpoint(url, timeout_s=timeout_s, implicit=True)
+    names = gpu_names(gpu.memory_metric, gpu.memory_unit_bytes, gpu.total_metric, gpu.utilisation_metric,
+                      gpu.utilisation_unit_pct)
+    return GpuEndpoint(url, names, dict(gpu.labels), timeout_s=timeout_s)

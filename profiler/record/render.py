@@ -130,15 +130,40 @@ def render_resources(res: dict[str, Any]) -> list[str]:
     lines.append(f"leak     {leak['status'].upper()}{interval}: {leak['reason']}")
     if leak.get("hours_to_limit") is not None:
         lines.append(f"         the limit is reached in {leak['hours_to_limit']:.1f} h at this load")
+    lines += render_gpu(res.get("gpu"))
     if fit.get("replicas_per_node") is not None or fit.get("artifact_bytes") is not None:
-        lines.append(f"fit      artifact {_size(fit['artifact_bytes'])}  replicas per node "
-                     f"{fit['replicas_per_node'] or '-'} (limited by {fit['replicas_limited_by'] or '-'})  "
+        limited = fit["replicas_limited_by"] or "-"
+        if fit.get("replicas_fit"):
+            limited += f": {fit['replicas_fit']}"
+        lines.append(f"fit      artifact {_size(fit['artifact_bytes'])}  storage per replica "
+                     f"{_size(fit.get('storage_per_replica_bytes'))}  replicas per node "
+                     f"{_num(fit['replicas_per_node'], '{:g}')} (limited by {limited})  "
                      f"{_num(fit['max_sustained_rps_per_node'], '{:g}')} rps per node")
     if not res.get("complete") and res.get("incomplete"):
         lines.append(f"         memory checks are inconclusive: {res['incomplete']}")
     for problem in res["problems"]:
         lines.append(f"         not measured: {problem}")
     return lines
+
+
+def render_gpu(gpu: dict[str, Any] | None) -> list[str]:
+    """GPU memory before/peak/steady/after with its source, utilisation and the GPU leak test, as text lines."""
+    if not gpu:
+        return []
+    if not gpu.get("measured"):
+        return [f"gpu      not measured ({gpu['source']}; see below)"]
+    mem, util, leak = gpu["memory"], gpu["utilisation"], gpu["leak"]
+    mig = (f"  MIG {gpu['mig_slices_per_gpu']} slices of {_size(gpu.get('mig_slice_memory_bytes'))}"
+           if gpu.get("mig_slices_per_gpu") else "")
+    rate = leak.get("bytes_per_request")
+    growth = f"  {rate:,.0f} B/request" if rate is not None else ""
+    return [f"gpu      {gpu['source']}",
+            f"         before {_size(mem['before_bytes'])}  peak {_size(mem['peak_bytes'])}  steady "
+            f"{_size(mem['steady_bytes'])}  after {_size(mem['after_bytes'])}  of "
+            f"{_size(gpu.get('gpu_total_bytes'))} per GPU, {gpu.get('devices', 0)} device(s){mig}",
+            f"         utilisation {_num(util['under_load_pct'], '{:.0f}%')} under load (busiest "
+            f"{_num(util['peak_pct'], '{:.0f}%')}), {_num(util['before_pct'], '{:.0f}%')} at rest before",
+            f"gpu leak {leak['status'].upper()}{growth}: {leak['reason']}"]
 
 
 def _size(value: float | None) -> str:
@@ -173,14 +198,19 @@ def render_history(report: dict[str, Any]) -> list[str]:
         lines += [f"         {note}" for note in plan.get("notes", [])]
     predecessor = report.get("predecessor")
     if predecessor:
-        lines += ["", f"compared with {predecessor['id']}: {predecessor['summary']}"]
+        source = f" (from {predecessor['source']})" if predecessor.get("source") else ""
+        lines += ["", f"compared with {predecessor['id']}{source}: {predecessor['summary']}"]
+        for difference in predecessor.get("context_differences") or []:
+            lines.append(f"  not comparable: {difference}")
+        if predecessor.get("capacity"):
+            lines.append(f"  capacity not comparable: {predecessor['capacity']}")
         rows = []
         for r in predecessor["comparison"]:
             sig = r["significance"]
             if isinstance(sig, dict):
                 sig = Significance(**sig)
             rows.append(Row(r["metric"], r["predecessor"], r["candidate"], r["delta"], r["delta_pct"], r["better"],
-                            sig))
+                            sig, r.get("not_comparable")))
         lines += render(rows, "predecessor", "this run")
     history = report.get("history")
     if history:
@@ -190,6 +220,8 @@ def render_history(report: dict[str, Any]) -> list[str]:
     if tracking:
         where = tracking.get("mlflow_run_id") or f"NOT LOGGED: {tracking.get('error')}"
         lines.append(f"mlflow   {tracking.get('uri')} run {where}")
+        if tracking.get("lookup_error"):
+            lines.append(f"mlflow   predecessor NOT READ: {tracking['lookup_error']}")
     return lines
 
 
@@ -223,6 +255,15 @@ def comparison_text(comparison: RunComparison) -> str:
              f"B {b['id']}  {b['model']} {b['model_version'] or ''}  verdict {b['verdict']}",
              f"hold-out sha256 {str(a['holdout_sha256'])[:12]}; delta = B - A; significance at 95% (paired where "
              "possible)", ""]
+    # The contexts first: a difference there decides which figures below mean anything.
+    differing = [row for row in comparison.context if row[3]]
+    lines += _table(["context", "A", "B", ""], [[f, va, vb, "DIFFERS" if d else ""] for f, va, vb, d in
+                                                  [*differing, *(r for r in comparison.context if not r[3])]])
+    if comparison.differences:
+        lines.append(f"not comparable on performance figures: {'; '.join(comparison.differences)}")
+    if comparison.capacity:
+        lines.append(f"capacity not comparable: {comparison.capacity}")
+    lines.append("")
     lines += render(comparison.rows, "A", "B")
     lines += ["", f"B vs A: {summarise(comparison.rows)}"]
     return "\n".join(lines) + "\n"
