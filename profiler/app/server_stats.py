@@ -95,10 +95,11 @@ class StatsDriver:
         """Stop sending (the wrapped driver's stop)."""
         self._inner.stop()
 
-    async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None) -> None:
+    async def run(self, stage: Stage, recorder: StageRecorder, until: Callable[[], bool] | None = None,
+                  start_ns: int | None = None) -> None:
         """Read, send the stage, read again; a stopped stage gets no second reading (the stop is in a hurry)."""
         before = await self._reader.snapshot()
-        await self._inner.run(stage, recorder, until)
+        await self._inner.run(stage, recorder, until, start_ns)
         if self._inner.stopping:
             return
         after = await self._reader.snapshot()
