@@ -40,6 +40,14 @@ class Sample:
 
 
 @dataclass(frozen=True, slots=True)
+class TextField:
+    """Where a generative model's input is: the field's name, and whether it holds a prompt or chat messages."""
+
+    name: str
+    messages: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Dataset:
     """A whole hold-out set and the SHA-256 of the file's bytes (the same data for every model)."""
 
@@ -49,9 +57,14 @@ class Dataset:
 
 
 def load_dataset(
-    path: Path, *, inputs: str | list[str], label: str, id_field: str | None = None, fmt: str = "jsonl"
+    path: Path, *, inputs: str | list[str], label: str, id_field: str | None = None, fmt: str = "jsonl",
+    text: TextField | None = None,
 ) -> Dataset:
     """Read every sample; raise DatasetError naming the file and line of the first bad one.
+
+    `text` (generative models) names the field holding a prompt (a string) or chat messages (a list of
+    {role, content} with string values): the sample's `inputs` is then that one value, and its label the text
+    expected.
 
     The file must be UTF-8 text (a leading byte-order mark is skipped), each line at most MAX_LINE_BYTES
     and the whole at most MAX_HOLDOUT_BYTES; a read that fails (EIO, EACCES) is a DatasetError too.
@@ -67,7 +80,8 @@ def load_dataset(
         lines = iter(reader)
         rows = _jsonl_rows(path, lines) if fmt == "jsonl" else _csv_rows(path, lines)
         try:
-            samples = tuple(_to_sample(path, n, row, inputs, label, id_field) for n, row in rows)
+            samples = tuple(_to_text_sample(path, n, row, text, label, id_field) if text is not None
+                            else _to_sample(path, n, row, inputs, label, id_field) for n, row in rows)
         except OSError as exc:
             raise DatasetError(f"{path}: cannot read hold-out file at line {reader.line + 1}: "
                                f"{_reason(exc)}") from None
@@ -205,6 +219,38 @@ def _to_sample(
     else:
         sample_id = f"line-{number}"
     return Sample(id=sample_id, inputs=values, label=row[label], source=str(path), line=number)
+
+
+def _to_text_sample(path: Path, number: int, row: dict[str, Any], text: TextField, label: str,
+                    id_field: str | None) -> Sample:
+    """A generative sample: one prompt string, or one list of chat messages, and the expected text."""
+    if label not in row:
+        raise DatasetError(f"{path}:{number}: label field {label!r} is missing")
+    _check_label(path, number, label, row[label])
+    if text.name not in row:
+        kind = "messages" if text.messages else "prompt"
+        raise DatasetError(f"{path}:{number}: {kind} field {text.name!r} is missing")
+    value = row[text.name]
+    if text.messages:
+        _check_messages(path, number, text.name, value)
+    elif not isinstance(value, str) or not value:
+        raise DatasetError(f"{path}:{number}: prompt field {text.name!r} must be a non-empty string")
+    sample_id = str(row[id_field]) if id_field is not None and id_field in row else f"line-{number}"
+    if id_field is not None and id_field not in row:
+        raise DatasetError(f"{path}:{number}: id field {id_field!r} is missing")
+    return Sample(id=sample_id, inputs=[value], label=row[label], source=str(path), line=number)
+
+
+def _check_messages(path: Path, number: int, name: str, value: Any) -> None:
+    """Chat messages: a non-empty list of objects, each with a string role and string content."""
+    if not isinstance(value, list) or not value:
+        raise DatasetError(f"{path}:{number}: messages field {name!r} must be a non-empty list of "
+                           "{role, content} objects")
+    for position, message in enumerate(value):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise DatasetError(f"{path}:{number}: messages field {name!r}: message {position} needs a string "
+                               "'role' and a string 'content'")
 
 
 def _check_label(path: Path, number: int, name: str, value: Any) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.codecs.base import Codec
+from profiler.codecs.openai import OpenAICodec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config, ResourcesConfig
 from profiler.core import aio, logs
@@ -33,12 +34,13 @@ from profiler.core.errors import DecodeError, ReportError, TargetError, Transpor
 from profiler.core.heap import freeze_baseline
 from profiler.core.results import OK, Prediction
 from profiler.core.url import TargetUrl
-from profiler.dataset import Dataset, load_dataset
+from profiler.dataset import Dataset, TextField, load_dataset
 from profiler.judge.verdict import exit_code_for
 from profiler.load.engine import Engine, build_bodies
 from profiler.load.search import Driver, run_search, run_stages
 from profiler.load.workers import make_driver
 from profiler.measure.accuracy import PredictionLog
+from profiler.measure.text import TextRule
 from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape, artifact_size
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.record.baseline import find_baseline
@@ -111,6 +113,12 @@ class Inputs:
     bodies: list[bytes]
 
 
+def text_field(config: Config) -> TextField | None:
+    """The hold-out field a generative protocol reads (a prompt or chat messages), None for tensor inputs."""
+    name = config.dataset.text_field
+    return None if name is None else TextField(name, messages=config.dataset.messages is not None)
+
+
 def prepare_inputs(config: Config) -> Inputs:
     """Blocking, so call it in a thread: read and hash the hold-out file, build the codec, encode each body.
 
@@ -131,9 +139,10 @@ def prepare_inputs(config: Config) -> Inputs:
     try:
         dataset = load_dataset(
             config.dataset.path, inputs=config.dataset.inputs, label=config.dataset.label,
-            id_field=config.dataset.id, fmt=config.dataset.resolved_format,
+            id_field=config.dataset.id, fmt=config.dataset.resolved_format, text=text_field(config),
         )
-        codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
+        codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0],
+                                  TextRule(config.dataset.match, config.dataset.pattern))
         bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
         gc.freeze()
     finally:
@@ -305,6 +314,8 @@ async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport
         sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
         timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
         lag_budget_ns=round(config.load.lag_budget_ms * 1e6),
+        tokens=codec.read if isinstance(codec, OpenAICodec) else None,
+        stream=isinstance(codec, OpenAICodec) and codec.stream,
     )
     driver = make_driver(config, engine, inputs.bodies, codec, [state.predictions, state])
     try:

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from profiler import __version__
-from profiler.config import Config, ObjectiveConfig, ResourcesConfig, SearchConfig
+from profiler.config import GENERATIVE, Config, ObjectiveConfig, ResourcesConfig, SearchConfig
 from profiler.core.errors import ReportError
 from profiler.core.redact import redact_url
-from profiler.judge.capacity import capacity_summary, judge_stage, judge_window_stage
+from profiler.judge.capacity import TOKEN_BOUNDS, capacity_summary, judge_stage, judge_window_stage
 from profiler.judge.catalogue import flatten_metrics
 from profiler.judge.requirements import Demand, Node, plan
-from profiler.measure.accuracy import accuracy_metrics
+from profiler.measure.accuracy import accuracy_metrics, text_metrics
+from profiler.measure.text import TextRule
 from profiler.measure.latency import StageRecorder
 from profiler.measure.resources.footprint import footprint
 from profiler.measure.resources.leak import LeakSettings
@@ -46,7 +47,8 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
     config = run.config
     dataset = run.dataset
     stages = stage_summaries(run.recorders, config.objective, config.load.search)
-    capacity = {**capacity_summary(stages), "method": "search" if config.load.search is not None else "stages"}
+    method = "search" if config.load.search is not None else "concurrency" if config.load.concurrency else "stages"
+    capacity = {**capacity_summary(stages), "method": method}
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "profiler_version": __version__,
@@ -58,7 +60,8 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
         "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
                     "sha256": dataset.sha256 if dataset else None,
                     "samples": len(dataset.samples) if dataset else 0},
-        "load": {"arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
+        "load": {"mode": "closed-loop" if config.load.concurrency is not None else "open-loop",
+                 "arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
                  "max_in_flight": config.load.max_in_flight, "warmup_s": config.load.warmup_s},
         "objective": config.objective.model_dump(),
         "stages": stages,
@@ -114,8 +117,9 @@ def stage_summaries(recorders: Sequence[StageRecorder], objective: ObjectiveConf
             summary["objective"] = judge_window_stage(summary, objective.percentile, objective.latency_ms,
                                                       objective.max_error_rate, search.windows, search.stability)
         elif not recorder.stage.warmup:
+            bounds = {name: getattr(objective, name) for name in TOKEN_BOUNDS if getattr(objective, name) is not None}
             summary["objective"] = judge_stage(summary, objective.percentile, objective.latency_ms,
-                                               objective.max_error_rate)
+                                               objective.max_error_rate, bounds if "ttft_ms" in summary else None)
         stages.append(summary)
     return stages
 
@@ -125,11 +129,18 @@ def accuracy_section(run: RunView) -> dict[str, Any]:
     an accuracy pass."""
     if run.predictions is None or run.dataset is None:
         return {}
-    accuracy = accuracy_metrics([s.label for s in run.dataset.samples], run.predictions.reference)
+    labels = [s.label for s in run.dataset.samples]
+    config = run.config
+    if config.target.protocol in GENERATIVE:
+        accuracy = text_metrics(labels, run.predictions.reference, TextRule(config.dataset.match, config.dataset.pattern))
+    else:
+        accuracy = accuracy_metrics(labels, run.predictions.reference)
     accuracy["errors"] = run.accuracy_errors
     accuracy["unsent"] = run.accuracy_unsent
     accuracy["incomplete"] = run.accuracy_incomplete
-    accuracy["consistency"] = {"compared": run.predictions.compared, "inconsistent": run.predictions.inconsistent}
+    compared, inconsistent = run.predictions.compared, run.predictions.inconsistent
+    accuracy["consistency"] = {"compared": compared, "inconsistent": inconsistent,
+                               "changed_share": inconsistent / compared if compared else None}
     return accuracy
 
 
