@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from profiler.codecs.base import Codec
-from profiler.codecs.openai import OpenAICodec
 from profiler.codecs.factory import codec_from_config
+from profiler.codecs.openai import OpenAICodec
 from profiler.config import Config, ResourcesConfig
 from profiler.core import aio, logs
 from profiler.core.errors import DecodeError, ReportError, TargetError, TransportError, error_line
@@ -40,9 +40,9 @@ from profiler.load.engine import Engine, build_bodies
 from profiler.load.search import Driver, run_search, run_stages
 from profiler.load.workers import make_driver
 from profiler.measure.accuracy import PredictionLog
-from profiler.measure.text import TextRule
 from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape, artifact_size
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
+from profiler.measure.text import TextRule
 from profiler.record.baseline import find_baseline
 from profiler.record.history import record
 from profiler.record.render import render_text

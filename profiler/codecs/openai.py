@@ -11,6 +11,7 @@ kernel receive time of the read that brought its last byte (the transport's mark
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -126,7 +127,7 @@ class OpenAICodec:
                 mark += 1
             times.append(marks[mark][1] if marks else 0)
         first = times[0] if times else 0
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)] if marks else []
+        gaps = [b - a for a, b in pairwise(times)] if marks else []
         counted = output < 0
         return "".join(parts), TokenTimes(first, gaps, len(times) if counted else output, prompt, counted)
 

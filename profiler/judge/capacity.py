@@ -154,15 +154,7 @@ def capacity_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:
     best = max(good) if good else None
     above = [s for s in measured if not s["objective"]["sustained"] and (best is None or s["offered_rps"] > best)]
     first_bad = min(above, key=lambda s: s["offered_rps"]) if above else None
-    generator_bad = first_bad is not None and bool((first_bad.get("generator") or {}).get("limited"))
-    if not measured:
-        limited_by = None
-    elif first_bad is None:
-        limited_by = "schedule"
-    elif generator_bad:
-        limited_by = "generator"
-    else:
-        limited_by = "model"
+    limited_by = _limited_by(first_bad) if measured else None
     return {
         "max_sustained_rps": best if best is not None else (0.0 if measured else None),
         "first_unsustained_rps": first_bad["offered_rps"] if first_bad is not None else None,
@@ -182,12 +174,7 @@ def closed_loop_capacity(measured: list[dict[str, Any]]) -> dict[str, Any]:
     above = [s for s in measured if not s["objective"]["sustained"]
              and (best_level is None or s["concurrency"] > best_level)]
     first_bad = min(above, key=lambda s: s["concurrency"]) if above else None
-    if first_bad is None:
-        limited_by = "schedule"
-    elif (first_bad.get("generator") or {}).get("limited"):
-        limited_by = "generator"
-    else:
-        limited_by = "model"
+    limited_by = _limited_by(first_bad)
     return {
         "max_sustained_rps": (best["achieved_rps"] or 0.0) if best is not None else 0.0,
         "max_sustained_concurrency": best_level,
@@ -198,3 +185,12 @@ def closed_loop_capacity(measured: list[dict[str, Any]]) -> dict[str, Any]:
         "stages_sustained": len(good),
         "stages_measured": len(measured),
     }
+
+
+def _limited_by(first_bad: dict[str, Any] | None) -> str:
+    """What ended the sustained range: the schedule (nothing broke), the generator, or the model."""
+    if first_bad is None:
+        return "schedule"
+    if (first_bad.get("generator") or {}).get("limited"):
+        return "generator"
+    return "model"

@@ -26,12 +26,12 @@ from profiler.judge.capacity import TOKEN_BOUNDS, capacity_summary, judge_stage,
 from profiler.judge.catalogue import flatten_metrics
 from profiler.judge.requirements import Demand, Node, plan
 from profiler.measure.accuracy import accuracy_metrics, text_metrics
-from profiler.measure.text import TextRule
 from profiler.measure.latency import StageRecorder
 from profiler.measure.resources.footprint import footprint
 from profiler.measure.resources.leak import LeakSettings
 from profiler.measure.resources.sampler import ResourceSampler
 from profiler.measure.resources.series import BoundedSeries, summarise
+from profiler.measure.text import TextRule
 from profiler.record.assess import assess, candidate_evidence
 from profiler.state import PHASE_RUNNING, PHASE_STOPPED, PHASES, ArtifactSize, RunView
 
@@ -132,7 +132,8 @@ def accuracy_section(run: RunView) -> dict[str, Any]:
     labels = [s.label for s in run.dataset.samples]
     config = run.config
     if config.target.protocol in GENERATIVE:
-        accuracy = text_metrics(labels, run.predictions.reference, TextRule(config.dataset.match, config.dataset.pattern))
+        rule = TextRule(config.dataset.match, config.dataset.pattern)
+        accuracy = text_metrics(labels, run.predictions.reference, rule)
     else:
         accuracy = accuracy_metrics(labels, run.predictions.reference)
     accuracy["errors"] = run.accuracy_errors
