@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from profiler.app.run import execute
 from profiler.codecs.openai import OpenAICodec, sse_events
@@ -23,9 +25,11 @@ from profiler.judge.capacity import capacity_summary
 from profiler.measure.accuracy import text_metrics
 from profiler.measure.latency import StageRecorder, TokenSlo
 from profiler.measure.text import TextRule, normalise
+from profiler.record.exporter import RunCollector
 from profiler.schedule import Stage, concurrency_levels, plan_closed
-from profiler.state import new_state
+from profiler.state import RunState, new_state
 from profiler.transports.http1 import _unframe_marks
+from tests.test_prometheus import dashboard_queries
 
 MS = 1_000_000
 
@@ -193,17 +197,21 @@ def holdouts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 async def profile(directory: Path, url: str, protocol: str = "openai-chat", stream: bool = True,
                   load: str = "concurrency: [1, 4]\n  duration_s: 1.0", objective: str = "ttft_ms: 1000, tpot_ms: 200",
-                  holdout: str = "text.jsonl", fields: str = "prompt: prompt",
-                  match: str = ", match: regex, pattern: 'digit is (\\d)'") -> dict[str, Any]:
+                  match: str = ", match: regex, pattern: 'digit is (\\d)'", states: list[RunState] | None = None,
+                  ) -> dict[str, Any]:
     text = PROFILE.format(url=url, protocol=protocol, stream=str(stream).lower(), load=load, objective=objective,
-                          holdout=holdout, fields=fields, match=match)
-    return await execute(new_state(parse_config(text, directory / "profile.yaml")))
+                          holdout="text.jsonl", fields="prompt: prompt", match=match)
+    state = new_state(parse_config(text, directory / "profile.yaml"))
+    if states is not None:
+        states.append(state)
+    return await execute(state)
 
 
 @pytest.mark.slow
 async def test_a_streaming_chat_model_is_profiled_over_a_concurrency_sweep(holdouts: Path,
                                                                             example_server: Any) -> None:
-    report = await profile(holdouts, example_server[1])
+    states: list[RunState] = []
+    report = await profile(holdouts, example_server[1], states=states)
     assert report["run"]["status"] == "completed"
     assert report["load"]["mode"] == "closed-loop" and report["capacity"]["method"] == "concurrency"
     stages = [s for s in report["stages"] if not s["warmup"]]
@@ -229,6 +237,16 @@ async def test_a_streaming_chat_model_is_profiled_over_a_concurrency_sweep(holdo
     assert accuracy["consistency"]["inconsistent"] == 0 and accuracy["consistency"]["changed_share"] == 0.0
     assert report["metrics"]["regex_match"] == accuracy["regex_match"]
     assert report["metrics"]["ttft_p99_ms"] is not None
+    # The dashboard's token panels find their families, with samples, in the run's /metrics exposition.
+    registry = CollectorRegistry()
+    registry.register(RunCollector(lambda: states[0]))
+    samples = [sample for family in text_string_to_metric_families(generate_latest(registry).decode())
+               for sample in family.samples]
+    for where, expr in dashboard_queries(generative=True):
+        name = expr.split("{", 1)[0]
+        wanted = {"50", "99"} if "percentile" in expr else {None}
+        found = {s.labels.get("percentile") for s in samples if s.name == name and s.labels["model"] == "digits"}
+        assert wanted <= found, f"{where}: {expr}"
 
 
 @pytest.mark.slow
