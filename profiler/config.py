@@ -142,9 +142,11 @@ class TargetConfig(_Strict):
     response_path: str | None = None
     """protocol json: the JSONPath of the prediction in the response, e.g. $.label."""
     infer_path: str | None = None
-    """protocol json: the path to POST to, e.g. /predict."""
+    """protocol json: the path to POST to, e.g. /predict; openai-*: instead of /v1/chat/completions or
+    /v1/completions (a gateway's prefix, say)."""
     ready_path: str | None = None
-    """protocol json: a path that answers 200 when the model is ready (default: no readiness check)."""
+    """protocol json: a path that answers 200 when the model is ready (default: no readiness check); openai-*:
+    instead of /v1/models."""
     headers: dict[str, str | SecretSource] = {}
     """Extra request headers (gRPC metadata): a literal value, or {env: VAR} / {file: PATH} for a secret."""
     bearer_token: SecretSource | None = None

@@ -46,7 +46,7 @@ def codec_from_config(target: TargetConfig, input_fields: str | list[str], batch
         g = target.generation
         return make_codec(target.protocol, model=target.model, stream=g.stream, include_usage=g.include_usage,
                           max_tokens=g.max_tokens, temperature=g.temperature, stop=g.stop, extra_body=g.extra_body,
-                          rule=rule, ready_path=target.ready_path)
+                          rule=rule, ready_path=target.ready_path, infer_path=target.infer_path)
     labels: Any = target.labels
     reader = PredictionReader(target.prediction, labels)
     if target.protocol == "json":

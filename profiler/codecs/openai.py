@@ -39,11 +39,11 @@ class OpenAICodec:
     def __init__(self, model: str, *, chat: bool = True, stream: bool = True, include_usage: bool = True,
                  max_tokens: int = 64, temperature: float = 0.0, stop: list[str] | None = None,
                  extra_body: dict[str, Any] | None = None, rule: TextRule | None = None,
-                 ready_path: str | None = None) -> None:
+                 ready_path: str | None = None, infer_path: str | None = None) -> None:
         self.name = "openai-chat" if chat else "openai-completions"
         self.chat = chat
         self.stream = stream
-        self.infer_path = CHAT_PATH if chat else COMPLETIONS_PATH
+        self.infer_path = infer_path or (CHAT_PATH if chat else COMPLETIONS_PATH)
         self.ready_paths: tuple[str, ...] = (ready_path or MODELS_PATH,)
         self.rule = rule or TextRule()
         fields: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "temperature": temperature}
