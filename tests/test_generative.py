@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -26,6 +27,7 @@ from profiler.measure.accuracy import text_metrics
 from profiler.measure.latency import StageRecorder, TokenSlo
 from profiler.measure.text import TextRule, normalise
 from profiler.record.exporter import RunCollector
+from profiler.record.report import report_schema
 from profiler.schedule import Stage, concurrency_levels, plan_closed
 from profiler.state import RunState, new_state
 from profiler.transports.http1 import _unframe_marks
@@ -213,6 +215,7 @@ async def test_a_streaming_chat_model_is_profiled_over_a_concurrency_sweep(holdo
     states: list[RunState] = []
     report = await profile(holdouts, example_server[1], states=states)
     assert report["run"]["status"] == "completed"
+    jsonschema.Draft202012Validator(report_schema()).validate(report)
     assert report["load"]["mode"] == "closed-loop" and report["capacity"]["method"] == "concurrency"
     stages = [s for s in report["stages"] if not s["warmup"]]
     assert [s["concurrency"] for s in stages] == [1, 4]
