@@ -25,7 +25,7 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(STAMP): $(RUNTIME)
-	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop]'
+	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop,gpu]'
 	touch $(STAMP)
 
 $(LLAMA_STAMP):
