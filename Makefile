@@ -7,6 +7,8 @@ RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck bench clean
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed
 
 # A real OpenAI-compatible server for the tests (tests/test_llama_server.py): llama-cpp-python's, in a venv of its
 # own (its dependencies are not the profiler's), built from source with cmake on first use (minutes on 2 cores),
@@ -34,11 +36,19 @@ $(LLAMA_STAMP):
 		'llama-cpp-python[server]==0.3.36' 'gguf==0.19.0'
 	touch $(LLAMA_STAMP)
 
+# The MLflow tracking server the history tests start (tests/test_gate_mlflow.py). The full `mlflow` package
+# pins many libraries, so it gets its own environment; the profiler talks to it through mlflow-skinny.
+$(MLFLOW_STAMP):
+	test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(MLFLOW_VENV)/bin/pip install --quiet 'mlflow>=3,<4'
+	touch $(MLFLOW_STAMP)
+
 demo: $(RUNTIME)
 	$(BIN)/profiler demo
 
 # Two passes: everything that tolerates a neighbour on two processes, then the tests that bound timing alone.
-test: $(STAMP) $(LLAMA_STAMP)
+test: $(STAMP) $(MLFLOW_STAMP) $(LLAMA_STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not serial"
 	$(BIN)/python -m pytest -q -p no:xdist -m serial
 
@@ -53,4 +63,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(LLAMA_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo
+	rm -rf $(VENV) $(MLFLOW_VENV) $(LLAMA_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo

@@ -35,6 +35,7 @@ from profiler.core.heap import freeze_baseline
 from profiler.core.results import OK, Prediction
 from profiler.core.url import TargetUrl
 from profiler.dataset import Dataset, TextField, load_dataset
+from profiler.judge.significance import Baseline
 from profiler.judge.verdict import exit_code_for
 from profiler.load.engine import Engine, build_bodies
 from profiler.load.search import Driver, run_search, run_stages
@@ -45,7 +46,9 @@ from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSamp
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.measure.text import TextRule
 from profiler.record.baseline import find_baseline
-from profiler.record.history import record
+from profiler.record.cioutput import CiOutputs, write_ci_outputs
+from profiler.record.context import host_facts, run_context
+from profiler.record.history import history_problems, record
 from profiler.record.render import render_text
 from profiler.record.report import aborted_report, build_report, write_json
 from profiler.state import (
@@ -282,8 +285,8 @@ async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
     inputs = await aio.in_thread(prepare_inputs, config, name="profiler-dataset")
     state.dataset = inputs.dataset
     state.predictions = PredictionLog(len(inputs.dataset.samples))
-    state.baseline = await aio.in_thread(find_baseline, config, inputs.dataset.sha256, state.run_id,
-                                         name="profiler-baseline")
+    state.context, state.baseline, state.baseline_problem = await aio.in_thread(
+        before_load, config, inputs.dataset.sha256, state.run_id, name="profiler-baseline")
     transport = make_transport(config, inputs.codec)
     watch = ResourceWatch(state, t0)
     sampling = asyncio.create_task(watch.run())
@@ -292,6 +295,14 @@ async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
     finally:
         sampling.cancel()
         await transport.close()
+
+
+def before_load(config: Config, holdout_sha256: str, run_id: str) -> tuple[dict[str, Any], Baseline, str | None]:
+    """Blocking (reads the machine and the history): the run's context, its predecessor, and why the shared
+    history could not be read (None when it could)."""
+    context = run_context(config, host_facts())
+    baseline, problem = find_baseline(config, holdout_sha256, run_id, context)
+    return context, baseline, problem
 
 
 async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport: Transport,
@@ -546,13 +557,14 @@ class ResourceWatch:
                                                gpu_utilisation_pct=gpu.utilisation_pct if gpu is not None else None))
 
 
-def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int:
+def run_once(config: Config, quiet: bool = False, progress: bool = False, ci: CiOutputs | None = None) -> int:
     """Execute the profile, write the report, print the table; the exit code carries the verdict.
 
     The run is saved to the history before the report file is written, and the table is
     printed whether or not the file could be: when it cannot (a read-only or full folder, ...) what was
     measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
     `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop).
+    `ci` names the JUnit file and Markdown summaries to write once the report is (record.cioutput).
     """
     handler = logs.configure() if progress else None
     freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
@@ -566,6 +578,8 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int
     else:
         print(render_text(report), end="")
     print(f"report   {written}", flush=True)
+    if ci is not None:
+        problems += write_ci_outputs(report, written, ci)
     for problem in problems:
         print(error_line(problem), file=sys.stderr)
     return exit_code_for(report, problems)
@@ -585,8 +599,8 @@ async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], str, l
         try:
             path = await aio.in_thread(write_json, report, state.config.report.path, name="profiler-report-file")
         except ReportError as exc:
-            return report, "NOT WRITTEN (see the error below)", [str(exc)]
-        return report, str(path), []
+            return report, "NOT WRITTEN (see the error below)", [str(exc), *history_problems(report, state.config)]
+        return report, str(path), history_problems(report, state.config)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
