@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from profiler.app.run import execute
 from profiler.codecs.openai import OpenAICodec, sse_events
-from profiler.config import parse_config
+from profiler.config import LoadConfig, parse_config
 from profiler.core.errors import ConfigError, DecodeError
 from profiler.core.results import OK, Result, TokenTimes
 from profiler.dataset import Sample
@@ -26,6 +26,7 @@ from profiler.judge.capacity import capacity_summary
 from profiler.measure.accuracy import text_metrics
 from profiler.measure.latency import StageRecorder, TokenSlo
 from profiler.measure.text import TextRule, normalise
+from profiler.record.context import plan_text
 from profiler.record.exporter import RunCollector
 from profiler.record.report import report_schema
 from profiler.schedule import Stage, concurrency_levels, plan_closed
@@ -169,6 +170,8 @@ def test_closed_loop_plans_and_capacity() -> None:
     capacity = capacity_summary(levels)
     assert capacity["max_sustained_concurrency"] == 2 and capacity["max_sustained_rps"] == 19.0
     assert capacity["first_unsustained_concurrency"] == 4 and capacity["limited_by"] == "model"
+    load = LoadConfig.model_validate({"concurrency": {"start": 1, "max": 8, "factor": 2}, "duration_s": 5})
+    assert plan_text(load) == "concurrency 1,2,4,8 each 5s"  # the report's context: runs compare like with like
 
 
 PROFILE = """
