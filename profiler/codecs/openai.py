@@ -70,7 +70,11 @@ class OpenAICodec:
             body["prompt"] = str(value)
         return orjson.dumps(body)
 
-    def decode(self, body: bytes, count: int) -> list[Any]:
+    def request_id(self, samples: Sequence[Sample]) -> str | None:
+        """None: an OpenAI answer's `id` is the server's own, not the request's, so answers are not checked."""
+        return None
+
+    def decode(self, body: bytes, count: int, request_id: str | None = None) -> list[Any]:
         """The scored answer of a whole or streamed response (one per request); raises DecodeError."""
         text, _ = self.read(body, None)
         return [text]
