@@ -10,6 +10,14 @@ STAMP := $(VENV)/.installed-dev
 MLFLOW_VENV := .venv-mlflow
 MLFLOW_STAMP := $(MLFLOW_VENV)/.installed
 
+# A real OpenAI-compatible server for the tests (tests/test_llama_server.py): llama-cpp-python's, in a venv of its
+# own (its dependencies are not the profiler's), built from source with cmake on first use (minutes on 2 cores),
+# then kept. The tests build its tiny model themselves with the `gguf` package (no download).
+LLAMA_VENV := .venv-llama
+LLAMA_STAMP := $(LLAMA_VENV)/.installed
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+
 # The demo needs only the runtime; the tests also need the dev tools and the optional extras
 # (MLflow tracking, the independent V2 servers/clients the interop tests profile, and the object-storage and
 # Parquet readers).
@@ -22,6 +30,12 @@ $(RUNTIME): pyproject.toml
 $(STAMP): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop,gpu,cloud,parquet]'
 	touch $(STAMP)
+
+$(LLAMA_STAMP):
+	test -x $(LLAMA_VENV)/bin/python || $(PYTHON) -m venv $(LLAMA_VENV)
+	CMAKE_ARGS="$(LLAMA_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(LLAMA_VENV)/bin/pip install --quiet \
+		'llama-cpp-python[server]==0.3.36' 'gguf==0.19.0'
+	touch $(LLAMA_STAMP)
 
 # The interop matrix's model servers (tests/test_interop.py), each in an environment of its own: they pin
 # versions that conflict with each other and with ours. Triton (bundled in PyTriton) runs its Python backend
@@ -61,7 +75,7 @@ demo: $(RUNTIME)
 	$(BIN)/profiler demo
 
 # Two passes: everything that tolerates a neighbour on two processes, then the tests that bound timing alone.
-test: $(STAMP) $(MLFLOW_STAMP) $(INTEROP_STAMPS)
+test: $(STAMP) $(MLFLOW_STAMP) $(INTEROP_STAMPS) $(LLAMA_STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not serial"
 	$(BIN)/python -m pytest -q -p no:xdist -m serial
 
@@ -76,4 +90,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(MLFLOW_VENV) .venv-kserve .venv-triton .venv-bentoml build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo
+	rm -rf $(VENV) $(MLFLOW_VENV) .venv-kserve .venv-triton .venv-bentoml $(LLAMA_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo

@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                       help="extra flag for the example server, e.g. --server-arg=--delay-ms=20")
     demo.add_argument("--protocol", default="v2-rest",
-                      choices=["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"],
+                      choices=["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json", "openai-chat",
+                               "openai-completions"],
                       help="the wire protocol the demo profile speaks to the example model")
 
     history = sub.add_parser("history", help="list the recorded runs, newest first")

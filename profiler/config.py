@@ -32,9 +32,9 @@ from profiler.core.redact import redact_text, redact_url
 from profiler.core.url import TargetUrl, UrlError, check_request_path, parse_target_url
 from profiler.judge.catalogue import has_test, normalise_metric
 from profiler.judge.verdict import ChangeBound, Gate
-from profiler.schedule import MAX_RATE_RPS, Stage, plan, ramp_rates
+from profiler.schedule import MAX_RATE_RPS, Stage, concurrency_levels, plan, plan_closed, ramp_rates
 
-Protocol = Literal["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json"]
+Protocol = Literal["v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json", "openai-chat", "openai-completions"]
 """Wire protocols the codecs speak (docs/protocols.md)."""
 
 Datatype = Literal["FP32", "FP64", "INT32", "INT64", "BOOL", "BYTES"]
@@ -94,6 +94,33 @@ class TensorConfig(_Strict):
     """Elements per sample in this tensor; omitted for a single input: all the sample's values."""
 
 
+class GenerationConfig(_Strict):
+    """protocol openai-chat / openai-completions: what each request asks the model to generate."""
+
+    stream: bool = True
+    """Ask for server-sent events (`stream: true`): token timings (TTFT, inter-token latency, TPOT)."""
+    include_usage: bool = True
+    """Streaming: ask for `stream_options.include_usage`, the token counts in the last event (else counted)."""
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000)] = 64
+    temperature: Annotated[float, Field(ge=0, le=10)] = 0.0
+    stop: list[str] | None = None
+    extra_body: dict[str, Any] = {}
+    """More request fields, sent as given (top_p, seed, ignore_eos, ...); they cannot replace the fields above."""
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_override(cls, value: dict[str, Any]) -> dict[str, Any]:
+        owned = {"model", "messages", "prompt", "stream", "stream_options", "max_tokens", "temperature", "stop"}
+        clash = sorted(owned & set(value))
+        if clash:
+            raise ValueError(f"{clash[0]!r} is set by the profile's own fields, not extra_body")
+        return value
+
+
+GENERATIVE = ("openai-chat", "openai-completions")
+"""The protocols of generative models: text in, text out, token timings when streamed."""
+
+
 class TargetConfig(_Strict):
     """Where the served model is and how to talk to it."""
 
@@ -119,9 +146,11 @@ class TargetConfig(_Strict):
     response_path: str | None = None
     """protocol json: the JSONPath of the prediction in the response, e.g. $.label."""
     infer_path: str | None = None
-    """protocol json: the path to POST to, e.g. /predict."""
+    """protocol json: the path to POST to, e.g. /predict; openai-*: instead of /v1/chat/completions or
+    /v1/completions (a gateway's prefix, say)."""
     ready_path: str | None = None
-    """protocol json: a path that answers 200 when the model is ready (default: no readiness check)."""
+    """protocol json: a path that answers 200 when the model is ready (default: no readiness check); openai-*:
+    instead of /v1/models."""
     headers: dict[str, str | SecretSource] = {}
     """Extra request headers (gRPC metadata): a literal value, or {env: VAR} / {file: PATH} for a secret."""
     bearer_token: SecretSource | None = None
@@ -132,6 +161,8 @@ class TargetConfig(_Strict):
     """gRPC keepalive ping interval on the long-lived channel."""
     check_metadata: bool = True
     """V2: fetch the model's metadata and check the inputs against it before the load starts."""
+    generation: GenerationConfig = GenerationConfig()
+    """openai-chat / openai-completions: streaming, max tokens, temperature, stop, extra body fields."""
 
     @field_validator("url")
     @classmethod
@@ -216,8 +247,17 @@ def _holdout_location(value: Any) -> Any:
     return _usable_path(Path(value)) if isinstance(value, str) else value
 
 
+TextMatch = Literal["exact", "normalised", "regex", "contains"]
+"""How generated text is scored against its label (measure.text)."""
+
+
 class DatasetConfig(_Strict):
-    """The hold-out file (a local path or a URL) and which of its fields hold the inputs, the label and the id."""
+    """The hold-out file (a local path or a URL) and which of its fields hold the inputs, the label and the id.
+
+    Generative protocols read a `prompt` field (openai-completions, or one user message for openai-chat) or a
+    `messages` field (a list of {role, content}, openai-chat) instead of `inputs`, and score the generated
+    text against the label by `match` (with `pattern`, a regular expression, for regex extraction).
+    """
 
     path: Annotated[Path | str, BeforeValidator(_holdout_location)]
     format: Literal["jsonl", "csv", "parquet"] | None = None
@@ -228,6 +268,29 @@ class DatasetConfig(_Strict):
     """Where a hold-out set read from a URL is cached (default: PROFILER_CACHE_DIR, else ~/.cache/profiler)."""
     tls_ca_file: FilePath | None = None
     """A PEM file of CAs an https:// hold-out server may be signed by, beside the system's (S3: AWS_CA_BUNDLE)."""
+    prompt: str | None = None
+    messages: str | None = None
+    match: TextMatch = "exact"
+    pattern: str | None = None
+    """match regex: the answer is the pattern's first group (or its whole match) in the generated text."""
+
+    @model_validator(mode="after")
+    def _text_fields(self) -> DatasetConfig:
+        if self.prompt is not None and self.messages is not None:
+            raise ValueError("give 'prompt' or 'messages', not both")
+        if (self.match == "regex") != (self.pattern is not None):
+            raise ValueError("match: regex needs 'pattern' (a regular expression), and 'pattern' needs match: regex")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return self
+
+    @property
+    def text_field(self) -> str | None:
+        """The field holding each sample's prompt or messages, None for tensor inputs."""
+        return self.prompt if self.prompt is not None else self.messages
 
     @property
     def resolved_format(self) -> str:
@@ -328,12 +391,33 @@ class SearchConfig(_Strict):
         return self
 
 
+class ConcurrencyRampConfig(_Strict):
+    """Rising concurrency levels: start, times `factor` or plus `step`, up to `max`."""
+
+    start: Annotated[int, Field(ge=1, le=100_000)] = 1
+    max: Annotated[int, Field(ge=1, le=100_000)]
+    factor: Annotated[float, Field(gt=1, le=100)] | None = None
+    step: Annotated[int, Field(ge=1, le=100_000)] | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> ConcurrencyRampConfig:
+        concurrency_levels(self.start, self.max, self.factor, self.step)
+        return self
+
+
 class LoadConfig(_Strict):
-    """The schedule of rates and how requests arrive: `stages`, a `ramp`, or a capacity `search`."""
+    """The schedule: open-loop rates (`stages`, a `ramp`, or a capacity `search`), or closed-loop
+    `concurrency` levels (a list, or a ramp), each held for `duration_s`."""
 
     stages: Annotated[list[StageConfig], Field(min_length=1)] | None = None
     ramp: RampConfig | None = None
     search: SearchConfig | None = None
+    concurrency: Annotated[list[Annotated[int, Field(ge=1, le=100_000)]], Field(min_length=1, max_length=1000)] | \
+        ConcurrencyRampConfig | None = None
+    """Closed loop: keep N requests in flight for `duration_s` per level (vLLM's --max-concurrency,
+    perf_analyzer's --concurrency-range)."""
+    duration_s: Annotated[float, Field(gt=0, le=86_400)] | None = None
+    """How long each concurrency level is held (closed loop only)."""
     arrival: Literal["constant", "poisson"] = "constant"
     seed: int = 0
     warmup_s: Annotated[float, Field(ge=0, le=3600)] = 0.0
@@ -359,17 +443,35 @@ class LoadConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_schedule(self) -> LoadConfig:
-        given = [name for name in ("stages", "ramp", "search") if getattr(self, name) is not None]
+        given = [name for name in ("stages", "ramp", "search", "concurrency") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of 'stages', 'ramp' or 'search'"
+            raise ValueError("give exactly one of 'stages', 'ramp', 'search' or 'concurrency'"
                              + (f" (got {' and '.join(given)})" if given else ""))
         if self.part is not None and self.part.count > 1 and self.search is not None:
             raise ValueError("a capacity search picks each next rate from what it measured, so it cannot be split "
                              "into parts: give 'stages' or a 'ramp'")
+        if self.part is not None and self.part.count > 1 and self.concurrency is not None:
+            raise ValueError("a closed-loop sweep holds a number of requests in flight, which parts cannot share: "
+                             "give 'stages' or a 'ramp'")
+        if (self.concurrency is None) != (self.duration_s is None):
+            raise ValueError("'concurrency' needs 'duration_s' (how long each level is held), and 'duration_s' "
+                             "belongs to 'concurrency' only")
         return self
+
+    def levels(self) -> list[int]:
+        """The closed-loop concurrency levels ([] for an open-loop schedule)."""
+        levels = self.concurrency
+        if levels is None:
+            return []
+        if isinstance(levels, list):
+            return list(levels)
+        return concurrency_levels(levels.start, levels.max, levels.factor, levels.step)
 
     def planned_stages(self) -> list[Stage]:
         """The schedule.Stage list for `stages` or `ramp` (a search plans its stages as it goes)."""
+        if self.concurrency is not None:
+            assert self.duration_s is not None
+            return plan_closed(self.levels(), self.duration_s, self.warmup_s)
         if self.stages is not None:
             return plan([(s.rate_rps, s.duration_s, s.requests) for s in self.stages], self.warmup_s)
         if self.ramp is not None:
@@ -382,15 +484,25 @@ class LoadConfig(_Strict):
         """The highest rate the schedule can offer."""
         if self.search is not None:
             return self.search.max_rps
+        if self.concurrency is not None:
+            return 1.0  # a closed loop runs in one process (workers are for open-loop rates beyond a core)
         return max(float(s.rate_rps) for s in self.planned_stages())
 
 
 class ObjectiveConfig(_Strict):
-    """The latency objective a stage must meet to count as sustained."""
+    """The latency objective a stage must meet to count as sustained, and a generative model's per-request SLOs.
+
+    `ttft_ms`, `tpot_ms` and `e2e_ms` are goodput's SLOs (vLLM's `--goodput ttft: tpot: e2el:`): a request is
+    good when it met every one given; a stage's goodput_rps counts good requests per second. Each given also
+    bounds the stage's value at `percentile` for the stage to count as sustained.
+    """
 
     percentile: Annotated[float, Field(gt=0, lt=100)] = 99.0
     latency_ms: Annotated[float, Field(gt=0)] = 200.0
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    ttft_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    tpot_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    e2e_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
 
 Bound = Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -683,6 +795,21 @@ class Config(_Strict):
     history: HistoryConfig = HistoryConfig()
     baseline: BaselineConfig = BaselineConfig()
     tracking: TrackingConfig | None = None
+
+    @model_validator(mode="after")
+    def _text_dataset(self) -> Config:
+        generative = self.target.protocol in GENERATIVE
+        if generative and self.dataset.text_field is None:
+            raise ValueError(f"dataset: protocol {self.target.protocol} needs 'prompt' (the field holding each "
+                             "prompt) or 'messages' (the field holding each list of chat messages)")
+        if not generative and self.dataset.text_field is not None:
+            raise ValueError(f"dataset: 'prompt' and 'messages' are for the openai-chat and openai-completions "
+                             f"protocols, not {self.target.protocol}")
+        if self.dataset.messages is not None and self.target.protocol != "openai-chat":
+            raise ValueError("dataset.messages needs protocol openai-chat (openai-completions takes a prompt)")
+        if generative and self.load.batch_size != 1:
+            raise ValueError("load.batch_size: a generative request carries one prompt (batch_size 1)")
+        return self
 
 
 MAX_CONFIG_BYTES = 1024 * 1024

@@ -51,6 +51,14 @@ PARQUET_BATCH_ROWS = 4096
 
 
 @dataclass(frozen=True, slots=True)
+class TextField:
+    """Where a generative model's input is: the field's name, and whether it holds a prompt or chat messages."""
+
+    name: str
+    messages: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Dataset:
     """A whole hold-out set and the SHA-256 of the file's bytes (the same data for every model). `path` is the
     local file, or the URL as the report shows it (redacted); `cached` the local copy of a URL's object, and
@@ -65,9 +73,13 @@ class Dataset:
 
 def load_dataset(
     path: Path | str, *, inputs: str | list[str], label: str, id_field: str | None = None, fmt: str = "jsonl",
-    cache_dir: Path | None = None, ca_file: Path | None = None,
+    cache_dir: Path | None = None, ca_file: Path | None = None, text: TextField | None = None,
 ) -> Dataset:
     """Read every sample; raise DatasetError naming the file (or URL) and line (row) of the first bad one.
+
+    `text` (generative models) names the field holding a prompt (a string) or chat messages (a list of
+    {role, content} with string values): the sample's `inputs` is then that one value, and its label the text
+    expected.
 
     A text file must be UTF-8 (a leading byte-order mark is skipped), each line at most MAX_LINE_BYTES; any file
     at most MAX_HOLDOUT_BYTES; a read that fails (EIO, EACCES) is a DatasetError too. A URL is fetched into
@@ -75,12 +87,12 @@ def load_dataset(
     the SHA-256 it is named by, it is dropped and fetched again. `ca_file`: see objects.fetch.
     """
     if isinstance(path, Path) or not is_url(path):
-        return _load_file(Path(path), str(path), inputs, label, id_field, fmt)
+        return _load_file(Path(path), str(path), inputs, label, id_field, fmt, text)
     where = redact_url(path)
     folder = cache_dir or default_cache_dir(os.environ)
     for _ in range(2):
         fetched = fetch(path, folder, MAX_HOLDOUT_BYTES, ca_file)
-        dataset = _load_file(fetched.path, where, inputs, label, id_field, fmt)
+        dataset = _load_file(fetched.path, where, inputs, label, id_field, fmt, text)
         if dataset.sha256 == fetched.sha256:
             return replace(dataset, path=where, cached=fetched.path, downloaded=fetched.downloaded)
         fetched.forget()  # changed on disk since it was cached: fetch it again
@@ -88,7 +100,7 @@ def load_dataset(
 
 
 def _load_file(path: Path, where: str, inputs: str | list[str], label: str, id_field: str | None,
-               fmt: str) -> Dataset:
+               fmt: str, text: TextField | None) -> Dataset:
     """Read a local file; errors name it `where` (its own path, or the URL it was fetched from)."""
     digest = hashlib.sha256()
     try:
@@ -98,13 +110,13 @@ def _load_file(path: Path, where: str, inputs: str | list[str], label: str, id_f
     with raw:
         _check_size(where, raw)
         if fmt == "parquet":
-            samples = _parquet_samples(where, raw, digest, inputs, label, id_field)
+            samples = _parquet_samples(where, raw, digest, inputs, label, id_field, text)
         else:
             reader = _LineReader(where, raw, digest)
             lines = iter(reader)
             rows = _jsonl_rows(where, lines) if fmt == "jsonl" else _csv_rows(where, lines)
             try:
-                samples = tuple(_to_sample(where, n, row, inputs, label, id_field) for n, row in rows)
+                samples = tuple(_row_sample(where, n, row, inputs, label, id_field, text) for n, row in rows)
             except OSError as exc:
                 raise DatasetError(f"{where}: cannot read hold-out file at line {reader.line + 1}: "
                                    f"{_reason(exc)}") from None
@@ -114,7 +126,7 @@ def _load_file(path: Path, where: str, inputs: str | list[str], label: str, id_f
 
 
 def _parquet_samples(where: str, raw: io.BufferedReader, digest: Any, inputs: str | list[str], label: str,
-                     id_field: str | None) -> tuple[Sample, ...]:
+                     id_field: str | None, text: TextField | None) -> tuple[Sample, ...]:
     """Every row of a Parquet file as a Sample (numbered from 1 like lines), read batch by batch; the hash is
     of the file's bytes, read once more in blocks (Parquet is read from its footer, not front to back)."""
     try:
@@ -132,12 +144,20 @@ def _parquet_samples(where: str, raw: io.BufferedReader, digest: Any, inputs: st
         samples: list[Sample] = []
         for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS):
             for row in batch.to_pylist():
-                samples.append(_to_sample(where, len(samples) + 1, row, inputs, label, id_field))
+                samples.append(_row_sample(where, len(samples) + 1, row, inputs, label, id_field, text))
     except OSError as exc:
         raise DatasetError(f"{where}: cannot read hold-out file: {_reason(exc)}") from None
     except (pa.ArrowException, ValueError) as exc:  # not Parquet, a corrupt page, a type it cannot decode
         raise DatasetError(f"{where}: not a readable Parquet file: {' '.join(str(exc).split())[:300]}") from None
     return tuple(samples)
+
+
+def _row_sample(where: str, number: int, row: dict[str, Any], inputs: str | list[str], label: str,
+                id_field: str | None, text: TextField | None) -> Sample:
+    """One row as a Sample: a generative one when `text` names its prompt or messages field."""
+    if text is not None:
+        return _to_text_sample(where, number, row, text, label, id_field)
+    return _to_sample(where, number, row, inputs, label, id_field)
 
 
 def _reason(exc: OSError | ValueError) -> str:
@@ -269,6 +289,38 @@ def _to_sample(
     else:
         sample_id = f"line-{number}"
     return Sample(id=sample_id, inputs=values, label=row[label], source=str(path), line=number)
+
+
+def _to_text_sample(path: Path | str, number: int, row: dict[str, Any], text: TextField, label: str,
+                    id_field: str | None) -> Sample:
+    """A generative sample: one prompt string, or one list of chat messages, and the expected text."""
+    if label not in row:
+        raise DatasetError(f"{path}:{number}: label field {label!r} is missing")
+    _check_label(path, number, label, row[label])
+    if text.name not in row:
+        kind = "messages" if text.messages else "prompt"
+        raise DatasetError(f"{path}:{number}: {kind} field {text.name!r} is missing")
+    value = row[text.name]
+    if text.messages:
+        _check_messages(path, number, text.name, value)
+    elif not isinstance(value, str) or not value:
+        raise DatasetError(f"{path}:{number}: prompt field {text.name!r} must be a non-empty string")
+    sample_id = str(row[id_field]) if id_field is not None and id_field in row else f"line-{number}"
+    if id_field is not None and id_field not in row:
+        raise DatasetError(f"{path}:{number}: id field {id_field!r} is missing")
+    return Sample(id=sample_id, inputs=[value], label=row[label], source=str(path), line=number)
+
+
+def _check_messages(path: Path | str, number: int, name: str, value: Any) -> None:
+    """Chat messages: a non-empty list of objects, each with a string role and string content."""
+    if not isinstance(value, list) or not value:
+        raise DatasetError(f"{path}:{number}: messages field {name!r} must be a non-empty list of "
+                           "{role, content} objects")
+    for position, message in enumerate(value):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise DatasetError(f"{path}:{number}: messages field {name!r}: message {position} needs a string "
+                               "'role' and a string 'content'")
 
 
 def _check_label(path: Path | str, number: int, name: str, value: Any) -> None:

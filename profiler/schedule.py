@@ -37,13 +37,23 @@ at 10,000 rps 41% vs 50%.) `pacing` is the rule; the engine only follows it."""
 
 @dataclass(frozen=True, slots=True)
 class Stage:
-    """One rate held for a duration, or for `requests` requests. Warm-up stages are left out of the figures."""
+    """One rate held for a duration, or for `requests` requests. Warm-up stages are left out of the figures.
+
+    A closed-loop stage (`concurrency` > 0) has no rate: it keeps `concurrency` requests in flight for
+    `duration_s`, each sent as the one before it ends (`rate_rps` is 0 and the achieved rate is the figure).
+    """
 
     index: int
     rate_rps: float
     duration_s: float
     warmup: bool = False
     requests: int | None = None
+    concurrency: int = 0
+
+    @property
+    def closed_loop(self) -> bool:
+        """Whether the stage keeps a number of requests in flight rather than sending at a rate."""
+        return self.concurrency > 0
 
     @property
     def name(self) -> str:
@@ -55,6 +65,8 @@ class Stage:
         """How many requests the timetable holds: the count if given, else rate x duration rounded up."""
         if self.requests is not None:
             return self.requests
+        if self.concurrency:
+            return 0  # a closed loop sends as fast as the model answers: not known beforehand
         return math.ceil(self.rate_rps * self.duration_s - 1e-9)
 
 
@@ -115,6 +127,42 @@ def plan(rates_durations: list[tuple[float, float | None, int | None]], warmup_s
     if warmup_s > 0:
         stages.insert(0, make_stage(0, rates_durations[0][0], warmup_s, warmup=True))
     return stages
+
+
+MAX_CONCURRENCY = 100_000
+"""A closed loop with more requests in flight than this is taken for a typo."""
+
+
+def plan_closed(levels: list[int], duration_s: float, warmup_s: float = 0.0) -> list[Stage]:
+    """Closed-loop stages: each concurrency level held for `duration_s`; a warm-up at the first level first."""
+    if not levels:
+        raise ValueError("at least one concurrency level is needed")
+    if len(levels) > MAX_STAGES:
+        raise ValueError(f"at most {MAX_STAGES} concurrency levels, got {len(levels)}")
+    if not (math.isfinite(duration_s) and duration_s > 0):
+        raise ValueError(f"a stage's duration must be above 0 s, got {duration_s}")
+    for level in levels:
+        if not 1 <= level <= MAX_CONCURRENCY:
+            raise ValueError(f"a concurrency level must be 1 to {MAX_CONCURRENCY}, got {level}")
+    stages = [Stage(i + 1, 0.0, float(duration_s), concurrency=level) for i, level in enumerate(levels)]
+    if warmup_s > 0:
+        stages.insert(0, Stage(0, 0.0, float(warmup_s), warmup=True, concurrency=levels[0]))
+    return stages
+
+
+def concurrency_levels(start: int, maximum: int, factor: float | None = None, step: int | None = None) -> list[int]:
+    """A concurrency ramp: start, times `factor` (rounded up, always rising) or plus `step`, up to `maximum`."""
+    if not 1 <= start <= maximum <= MAX_CONCURRENCY:
+        raise ValueError(f"a concurrency ramp needs 1 <= start <= max <= {MAX_CONCURRENCY}, got {start} and {maximum}")
+    if (factor is None) == (step is None):
+        raise ValueError("a concurrency ramp rises by a factor or by a step, exactly one of them")
+    levels = [start]
+    while True:
+        last = levels[-1]
+        nxt = max(last + 1, math.ceil(last * factor)) if factor is not None else last + (step or 1)
+        if nxt > maximum:
+            return levels
+        levels.append(nxt)
 
 
 def constant_gap_ns(rate_rps: float) -> int:

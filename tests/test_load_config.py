@@ -53,7 +53,7 @@ def test_warmup_goes_first():
         ("  stages: [{rate_rps: 10, duration_s: 0}]\n", "load.stages.0.duration_s: Input should be greater than 0"),
         ("  stages: [{rate_rps: 10}]\n", "load.stages.0: a stage needs 'duration_s' or 'requests'"),
         ("  stages: [{rate_rps: 10, duration_s: 1, requests: 3}]\n", "exactly one"),
-        ("  arrival: constant\n", "load: give exactly one of 'stages', 'ramp' or 'search'"),
+        ("  arrival: constant\n", "load: give exactly one of 'stages', 'ramp', 'search' or 'concurrency'"),
         ("  stages: [{rate_rps: 10, duration_s: 1}]\n  ramp: {start_rps: 1, max_rps: 2, factor: 2, duration_s: 1}\n",
          "(got stages and ramp)"),
         ("  ramp: {start_rps: 10, max_rps: 5, factor: 2, duration_s: 1}\n", "load.ramp: a ramp's max (5 rps) is below"),

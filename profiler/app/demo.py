@@ -13,7 +13,7 @@ from profiler.app.server import serve
 from profiler.config import load_config
 from profiler.core import aio
 from profiler.core.errors import TargetError
-from profiler.examples.holdout import write_holdout
+from profiler.examples.holdout import write_holdout, write_text_holdout
 
 DEMO_PROFILE = """\
 # Written by `profiler demo`: a profile of the bundled example model.
@@ -111,7 +111,50 @@ def read_grpc_url(proc: subprocess.Popen[str], timeout_s: float = 30.0) -> str:
     return line[0].split()[1]
 
 
-DEMO_PROTOCOLS = ("v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json")
+DEMO_PROTOCOLS = ("v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json", "openai-chat", "openai-completions")
+
+GENERATIVE_PROFILE = """\
+# Written by `profiler demo --protocol {protocol}`: the bundled example model's OpenAI-compatible face.
+# Its first token is due 50 ms after a request arrives, then one every 10 ms (exactly known timings),
+# so TTFT p50 should read ~50 ms, ITL ~10 ms and TPOT ~10 ms. The prompt holds a digit's pixels; the
+# answer "The digit is N." is scored by a regular expression against the label.
+target:
+  url: {url}
+  protocol: {protocol}
+  model: digits
+  timeout_s: 10
+  ready_timeout_s: 60
+  generation: {{stream: true, max_tokens: 16, temperature: 0}}
+dataset:
+  path: holdout-text.jsonl
+  prompt: prompt
+  label: label
+  id: id
+  match: regex
+  pattern: 'digit is (\\d)'
+load:
+  # Closed loop: keep N streams in flight, each level held for duration_s (vLLM's --max-concurrency).
+  concurrency: [1, 4, 16]
+  duration_s: 3
+  warmup_s: 1
+objective:
+  percentile: 99
+  latency_ms: 1000
+  ttft_ms: 200
+  tpot_ms: 20
+gates:
+  - {{metric: regex_match, min: 0.9}}
+  - {{metric: ttft_p99_ms, max: 200}}
+  - {{metric: error_rate, max: 0.01}}
+resources:
+  pid: {pid}
+  interval_s: 0.25
+  settle_s: 1
+report:
+  path: report.json
+server:
+  port: {port}
+"""
 
 JSON_TARGET = """  request_template: {instances: ["{{inputs}}"]}
   response_path: predictions[0]
@@ -124,6 +167,8 @@ def demo_profile(url: str, grpc_url: str, protocol: str, pid: int, port: int) ->
     """The demo's profile text for one protocol (the example server's REST and gRPC addresses)."""
     if protocol not in DEMO_PROTOCOLS:
         raise ValueError(f"unknown demo protocol {protocol!r}")
+    if protocol.startswith("openai-"):
+        return GENERATIVE_PROFILE.format(url=url, protocol=protocol, pid=pid, port=port)
     text = DEMO_PROFILE.format(url=url, grpc_url=grpc_url, target_url=grpc_url if protocol == "v2-grpc" else url,
                                protocol=protocol, pid=pid, port=port)
     if protocol == "json":
@@ -150,7 +195,9 @@ def run_demo(directory: Path, variant: str = "good", serve_port: int | None = No
     """Profile the example model once (or serve the run with serve_port); returns the exit code."""
     directory.mkdir(parents=True, exist_ok=True)
     count = write_holdout(directory / "holdout.jsonl")
-    print(f"demo: wrote {count} hold-out samples to {directory / 'holdout.jsonl'}")
+    write_text_holdout(directory / "holdout-text.jsonl")
+    print(f"demo: wrote {count} hold-out samples to {directory / 'holdout.jsonl'} (and as prompts to "
+          f"{directory / 'holdout-text.jsonl'})")
     proc, url = start_example_server(["--variant", variant, "--grpc-port", "0",
                                       "--save-model", str(directory / "model.joblib"), *(server_args or [])])
     print(f"demo: example model ({variant}) serving on {url} as pid {proc.pid}")

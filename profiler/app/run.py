@@ -28,13 +28,14 @@ from typing import Any
 from profiler.app.server_stats import ServerStatsReader, StatsDriver
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
+from profiler.codecs.openai import OpenAICodec
 from profiler.config import Config, ResourcesConfig
 from profiler.core import aio, logs
 from profiler.core.errors import DecodeError, ReportError, TargetError, TransportError, error_line
 from profiler.core.heap import freeze_baseline
 from profiler.core.results import OK, Prediction
 from profiler.core.url import TargetUrl
-from profiler.dataset import Dataset, load_dataset
+from profiler.dataset import Dataset, TextField, load_dataset
 from profiler.judge.significance import Baseline
 from profiler.judge.verdict import exit_code_for
 from profiler.load.engine import Engine, build_bodies, build_ids
@@ -44,6 +45,7 @@ from profiler.measure.accuracy import PredictionLog
 from profiler.measure.resources.gpu import GpuEndpoint, Nvml, gpu_names
 from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape, artifact_size
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
+from profiler.measure.text import TextRule
 from profiler.record.baseline import find_baseline
 from profiler.record.cioutput import CiOutputs, write_ci_outputs
 from profiler.record.context import host_facts, run_context
@@ -118,6 +120,12 @@ class Inputs:
     """The id each body carries (V2), checked against each answer's; None for a protocol without ids."""
 
 
+def text_field(config: Config) -> TextField | None:
+    """The hold-out field a generative protocol reads (a prompt or chat messages), None for tensor inputs."""
+    name = config.dataset.text_field
+    return None if name is None else TextField(name, messages=config.dataset.messages is not None)
+
+
 def prepare_inputs(config: Config) -> Inputs:
     """Blocking, so call it in a thread: read and hash the hold-out file, build the codec, encode each body.
 
@@ -139,9 +147,10 @@ def prepare_inputs(config: Config) -> Inputs:
         dataset = load_dataset(
             config.dataset.path, inputs=config.dataset.inputs, label=config.dataset.label,
             id_field=config.dataset.id, fmt=config.dataset.resolved_format, cache_dir=config.dataset.cache_dir,
-            ca_file=config.dataset.tls_ca_file,
+            ca_file=config.dataset.tls_ca_file, text=text_field(config),
         )
-        codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
+        codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0],
+                                  TextRule(config.dataset.match, config.dataset.pattern))
         bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
         ids = build_ids(dataset.samples, config.load.batch_size, codec.request_id)
         gc.freeze()
@@ -322,6 +331,8 @@ async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport
         sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
         timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
         lag_budget_ns=round(config.load.lag_budget_ms * 1e6), ids=inputs.ids,
+        tokens=codec.read if isinstance(codec, OpenAICodec) else None,
+        stream=isinstance(codec, OpenAICodec) and codec.stream,
     )
     driver: Driver = make_driver(config, engine, inputs.bodies, codec, [state.predictions, state])
     if config.server_stats is not None:

@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from profiler.codecs.base import Codec
+from profiler.codecs.openai import OpenAICodec
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.template import JsonTemplateCodec, TemplateError
 from profiler.codecs.tensors import TensorSpec, resolve_specs
 from profiler.codecs.v1 import V1RestCodec
 from profiler.codecs.v2 import V2RestCodec
 from profiler.codecs.v2_grpc import V2GrpcCodec
-from profiler.config import TargetConfig
+from profiler.config import GENERATIVE, TargetConfig
 from profiler.core.errors import ConfigError
 from profiler.dataset import Sample
+from profiler.measure.text import TextRule
 
-PROTOCOLS = ("v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json")
+PROTOCOLS = ("v2-rest", "v2-grpc", "v1-rest", "v1-rest-columnar", "json", "openai-chat", "openai-completions")
 
 
 def make_codec(protocol: str, **options: Any) -> Codec:
@@ -28,15 +30,23 @@ def make_codec(protocol: str, **options: Any) -> Codec:
         return V1RestCodec(form="rows" if protocol == "v1-rest" else "columns", **options)
     if protocol == "json":
         return JsonTemplateCodec(**options)
+    if protocol in ("openai-chat", "openai-completions"):
+        return OpenAICodec(chat=protocol == "openai-chat", **options)
     raise ConfigError(f"target.protocol: unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
 
 
 def codec_from_config(target: TargetConfig, input_fields: str | list[str], batch_size: int,
-                      first: Sample | None = None) -> Codec:
+                      first: Sample | None = None, rule: TextRule | None = None) -> Codec:
     """The configured codec; template and path errors become ConfigErrors naming the field.
 
-    `first` (the first hold-out sample) fixes the shape of a single input declared without one.
+    `first` (the first hold-out sample) fixes the shape of a single input declared without one; `rule` is how
+    a generative protocol scores its text.
     """
+    if target.protocol in GENERATIVE:
+        g = target.generation
+        return make_codec(target.protocol, model=target.model, stream=g.stream, include_usage=g.include_usage,
+                          max_tokens=g.max_tokens, temperature=g.temperature, stop=g.stop, extra_body=g.extra_body,
+                          rule=rule, ready_path=target.ready_path, infer_path=target.infer_path)
     labels: Any = target.labels
     reader = PredictionReader(target.prediction, labels)
     if target.protocol == "json":

@@ -34,6 +34,25 @@ class Prediction:
     predictions: list[Any] | None
 
 
+@dataclass(slots=True)
+class TokenTimes:
+    """A streamed answer's timeline, read off its server-sent events at the end of the request.
+
+    Times are the kernel's receive times (monotonic ns) of the reads that brought each content event:
+    several events that arrived in one read share its time (the gap between them reads as 0).
+    `output_tokens` and `prompt_tokens` come from the answer's `usage` when it has one (`counted` False),
+    else output tokens are the content events counted (`counted` True) and prompt tokens are -1 (unknown).
+    """
+
+    first_ns: int
+    """When the first content token arrived (0: the answer held none)."""
+    gaps_ns: list[int]
+    """Between successive content events, in order (one fewer than the events)."""
+    output_tokens: int
+    prompt_tokens: int = -1
+    counted: bool = False
+
+
 @dataclass(slots=True, init=False)
 class Result(Prediction):
     """One request sent under load: its Prediction plus when it was meant to go, when it went, when it ended.
@@ -48,10 +67,12 @@ class Result(Prediction):
     done_ns: int
     error: str | None
     status: int
+    tokens: TokenTimes | None
+    """A generative answer's token timeline and counts (None for other models)."""
 
     def __init__(self, stage: int, first_sample: int, batch: int, intended_ns: int, sent_ns: int, done_ns: int,
                  outcome: str, predictions: list[Any] | None = None, error: str | None = None,
-                 status: int = 0) -> None:
+                 status: int = 0, tokens: TokenTimes | None = None) -> None:
         self.stage = stage
         self.first_sample = first_sample
         self.batch = batch
@@ -62,6 +83,7 @@ class Result(Prediction):
         self.predictions = predictions
         self.error = error
         self.status = status
+        self.tokens = tokens
 
     @property
     def latency_ns(self) -> int:

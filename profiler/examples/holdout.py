@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from profiler.examples.generate import digit_prompt
 from profiler.examples.model import split
 
 
@@ -25,5 +26,16 @@ def write_holdout(path: Path) -> int:
     with path.open("w", encoding="utf-8") as handle:
         for i, (pixels, label) in enumerate(zip(x_test, y_test, strict=True)):
             row = {"id": f"digits-{i}", "pixels": [int(v) for v in pixels], "label": int(label)}
+            handle.write(json.dumps(row, separators=(",", ":")) + "\n")
+    return len(y_test)
+
+
+def write_text_holdout(path: Path) -> int:
+    """The same digits for the generative face: {"id", "prompt", "label": "N"}; returns the count."""
+    _, x_test, _, y_test = split()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for i, (pixels, label) in enumerate(zip(x_test, y_test, strict=True)):
+            row = {"id": f"digits-{i}", "prompt": digit_prompt([int(v) for v in pixels]), "label": str(int(label))}
             handle.write(json.dumps(row, separators=(",", ":")) + "\n")
     return len(y_test)

@@ -3,7 +3,9 @@
 It trains at start on scikit-learn's bundled digits data (no download) and serves
 /v2/health/{live,ready}, /v2/models/{name}, /v2/models/{name}/ready and POST /v2/models/{name}/infer
 (Open Inference Protocol V2 REST); GET /v1/models/{name} and POST /v1/models/{name}:predict (KServe V1 /
-TF Serving: `instances` -> `predictions`, or columnar `inputs` -> `outputs`); and, with --grpc-port,
+TF Serving: `instances` -> `predictions`, or columnar `inputs` -> `outputs`); GET /v1/models, POST
+/v1/chat/completions and /v1/completions (OpenAI-compatible, streamed or whole, with exactly known token
+timings: generate.py); and, with --grpc-port,
 the V2 gRPC service (ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer).
 Flags make it misbehave on purpose, so the profiler has something to catch: a weaker model,
 added latency, a capacity limit, periodic stalls, a memory leak.
@@ -26,12 +28,13 @@ import numpy as np
 from aiohttp import web
 
 from profiler.core import aio
+from profiler.examples.generate import Timing, add_routes
 from profiler.examples.grpc_server import start_grpc_server
 from profiler.examples.model import FEATURES, MODEL_NAME, Behaviour, misbehave, predict, train
 
 
-def make_app(model: Any, behaviour: Behaviour, name: str = MODEL_NAME) -> web.Application:
-    """The aiohttp application serving `model` under `name`."""
+def make_app(model: Any, behaviour: Behaviour, name: str = MODEL_NAME, timing: Timing | None = None) -> web.Application:
+    """The aiohttp application serving `model` under `name` (and its OpenAI-compatible face: generate.py)."""
     metadata = {
         "name": name, "versions": ["1"], "platform": "scikit-learn",
         "inputs": [{"name": "input-0", "datatype": "FP32", "shape": [-1, FEATURES]}],
@@ -108,6 +111,7 @@ def make_app(model: Any, behaviour: Behaviour, name: str = MODEL_NAME) -> web.Ap
     app.router.add_post("/v2/models/{name}/versions/{version}/infer", infer)
     app.router.add_get("/v1/models/{name}", v1_status)
     app.router.add_post("/v1/models/{target}", v1_predict)
+    add_routes(app, model, behaviour, name, timing or Timing())
     return app
 
 
@@ -129,6 +133,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="every Nth response has one prediction too few (a wrong-shape response)")
     parser.add_argument("--require-bearer-env", metavar="VAR", default=None,
                         help="require 'Authorization: Bearer <value of VAR>' on every request")
+    parser.add_argument("--first-token-ms", type=float, default=50.0,
+                        help="OpenAI API: the first token is due this long after the request arrives")
+    parser.add_argument("--token-ms", type=float, default=10.0, help="OpenAI API: then one token every this long")
+    parser.add_argument("--output-tokens", type=int, default=16, help="OpenAI API: at most this many tokens")
     parser.add_argument("--save-model", metavar="PATH", help="write the trained model here (joblib): its artifact")
     return parser.parse_args(argv)
 
@@ -144,7 +152,8 @@ async def serve(args: argparse.Namespace) -> None:
             raise SystemExit(f"example server: environment variable {args.require_bearer_env} is not set")
     behaviour = Behaviour(args.delay_ms, args.service_ms, args.stall_every_s, args.stall_s,
                           args.leak_kb_per_request, args.bad_output_every, token)
-    runner = web.AppRunner(make_app(model, behaviour, args.name), access_log=None)
+    timing = Timing(args.first_token_ms, args.token_ms, args.output_tokens)
+    runner = web.AppRunner(make_app(model, behaviour, args.name, timing), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, args.host, args.port)
     await site.start()

@@ -16,14 +16,27 @@ def percentile_ms(stage: dict[str, Any], percentile: float) -> float | None:
     return None if value is None else float(value)
 
 
-def judge_stage(stage: dict[str, Any], percentile: float, latency_ms: float, max_error_rate: float) -> dict[str, Any]:
-    """Whether one stage sustained its offered rate within the objective, and why not."""
+TOKEN_BOUNDS = ("ttft_ms", "tpot_ms")
+"""A generative stage's figures that the objective may bound at its percentile, beside latency."""
+
+
+def judge_stage(stage: dict[str, Any], percentile: float, latency_ms: float, max_error_rate: float,
+                bounds: dict[str, float] | None = None) -> dict[str, Any]:
+    """Whether one stage sustained its offered rate (a closed-loop stage: its concurrency) within the objective,
+    and why not. `bounds` (ms, keys of TOKEN_BOUNDS) bound a generative stage's TTFT and TPOT at `percentile`."""
     observed = percentile_ms(stage, percentile)
     reasons = []
     if observed is None:
         reasons.append("no successful request")
     elif observed > latency_ms:
         reasons.append(f"p{percentile:g} {observed:.1f} ms > {latency_ms:g} ms")
+    key = "p" + f"{percentile:g}".replace(".", "")
+    for name, bound in (bounds or {}).items():
+        value = (stage.get(name) or {}).get(key)
+        if value is None:
+            reasons.append(f"no {name.removesuffix('_ms').upper()} measured")
+        elif value > bound:
+            reasons.append(f"{name.removesuffix('_ms').upper()} {key} {value:.1f} ms > {bound:g} ms")
     error_rate = stage["error_rate"]
     if error_rate is None or error_rate > max_error_rate:
         reasons.append(f"error rate {error_rate} > {max_error_rate:g}")
@@ -135,19 +148,13 @@ def capacity_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:
     when the stage that broke it was limited by the generator, not the model.
     """
     measured = [s for s in stages if not s["warmup"] and "objective" in s]
+    if any(s.get("mode") == "closed-loop" for s in measured):
+        return closed_loop_capacity(measured)
     good = [s["offered_rps"] for s in measured if s["objective"]["sustained"]]
     best = max(good) if good else None
     above = [s for s in measured if not s["objective"]["sustained"] and (best is None or s["offered_rps"] > best)]
     first_bad = min(above, key=lambda s: s["offered_rps"]) if above else None
-    generator_bad = first_bad is not None and bool((first_bad.get("generator") or {}).get("limited"))
-    if not measured:
-        limited_by = None
-    elif first_bad is None:
-        limited_by = "schedule"
-    elif generator_bad:
-        limited_by = "generator"
-    else:
-        limited_by = "model"
+    limited_by = _limited_by(first_bad) if measured else None
     return {
         "max_sustained_rps": best if best is not None else (0.0 if measured else None),
         "first_unsustained_rps": first_bad["offered_rps"] if first_bad is not None else None,
@@ -156,3 +163,34 @@ def capacity_summary(stages: list[dict[str, Any]]) -> dict[str, Any]:
         "stages_sustained": len(good),
         "stages_measured": len(measured),
     }
+
+
+def closed_loop_capacity(measured: list[dict[str, Any]]) -> dict[str, Any]:
+    """A concurrency sweep's capacity: the highest concurrency whose stage met the objective, the throughput it
+    achieved (as max_sustained_rps), and the lowest concurrency above it that did not."""
+    good = [s for s in measured if s["objective"]["sustained"]]
+    best = max(good, key=lambda s: s["concurrency"]) if good else None
+    best_level = best["concurrency"] if best is not None else None
+    above = [s for s in measured if not s["objective"]["sustained"]
+             and (best_level is None or s["concurrency"] > best_level)]
+    first_bad = min(above, key=lambda s: s["concurrency"]) if above else None
+    limited_by = _limited_by(first_bad)
+    return {
+        "max_sustained_rps": (best["achieved_rps"] or 0.0) if best is not None else 0.0,
+        "max_sustained_concurrency": best_level,
+        "first_unsustained_concurrency": first_bad["concurrency"] if first_bad is not None else None,
+        "first_unsustained_rps": None,
+        "lower_bound": limited_by in ("schedule", "generator"),
+        "limited_by": limited_by,
+        "stages_sustained": len(good),
+        "stages_measured": len(measured),
+    }
+
+
+def _limited_by(first_bad: dict[str, Any] | None) -> str:
+    """What ended the sustained range: the schedule (nothing broke), the generator, or the model."""
+    if first_bad is None:
+        return "schedule"
+    if (first_bad.get("generator") or {}).get("limited"):
+        return "generator"
+    return "model"

@@ -52,6 +52,16 @@ METRICS: dict[str, str] = {
     "capacity_per_node_rps": "requests per second one node serves: replicas per node x replica rate",
     "nodes_needed": "nodes needed for the required peak rate",
     "cost_per_million": "node cost per million predictions at full node capacity (node.price_per_hour)",
+    **{f"{mode}_match": f"generated text: share of answered samples that matched the label ({mode})"
+       for mode in ("exact", "normalised", "regex", "contains")},
+    **{f"{name}_{key}_ms": f"worst stage's {key} {what}" for name, what in (
+        ("ttft", "time to first token from the intended send time"),
+        ("itl", "gap between successive streamed tokens"),
+        ("tpot", "time per output token after the first"))
+       for key in ("p50", "p90", "p95", "p99", "p999", "max")},
+    "output_tokens_per_s": "best stage's generated tokens per second",
+    "goodput_rps": "best stage's requests per second that met every SLO of the objective (ttft_ms, tpot_ms, e2e_ms)",
+    "max_sustained_concurrency": "highest closed-loop concurrency held within the objective",
 }
 
 
@@ -68,7 +78,8 @@ QUALIFIED_METRICS: dict[str, str] = {
 HIGHER_IS_BETTER = frozenset({
     "accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted", "recall_weighted",
     "f1_weighted", "coverage", "max_sustained_rps", "replica_rps", "replicas_per_node", "capacity_per_node_rps",
-    "f1", "precision", "recall",
+    "f1", "precision", "recall", "exact_match", "normalised_match", "regex_match", "contains_match",
+    "output_tokens_per_s", "goodput_rps", "max_sustained_concurrency",
 })
 """Metrics (and per-class families) where more is better; every other metric is better when lower."""
 
@@ -117,6 +128,8 @@ def flatten_metrics(report: dict[str, Any]) -> dict[str, float | None]:
     out.update(accuracy_metrics(report.get("accuracy") or {}))
     out.update(stage_metrics(report.get("stages", [])))
     out["max_sustained_rps"] = (report.get("capacity") or {}).get("max_sustained_rps")
+    out["max_sustained_concurrency"] = (report.get("capacity") or {}).get("max_sustained_concurrency")
+    out.update(token_metrics(report.get("stages", [])))
     out.update(resource_metrics(report.get("resources") or {}))
     out.update(gpu_metrics((report.get("resources") or {}).get("gpu") or {}))
     out.update(plan_metrics(report.get("requirements") or {}))
@@ -125,7 +138,8 @@ def flatten_metrics(report: dict[str, Any]) -> dict[str, float | None]:
 
 
 _ACCURACY_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-                  "recall_weighted", "f1_weighted", "coverage")
+                  "recall_weighted", "f1_weighted", "coverage", "exact_match", "normalised_match", "regex_match",
+                  "contains_match")
 
 
 def accuracy_metrics(accuracy: dict[str, Any]) -> dict[str, float | None]:
@@ -158,6 +172,23 @@ def stage_metrics(stages: list[dict[str, Any]]) -> dict[str, float | None]:
         out[f"latency_{key}_ms"] = max(values) if values else None
     if measured:
         out["generator_limited_stages"] = float(sum(1 for s in measured if (s.get("generator") or {}).get("limited")))
+    return out
+
+
+def token_metrics(stages: list[dict[str, Any]]) -> dict[str, float | None]:
+    """A generative model's figures over measured stages: the worst TTFT, ITL and TPOT percentiles (ms), the best
+    output tokens and goodput per second; nothing for other models."""
+    measured = [s for s in stages if not s["warmup"] and "ttft_ms" in s]
+    out: dict[str, float | None] = {}
+    if not measured:
+        return out
+    for name in ("ttft", "itl", "tpot"):
+        for key in ("p50", "p90", "p95", "p99", "p999", "max"):
+            values = [s[f"{name}_ms"][key] for s in measured if s[f"{name}_ms"][key] is not None]
+            out[f"{name}_{key}_ms"] = max(values) if values else None
+    for key in ("output_tokens_per_s", "goodput_rps"):
+        values = [s[key] for s in measured if s.get(key) is not None]
+        out[key] = max(values) if values else None
     return out
 
 

@@ -291,6 +291,8 @@ IMPLIED = "implied"
 
 
 def _stage_label(stage: dict[str, Any]) -> str:
+    if stage.get("mode") == "closed-loop":
+        return f"{stage.get('name', 'a stage')} (concurrency {stage.get('concurrency')})"
     return f"{stage.get('name', 'a stage')} ({float(stage.get('offered_rps') or 0):g} rps)"
 
 

@@ -11,15 +11,17 @@ from typing import Any
 
 from profiler.core.errors import DecodeError, IdMismatchError, TransportError
 from profiler.core.heap import young_collections_only
-from profiler.core.results import DECODE, ID_MISMATCH, OK, Consumer, Result, StageTally
+from profiler.core.results import DECODE, ID_MISMATCH, OK, Consumer, Result, StageTally, TokenTimes
 from profiler.core.units import NS_PER_S
 from profiler.load.timer import MONOTONIC, Clock, Waker
 from profiler.measure.latency import StageRecorder
 from profiler.schedule import LAG_BUDGET_NS, Pacing, Stage, arrival_gap_ns, pacing
-from profiler.transports.base import Transport
+from profiler.transports.base import Marks, StreamingTransport, Transport
 
 Decoder = Callable[..., list[Any]]
 """decode(answer body, sample count) -> predictions; with the engine's `ids`, decode(body, count, request id)."""
+TokenReader = Callable[[bytes, Marks | None], tuple[Any, TokenTimes]]
+"""A generative codec's read of one answer: its scored text and token timeline (codecs.openai.OpenAICodec.read)."""
 
 
 class Engine:
@@ -54,6 +56,8 @@ class Engine:
         cpu_clock: Callable[[], float] = time.process_time,
         lag_budget_ns: int = LAG_BUDGET_NS,
         ids: Sequence[str | None] | None = None,
+        tokens: TokenReader | None = None,
+        stream: bool = False,
     ) -> None:
         if not bodies:
             raise ValueError("the engine needs at least one request body")
@@ -82,6 +86,10 @@ class Engine:
         self._cursor = 0
         self._tally = StageTally(0, clock.now_ns, cpu_clock, 0.0)
         """The stage under way's running count (a fresh one per stage); _launch counts its sends into it."""
+        self._tokens = tokens
+        # A streamed answer's reads are timed when the transport can (the lean HTTP/1.1 client); through another
+        # client the answer is still read whole, its token counts kept, its timings not (first_ns 0).
+        self._stream = stream and isinstance(transport, StreamingTransport)
 
     def stop(self) -> None:
         """Stop sending; requests already in flight are still awaited and recorded."""
@@ -123,6 +131,9 @@ class Engine:
             start_ns = clock()
         tally = self._tally = StageTally(start_ns, clock, self._cpu_clock, self._cpu_clock())
         recorder.open(start_ns, tally)
+        if stage.closed_loop:
+            await self._run_closed(stage, start_ns, sinks, until, tally, recorder)
+            return
         # No full collection mid-stage: it would walk every object alive that the process has not frozen (the
         # dataset, the recorders; see core.heap), a pause that lands in the latency of whatever is in flight.
         # Nothing is frozen here: frozen objects are never collected, and a stage's HDR histograms are cyclic.
@@ -200,6 +211,43 @@ class Engine:
             self._launch(stage_index, intended, sinks)
         return False
 
+    async def _run_closed(self, stage: Stage, start_ns: int, sinks: list[Consumer], until: Callable[[], bool] | None,
+                          tally: StageTally, recorder: StageRecorder) -> None:
+        """A closed-loop stage: keep `stage.concurrency` requests in flight until its duration has passed.
+
+        Each request is sent as soon as a slot frees (its intended time is its send time: a closed loop has no
+        timetable, so latency and service time are the same and there is no lag). The dispatcher wakes once per
+        batch of answers that freed slots (the transport reads whatever has arrived at each wake), not per token.
+        """
+        end_ns = start_ns + round(stage.duration_s * NS_PER_S)
+        saved = self._max_in_flight
+        self._max_in_flight = stage.concurrency
+        clock = self._clock
+        cut_short = False
+        launched = 0
+        try:
+            with young_collections_only():
+                while True:
+                    if self._stopping or (until is not None and until()):
+                        cut_short = True
+                        break
+                    now = clock()
+                    if now >= end_ns:
+                        break
+                    if self._in_flight < stage.concurrency:
+                        tally.scheduled += 1
+                        self._launch(stage.index, now, sinks)
+                        launched += 1
+                        if launched % stage.concurrency == 0:
+                            await asyncio.sleep(0)  # requests that failed as they were sent freed their slots at once
+                        continue
+                    await self._wait_slot(end_ns)
+                ended_ns = clock()
+                await self.drain()
+        finally:
+            self._max_in_flight = saved
+        recorder.close(tally.account(ended_ns, cut_short))
+
     async def _wait_slot(self, deadline_ns: int) -> bool:
         """Wait for an in-flight slot until `deadline_ns`; False if none came (or the engine stops).
 
@@ -236,15 +284,19 @@ class Engine:
             tally.first_sent_ns = sent_ns
         tally.sent += 1
         # The transport calls back on the answer: no task, coroutine or future per request.
-        self._transport.submit(self._path, self._bodies[index],
-                               partial(self._finished, stage_index, index, intended_ns, sent_ns, sinks))
+        done = partial(self._finished, stage_index, index, intended_ns, sent_ns, sinks)
+        if self._stream:
+            self._transport.submit_stream(self._path, self._bodies[index], done)  # type: ignore[attr-defined]
+        else:
+            self._transport.submit(self._path, self._bodies[index], done)
 
     def _finished(self, stage_index: int, index: int, intended_ns: int, sent_ns: int, sinks: list[Consumer],
-                  payload: bytes, error: TransportError | None, received_ns: int) -> None:
+                  payload: bytes, error: TransportError | None, received_ns: int, marks: Marks | None = None) -> None:
         """The end of one request: its Result goes to every sink.
 
         The answer's time is the kernel's receive time when the transport read one (0: none) and it
-        lies between the send and now on the engine's clock (see timer.Clock), else now.
+        lies between the send and now on the engine's clock (see timer.Clock), else now. A streamed answer
+        also brings its marks, the time of each read (see transports.base.Marks), for its token timeline.
         """
         done_ns = self._clock()
         if sent_ns <= received_ns <= done_ns and received_ns:
@@ -252,11 +304,18 @@ class Engine:
         predictions = None
         detail = None
         status = 0
+        tokens = None
         if error is None:
             ids = self._ids
             try:
-                predictions = (self._decode(payload, self._batch) if ids is None
-                               else self._decode(payload, self._batch, ids[index]))
+                if self._tokens is not None:
+                    text, tokens = self._tokens(payload, marks)
+                    predictions = [text]
+                    if tokens.first_ns and not sent_ns <= tokens.first_ns <= done_ns:
+                        tokens.first_ns, tokens.gaps_ns = 0, []  # not on the engine's clock: untimed
+                else:
+                    predictions = (self._decode(payload, self._batch) if ids is None
+                                   else self._decode(payload, self._batch, ids[index]))
                 outcome = OK
             except IdMismatchError as exc:
                 outcome, detail = ID_MISMATCH, str(exc)
@@ -271,7 +330,7 @@ class Engine:
         if self._in_flight == 0 and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
         result = Result(stage_index, (index * self._batch) % self._sample_count, self._batch, intended_ns, sent_ns,
-                        done_ns, outcome, predictions, detail, status)
+                        done_ns, outcome, predictions, detail, status, tokens)
         for sink in sinks:
             sink.add(result)
 

@@ -14,7 +14,7 @@ from profiler.config import Config
 from profiler.core.units import NS_PER_S
 from profiler.judge.capacity import judge_window_stage, next_search_rate, windows_broken, windows_stable
 from profiler.load.engine import Engine
-from profiler.measure.latency import StageRecorder
+from profiler.measure.latency import StageRecorder, TokenSlo
 from profiler.schedule import Stage, arrival_gap_ns, arrival_offsets_ns, make_stage, stage_starts_s
 
 
@@ -71,6 +71,12 @@ class LocalDriver:
         """Nothing to release: the transport belongs to the run."""
 
 
+def token_slo(config: Config) -> TokenSlo:
+    """Goodput's SLOs from the objective."""
+    objective = config.objective
+    return TokenSlo(objective.ttft_ms, objective.tpot_ms, objective.e2e_ms)
+
+
 def stage_failed_budget(config: Config, recorder: StageRecorder) -> bool:
     """Whether load.on_error is stop and this measured stage's errors broke the objective's budget."""
     if config.load.on_error != "stop" or recorder.stage.warmup:
@@ -86,7 +92,8 @@ async def run_stages(driver: Driver, stages: list[Stage], config: Config, record
     for position, stage in enumerate(stages):
         if driver.stopping:
             return "aborted"
-        recorder = StageRecorder(stage, share=1 / config.load.part.count if config.load.part else 1.0)
+        recorder = StageRecorder(stage, share=1 / config.load.part.count if config.load.part else 1.0,
+                                 slo=token_slo(config))
         recorders.append(recorder)
         await driver.run(stage, recorder, start_ns=None if starts is None else starts[position])
         if stage_failed_budget(config, recorder):
@@ -127,7 +134,8 @@ async def run_search(driver: Driver, config: Config, recorders: list[StageRecord
         if rate is None:
             break
         stage = make_stage(len(history) + 1, rate, search.window_s * search.max_windows)
-        recorder = StageRecorder(stage, window_ns=window_ns, window_percentile=objective.percentile)
+        recorder = StageRecorder(stage, window_ns=window_ns, window_percentile=objective.percentile,
+                                 slo=token_slo(config))
         recorders.append(recorder)
         await driver.run(stage, recorder, _settled(recorder, search.windows, search.stability,
                                                    objective.latency_ms, clock))

@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from profiler.codecs.base import Codec
-from profiler.config import Config
+from profiler.config import GENERATIVE, Config
 from profiler.core import aio
 from profiler.core.errors import ProfilerError
 from profiler.core.heap import freeze_baseline
@@ -61,7 +61,9 @@ def make_driver(config: Config, engine: Engine, bodies: Sequence[bytes], codec: 
     """The in-process driver, or a pool of worker processes when the rate needs more than one core."""
     count = choose_workers(config.load.workers, config.load.highest_rate_rps(), os.cpu_count() or 1)
     part = config.load.part
-    if count <= 1:
+    # A closed loop keeps its requests in flight from one loop; generative answers' token timelines stay in this
+    # process (the workers' stream carries predictions and histograms, not token figures).
+    if count <= 1 or config.load.concurrency is not None or config.target.protocol in GENERATIVE:
         return LocalDriver(engine, config.load.arrival, config.load.seed, *((part.index, part.count) if part else ()))
     return WorkerPool(config, codec, bodies, engine.sample_count, count, consumers, ids=engine.ids)
 

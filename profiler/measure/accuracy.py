@@ -9,6 +9,7 @@ from typing import Any
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 from profiler.core.results import Prediction
+from profiler.measure.text import TextRule
 
 
 def label_key(value: Any) -> str:
@@ -47,6 +48,17 @@ class PredictionLog:
                 self.compared += 1
                 if seen != key:
                     self.inconsistent += 1
+
+
+def text_metrics(labels: Sequence[Any], answers: Sequence[str | None], rule: TextRule) -> dict[str, Any]:
+    """Generated text against labels under `rule`: the share of answered samples whose answer matched, as
+    `accuracy` and as `<mode>_match` (exact_match, normalised_match, regex_match, contains_match)."""
+    pairs = [(y, a) for y, a in zip(labels, answers, strict=True) if a is not None]
+    total = len(labels)
+    matched = sum(1 for y, a in pairs if rule.matches(a, y))
+    share = matched / len(pairs) if pairs else None
+    return {"samples": total, "scored": len(pairs), "coverage": len(pairs) / total if total else 0.0,
+            "match": rule.mode, "matched": matched, "accuracy": share, f"{rule.mode}_match": share}
 
 
 def accuracy_metrics(labels: Sequence[Any], predictions: Sequence[str | None]) -> dict[str, Any]:

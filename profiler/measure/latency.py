@@ -12,7 +12,7 @@ import numpy as np
 from hdrh.histogram import HdrHistogram
 
 from profiler.core.hdr import values_at_percentiles
-from profiler.core.results import OK, Result, StageAccount, StageTally
+from profiler.core.results import OK, Result, StageAccount, StageTally, TokenTimes
 from profiler.schedule import Stage
 
 LOWEST_US = 1
@@ -20,6 +20,8 @@ HIGHEST_US = 3_600_000_000
 SIGNIFICANT_DIGITS = 3
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 MAX_ERROR_EXAMPLES = 5
+TOKEN_HISTOGRAMS = ("ttft", "itl", "tpot")
+"""A generative stage's histograms, beside latency, service and lag."""
 MAX_WINDOWS = 10_000
 """Measurement windows kept per stage (each a few numbers), so a long stage stays bounded."""
 GENERATOR_CPU_LIMIT = 0.85
@@ -104,6 +106,73 @@ def _pkey(percentile: float) -> str:
     return "p" + f"{percentile:g}".replace(".", "")
 
 
+@dataclass(frozen=True, slots=True)
+class TokenSlo:
+    """Goodput's per-request SLOs in ms (None: not bounded), after vLLM's `bench serve --goodput`: a request is
+    good when its TTFT, TPOT and end-to-end latency each met theirs."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+
+    @property
+    def given(self) -> bool:
+        """Whether any SLO is set (goodput is reported only then)."""
+        return self.ttft_ms is not None or self.tpot_ms is not None or self.e2e_ms is not None
+
+
+@dataclass
+class TokenFigures:
+    """A stage's generative figures: TTFT, inter-token gaps and TPOT in HDR histograms, token counts, goodput.
+
+    TTFT is taken from the intended send time, like latency (vLLM takes it from the actual send, which a
+    closed loop shares; an open loop that falls behind shows it here). TPOT is (end - first token) / (output
+    tokens - 1) for answers of two tokens or more, as in vLLM.
+    """
+
+    ttft: Recording = field(default_factory=Recording)
+    itl: Recording = field(default_factory=Recording)
+    tpot: Recording = field(default_factory=Recording)
+    requests: int = 0
+    timed: int = 0
+    counted: int = 0
+    output_tokens: int = 0
+    prompt_tokens: int = 0
+    good: int = 0
+
+    def add(self, result: Result, tokens: TokenTimes, slo: TokenSlo | None) -> None:
+        """One successful generative answer."""
+        self.requests += 1
+        self.output_tokens += tokens.output_tokens
+        if tokens.prompt_tokens > 0:
+            self.prompt_tokens += tokens.prompt_tokens
+        if tokens.counted:
+            self.counted += 1
+        e2e_ns = result.done_ns - result.intended_ns
+        ttft_ns = tpot_ns = -1
+        if tokens.first_ns:
+            self.timed += 1
+            ttft_ns = tokens.first_ns - result.intended_ns
+            self.ttft.add(ttft_ns)
+            itl = self.itl
+            for gap in tokens.gaps_ns:
+                itl.add(gap)
+            if tokens.output_tokens > 1:
+                tpot_ns = (result.done_ns - tokens.first_ns) // (tokens.output_tokens - 1)
+                self.tpot.add(tpot_ns)
+        if slo is not None and _good(slo, ttft_ns, tpot_ns, e2e_ns):
+            self.good += 1
+
+
+def _good(slo: TokenSlo, ttft_ns: int, tpot_ns: int, e2e_ns: int) -> bool:
+    """Every SLO given was met (a TTFT SLO needs a timed answer; an answer of one token meets any TPOT SLO)."""
+    if slo.ttft_ms is not None and not 0 <= ttft_ns <= slo.ttft_ms * 1e6:
+        return False
+    if slo.tpot_ms is not None and tpot_ns > slo.tpot_ms * 1e6:
+        return False
+    return slo.e2e_ms is None or e2e_ns <= slo.e2e_ms * 1e6
+
+
 @dataclass
 class StageRecorder:
     """Accumulates one stage's results: counts by outcome, three histograms, windows, first error examples.
@@ -154,6 +223,10 @@ class StageRecorder:
     """Requests sent so far while the stage runs (once closed, `sent` counts the answered ones)."""
     as_of_ns: int = 0
     """While the stage runs: when its live figures were taken (monotonic); 0 once closed."""
+    slo: TokenSlo | None = None
+    """Goodput's SLOs, for generative answers."""
+    tokens: TokenFigures | None = None
+    """A generative model's figures (None until a successful answer brings a token timeline)."""
 
     def add(self, result: Result) -> None:
         """Count the result; only successful requests enter the latency histograms."""
@@ -164,6 +237,10 @@ class StageRecorder:
         if ok:
             self._latency.add(result.done_ns - result.intended_ns)
             self._service.add(result.done_ns - result.sent_ns)
+            if result.tokens is not None:
+                if self.tokens is None:
+                    self.tokens = TokenFigures()
+                self.tokens.add(result, result.tokens, self.slo)
         elif len(self.error_examples) < MAX_ERROR_EXAMPLES and result.error:
             self.error_examples.append(f"{result.outcome}: {result.error}"[:300])
         if self.window_ns:
@@ -331,6 +408,9 @@ class StageRecorder:
             "windows": [{"rps": round(r, 3), "latency_ms": p, "errors": e} for r, p, e in self.windows],
             "error_examples": list(self.error_examples),
             "histograms": self.encoded(),
+            "mode": "closed-loop" if self.stage.closed_loop else "open-loop",
+            **({"concurrency": self.stage.concurrency} if self.stage.closed_loop else {}),
+            **self.token_summary(),
         }
 
     def first_send_ms(self) -> float | None:
@@ -340,9 +420,59 @@ class StageRecorder:
             return None
         return round((self.first_sent_ns - self.started_ns) / 1e6, 3)
 
+    def token_summary(self) -> dict[str, Any]:
+        """A generative stage's figures (nothing for other models): TTFT, ITL and TPOT percentiles (ms, the keys
+        of latency_ms), output tokens per second, goodput, and where the token counts came from."""
+        figures = self.tokens
+        if figures is None:
+            return {}
+        span_s = self._rate_window_s()
+        out: dict[str, Any] = {
+            "ttft_ms": spectrum_ms(figures.ttft.histogram),
+            "itl_ms": spectrum_ms(figures.itl.histogram),
+            "tpot_ms": spectrum_ms(figures.tpot.histogram),
+            "output_tokens": figures.output_tokens,
+            "prompt_tokens": figures.prompt_tokens,
+            "output_tokens_per_s": figures.output_tokens / span_s if span_s else None,
+            "token_counts": ("usage" if not figures.counted else
+                             "counted chunks" if figures.counted == figures.requests else "usage and counted chunks"),
+            "timed_requests": figures.timed,
+        }
+        if self.slo is not None and self.slo.given:
+            out["goodput_rps"] = figures.good / span_s if span_s else None
+            out["good_requests"] = figures.good
+        return out
+
+    def _rate_window_s(self) -> float | None:
+        """The seconds achieved_rps divides by (see there)."""
+        rps = self.achieved_rps()
+        return self.completed / rps if rps else None
+
     def encoded(self) -> dict[str, str]:
-        """The three histograms, HDR-encoded (compressed, base64): merge them exactly with `merge`."""
-        return {name: getattr(self, name).encode().decode("ascii") for name in ("latency", "service", "lag")}
+        """The histograms, HDR-encoded (compressed, base64): merge them exactly with `merge` (a generative
+        stage's ttft, itl and tpot too)."""
+        names = ("latency", "service", "lag") + (TOKEN_HISTOGRAMS if self.tokens is not None else ())
+        return {name: getattr(self, name).encode().decode("ascii") for name in names}
+
+    @property
+    def ttft(self) -> HdrHistogram:
+        """Time to first token from the intended send time (timed generative answers), us."""
+        return self._token_figures().ttft.histogram
+
+    @property
+    def itl(self) -> HdrHistogram:
+        """Gaps between successive content events of streamed answers, us."""
+        return self._token_figures().itl.histogram
+
+    @property
+    def tpot(self) -> HdrHistogram:
+        """Time per output token after the first, per answer of two tokens or more, us."""
+        return self._token_figures().tpot.histogram
+
+    def _token_figures(self) -> TokenFigures:
+        if self.tokens is None:
+            self.tokens = TokenFigures()
+        return self.tokens
 
     def to_wire(self) -> dict[str, Any]:
         """Everything needed to merge this stage into another recorder exactly (plain, JSON-able data); while

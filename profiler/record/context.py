@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler import __version__
-from profiler.config import Config, LoadConfig
+from profiler.config import GENERATIVE, Config, LoadConfig
 from profiler.load.workers import choose_workers
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -45,11 +45,14 @@ def host_facts() -> HostFacts:
 
 
 def plan_text(load: LoadConfig) -> str:
-    """The stage plan in one comparable line: 'stages 50rps/5s, 100rps/5s; warm-up 1s', 'ramp ...', 'search ...'."""
+    """The stage plan in one comparable line: 'stages 50rps/5s, 100rps/5s; warm-up 1s', 'ramp ...', 'search ...',
+    'concurrency 1,2,4 each 10s' (closed loop)."""
     if load.stages is not None:
         steps = ", ".join(f"{s.rate_rps:g}rps/{s.duration_s:g}s" if s.duration_s is not None
                           else f"{s.rate_rps:g}rps x{s.requests}" for s in load.stages)
         text = f"stages {steps}"
+    elif load.concurrency is not None:
+        text = f"concurrency {','.join(str(level) for level in load.levels())} each {load.duration_s:g}s"
     elif load.ramp is not None:
         r = load.ramp
         step = f"x{r.factor:g}" if r.factor is not None else f"+{r.step_rps:g}"
@@ -61,6 +64,15 @@ def plan_text(load: LoadConfig) -> str:
         text = (f"search {s.start_rps:g}..{s.max_rps:g}rps x{s.factor:g} precision {s.precision:g}, "
                 f"{s.windows}..{s.max_windows} windows of {s.window_s:g}s")
     return text + (f"; warm-up {load.warmup_s:g}s" if load.warmup_s else "")
+
+
+def generation_text(config: Config) -> str:
+    """A generative model's request settings that move its figures ('' for other models): streamed or whole,
+    max tokens, temperature."""
+    if config.target.protocol not in GENERATIVE:
+        return ""
+    g = config.target.generation
+    return f"; {'streamed' if g.stream else 'whole'}, max_tokens {g.max_tokens}, temperature {g.temperature:g}"
 
 
 def effective_client(config: Config) -> str:
@@ -77,7 +89,7 @@ def run_context(config: Config, host: HostFacts | None) -> dict[str, Any]:
         "protocol": config.target.protocol,
         "client": effective_client(config),
         "arrival": load.arrival,
-        "plan": plan_text(load),
+        "plan": plan_text(load) + generation_text(config),
         "batch_size": load.batch_size,
         "workers": choose_workers(load.workers, load.highest_rate_rps(), cores or 1),
         "lag_budget_ms": load.lag_budget_ms,

@@ -76,6 +76,7 @@ class RunCollector(Collector):
         info.add_metric([model, state.run_id, state.phase], 1.0)
         yield info
         yield from load_families(state.recorders, state.config.objective.latency_ms, model)
+        yield from token_families(state.recorders, model)
         yield from resource_families(state.series, state.sampler, model)
         if state.report is not None:
             yield from report_families(state.report, model)
@@ -120,6 +121,48 @@ def load_families(recorders: Sequence[StageRecorder], objective_ms: float, model
         if rate is not None:
             achieved.add_metric([model, stage], rate)
     yield from (requests, unsent, latency, quantiles, service, offered, achieved)
+
+
+def token_families(recorders: Sequence[StageRecorder], model: str) -> Iterator[Metric]:
+    """A generative model's families per stage (none for other models): TTFT, inter-token latency and TPOT HDR
+    percentiles, output tokens, output tokens and goodput per second, and a closed-loop stage's concurrency."""
+    tokened = [r for r in list(recorders) if r.tokens is not None]
+    if not tokened:
+        return
+    labels = ["model", "stage", "percentile"]
+    families = {
+        "ttft": GaugeMetricFamily("profiler_ttft_percentile_seconds",
+                                  "Time to first token from the intended send time, HDR percentiles.", labels=labels),
+        "itl": GaugeMetricFamily("profiler_itl_percentile_seconds",
+                                 "Gaps between successive streamed tokens, HDR percentiles.", labels=labels),
+        "tpot": GaugeMetricFamily("profiler_tpot_percentile_seconds",
+                                  "Time per output token after the first, HDR percentiles.", labels=labels),
+    }
+    tokens = CounterMetricFamily("profiler_output_tokens", "Tokens generated, successful requests.",
+                                 labels=["model", "stage"])
+    tokens_rate = GaugeMetricFamily("profiler_output_tokens_per_second", "Tokens generated per second.",
+                                    labels=["model", "stage"])
+    goodput = GaugeMetricFamily("profiler_goodput_requests_per_second",
+                                "Requests per second that met every SLO of the objective (ttft, tpot, e2e).",
+                                labels=["model", "stage"])
+    concurrency = GaugeMetricFamily("profiler_stage_concurrency", "Requests kept in flight (closed-loop stages).",
+                                    labels=["model", "stage"])
+    for recorder in tokened:
+        stage = recorder.stage.name
+        for name, family in families.items():
+            source = getattr(recorder, name)
+            if source.get_total_count():
+                for p, value_us in zip(PERCENTILES, values_at_percentiles(source, PERCENTILES), strict=True):
+                    family.add_metric([model, stage, f"{p:g}"], value_us / 1e6)
+        summary = recorder.token_summary()
+        tokens.add_metric([model, stage], float(summary["output_tokens"]))
+        for family, key in ((tokens_rate, "output_tokens_per_s"), (goodput, "goodput_rps")):
+            value = _number(summary.get(key))
+            if value is not None:
+                family.add_metric([model, stage], value)
+        if recorder.stage.closed_loop:
+            concurrency.add_metric([model, stage], float(recorder.stage.concurrency))
+    yield from (*families.values(), tokens, tokens_rate, goodput, concurrency)
 
 
 def resource_families(series: BoundedSeries, sampler: ResourceSampler | None, model: str) -> Iterator[Metric]:

@@ -48,10 +48,12 @@ def render_text(report: dict[str, Any]) -> str:
     for s in report["stages"]:
         lat = s["latency_ms"]
         objective = "warm-up" if s["warmup"] else ("ok" if s["objective"]["sustained"] else "MISSED")
-        rows.append([s["name"], f"{s['offered_rps']:g}", _num(s["achieved_rps"], "{:.1f}"), str(s["sent"]),
+        offered = f"c={s['concurrency']}" if s.get("mode") == "closed-loop" else f"{s['offered_rps']:g}"
+        rows.append([s["name"], offered, _num(s["achieved_rps"], "{:.1f}"), str(s["sent"]),
                      str(s["errors"] + s["unsent"]), _ms(lat["p50"]), _ms(lat["p90"]), _ms(lat["p99"]),
                      _ms(lat["p999"]), _ms(lat["max"]), _ms(s["schedule_lag_ms"]["p99"]), objective])
     lines += _table(header, rows)
+    lines += render_tokens(report["stages"])
     capacity = report["capacity"]
     objective = report["objective"]
     bound = ""
@@ -59,15 +61,24 @@ def render_text(report: dict[str, Any]) -> str:
         bound = " (a lower bound: the generator, not the model, was the limit)"
     elif capacity.get("limited_by") == "schedule":
         bound = " (a lower bound: no stage broke the objective)"
-    lines.append(f"highest rate within p{objective['percentile']:g} <= {objective['latency_ms']:g} ms: "
-                 f"{_num(capacity['max_sustained_rps'], '{:g} rps')}{bound}")
+    if capacity.get("method") == "concurrency":
+        lines.append(f"highest concurrency within the objective (closed loop): "
+                     f"{capacity.get('max_sustained_concurrency') or 0}, "
+                     f"{_num(capacity['max_sustained_rps'], '{:.1f} rps')} achieved there{bound}")
+    else:
+        lines.append(f"highest rate within p{objective['percentile']:g} <= {objective['latency_ms']:g} ms: "
+                     f"{_num(capacity['max_sustained_rps'], '{:g} rps')}{bound}")
     for s in report["stages"]:
         generator = s.get("generator") or {}
         if generator.get("limited"):
             lines.append(f"  {s['name']}: generator-limited ({'; '.join(generator.get('reasons', []))})")
     lines += render_server_views(report["stages"])
     acc = report["accuracy"]
-    if acc:
+    if acc and acc.get("match"):
+        lines += ["", f"accuracy {_num(acc.get('accuracy'))} ({acc['match']} match, {acc['matched']} of "
+                      f"{acc['scored']})  coverage {_num(acc.get('coverage'), '{:.1%}')}  changed under load "
+                      f"{acc['consistency']['inconsistent']}/{acc['consistency']['compared']}"]
+    elif acc:
         lines += ["", f"accuracy {_num(acc.get('accuracy'))}  precision(macro) {_num(acc.get('precision_macro'))}  "
                       f"recall(macro) {_num(acc.get('recall_macro'))}  F1(macro) {_num(acc.get('f1_macro'))}  "
                       f"coverage {_num(acc.get('coverage'), '{:.1%}')}  "
@@ -83,6 +94,22 @@ def render_text(report: dict[str, Any]) -> str:
         lines += _table(["check", "status", "value", "bound", "predecessor"], rows)
     lines += render_history(report)
     return "\n".join(lines) + "\n"
+
+
+def render_tokens(stages: list[dict[str, Any]]) -> list[str]:
+    """A generative model's token figures per stage (nothing for other models): TTFT, ITL and TPOT at p50 and
+    p99 (ms), output tokens and goodput per second, and where the token counts came from."""
+    tokened = [s for s in stages if "ttft_ms" in s]
+    if not tokened:
+        return []
+    header = ["stage", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "TPOT p50", "TPOT p99", "out tok/s",
+              "goodput/s", "tokens from"]
+    rows = [[s["name"], _ms(s["ttft_ms"]["p50"]), _ms(s["ttft_ms"]["p99"]), _ms(s["itl_ms"]["p50"]),
+             _ms(s["itl_ms"]["p99"]), _ms(s["tpot_ms"]["p50"]), _ms(s["tpot_ms"]["p99"]),
+             _num(s["output_tokens_per_s"], "{:.1f}"), _num(s.get("goodput_rps"), "{:.2f}"), s["token_counts"]]
+            for s in tokened]
+    return ["", "tokens (ms; TTFT from the intended send time; events read together share a time)",
+            *_table(header, rows)]
 
 
 def render_server_views(stages: list[dict[str, Any]]) -> list[str]:

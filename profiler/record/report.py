@@ -19,20 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from profiler import __version__
-from profiler.config import Config, NodeConfig, ObjectiveConfig, ResourcesConfig, SearchConfig
+from profiler.config import GENERATIVE, Config, NodeConfig, ObjectiveConfig, ResourcesConfig, SearchConfig
 from profiler.core.errors import ReportError
 from profiler.core.fit import NodeSize
 from profiler.core.redact import redact_url
-from profiler.judge.capacity import capacity_summary, judge_stage, judge_window_stage
+from profiler.judge.capacity import TOKEN_BOUNDS, capacity_summary, judge_stage, judge_window_stage
 from profiler.judge.catalogue import flatten_metrics
 from profiler.judge.requirements import Demand, Node, plan
-from profiler.measure.accuracy import accuracy_metrics
+from profiler.measure.accuracy import accuracy_metrics, text_metrics
 from profiler.measure.latency import StageRecorder
 from profiler.measure.resources.footprint import footprint
 from profiler.measure.resources.leak import LeakSettings
 from profiler.measure.resources.parse import GpuReading
 from profiler.measure.resources.sampler import ResourceSampler
 from profiler.measure.resources.series import BoundedSeries, gpu_summarise, summarise
+from profiler.measure.text import TextRule
 from profiler.record.assess import assess, candidate_evidence
 from profiler.record.context import run_context
 from profiler.state import PHASE_RUNNING, PHASE_STOPPED, PHASES, ArtifactSize, RunView
@@ -53,7 +54,8 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
         view = run.server_views.get(stage["name"])
         if view is not None:
             stage["server"] = dict(view)
-    capacity = {**capacity_summary(stages), "method": "search" if config.load.search is not None else "stages"}
+    method = "search" if config.load.search is not None else "concurrency" if config.load.concurrency else "stages"
+    capacity = {**capacity_summary(stages), "method": method}
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
         "profiler_version": __version__,
@@ -71,7 +73,8 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
                     "fetched": (dataset.downloaded if dataset.cached is not None else None) if dataset else None,
                     "sha256": dataset.sha256 if dataset else None,
                     "samples": len(dataset.samples) if dataset else 0},
-        "load": {"arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
+        "load": {"mode": "closed-loop" if config.load.concurrency is not None else "open-loop",
+                 "arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
                  "max_in_flight": config.load.max_in_flight, "warmup_s": config.load.warmup_s,
                  "start_at": config.load.start_at,
                  "part": config.load.part.model_dump() if config.load.part is not None else None},
@@ -129,8 +132,9 @@ def stage_summaries(recorders: Sequence[StageRecorder], objective: ObjectiveConf
             summary["objective"] = judge_window_stage(summary, objective.percentile, objective.latency_ms,
                                                       objective.max_error_rate, search.windows, search.stability)
         elif not recorder.stage.warmup:
+            bounds = {name: getattr(objective, name) for name in TOKEN_BOUNDS if getattr(objective, name) is not None}
             summary["objective"] = judge_stage(summary, objective.percentile, objective.latency_ms,
-                                               objective.max_error_rate)
+                                               objective.max_error_rate, bounds if "ttft_ms" in summary else None)
         stages.append(summary)
     return stages
 
@@ -140,11 +144,19 @@ def accuracy_section(run: RunView) -> dict[str, Any]:
     an accuracy pass."""
     if run.predictions is None or run.dataset is None:
         return {}
-    accuracy = accuracy_metrics([s.label for s in run.dataset.samples], run.predictions.reference)
+    labels = [s.label for s in run.dataset.samples]
+    config = run.config
+    if config.target.protocol in GENERATIVE:
+        rule = TextRule(config.dataset.match, config.dataset.pattern)
+        accuracy = text_metrics(labels, run.predictions.reference, rule)
+    else:
+        accuracy = accuracy_metrics(labels, run.predictions.reference)
     accuracy["errors"] = run.accuracy_errors
     accuracy["unsent"] = run.accuracy_unsent
     accuracy["incomplete"] = run.accuracy_incomplete
-    accuracy["consistency"] = {"compared": run.predictions.compared, "inconsistent": run.predictions.inconsistent}
+    compared, inconsistent = run.predictions.compared, run.predictions.inconsistent
+    accuracy["consistency"] = {"compared": compared, "inconsistent": inconsistent,
+                               "changed_share": inconsistent / compared if compared else None}
     return accuracy
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from profiler.core.errors import TransportError
 
@@ -19,6 +19,11 @@ Done = Callable[[bytes, TransportError | None, int], None]
 """A transport's report of one request: (body, error, received_ns); received_ns is the kernel's receive time
 on the monotonic clock, or 0 when the transport cannot read it."""
 Send = Callable[[str, bytes], Awaitable[bytes]]
+Marks = list[tuple[int, int]]
+"""A streamed answer's reads: (body offset, received_ns) for each, in order; the bytes before the offset had
+arrived by that time (the kernel's receive time on the monotonic clock)."""
+StreamDone = Callable[[bytes, TransportError | None, int, Marks], None]
+"""A streaming transport's report of one request: Done's three, and the answer's marks."""
 
 
 class Transport(Protocol):
@@ -46,6 +51,15 @@ class Transport(Protocol):
 
     async def close(self) -> None:
         """Release connections; requests still open end as errors."""
+        ...
+
+
+@runtime_checkable
+class StreamingTransport(Transport, Protocol):
+    """A transport that can time each read of a streamed answer (the lean HTTP/1.1 client)."""
+
+    def submit_stream(self, path: str, body: bytes, done: StreamDone) -> None:
+        """As submit; `done` also gets the answer's marks (see Marks)."""
         ...
 
 

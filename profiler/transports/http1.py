@@ -37,13 +37,14 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 from profiler.core.errors import TransportError
 from profiler.core.redact import redact_text
 from profiler.core.units import NS_PER_S
 from profiler.core.url import parse_target_url
-from profiler.transports.base import Done
+from profiler.transports.base import Done, Marks, StreamDone
 from profiler.transports.sockets import ANCILLARY_BYTES, READ_BYTES, clock_offset_ns, connect, received_ns
 
 MAX_CACHED_REQUESTS = 65_536
@@ -123,7 +124,8 @@ class _Pool(Protocol):
         """`conn` closed: out of the pool and its count."""
         ...
 
-    def resend(self, request: bytes, done: Done, deadline_ns: int, on_status: OnStatus | None) -> None:
+    def resend(self, request: bytes, done: Done, deadline_ns: int, on_status: OnStatus | None,
+               marks: Marks | None = None) -> None:
         """A request that met the server closing its kept-alive connection goes once more (see the module),
         on another connection, by its first try's deadline (monotonic ns)."""
         ...
@@ -132,9 +134,9 @@ class _Pool(Protocol):
 class _Connection:
     """One keep-alive connection carrying one request at a time."""
 
-    __slots__ = ("_buf", "_chunked", "_close", "_done", "_free_ns", "_heard", "_length", "_may_retry", "_on_status",
-                 "_out", "_pool", "_received_ns", "_request", "_status", "_view", "_views", "answered", "closed",
-                 "deadline_ns", "fd", "sock")
+    __slots__ = ("_buf", "_chunk_pos", "_chunked", "_close", "_done", "_free_ns", "_heard", "_length", "_marks",
+                 "_may_retry", "_on_status", "_out", "_pool", "_received_ns", "_request", "_spans", "_status", "_view",
+                 "_views", "answered", "closed", "deadline_ns", "fd", "sock")
 
     def __init__(self, pool: _Pool, sock: socket.socket, views: list[memoryview]) -> None:
         self._pool = pool
@@ -153,6 +155,9 @@ class _Connection:
         self._received_ns = 0
         self._request = b""
         self._may_retry = False  # whether a close before the answer may be the keep-alive race (see start)
+        self._marks: Marks | None = None  # a streamed answer's (body offset, received_ns) per read
+        self._spans: list[tuple[int, int]] = []  # a chunked body's chunks so far: (start, length) in _buf
+        self._chunk_pos = 0  # where the next chunk's size line starts in _buf
         self._free_ns = 0  # when the last answer ended (monotonic ns): the connection is idle since
         self._heard = False  # whether any byte of the current answer has arrived
         self.answered = 0  # answers this connection has carried
@@ -160,16 +165,22 @@ class _Connection:
         self.closed = False
 
     def start(self, request: bytes, done: Done, timeout_ns: int, on_status: OnStatus | None = None,
-              retried: bool = False) -> None:
+              retried: bool = False, marks: Marks | None = None) -> None:
         """Write a request; `done(body, error, received_ns)` runs once: on the answer, a failure or the timeout.
         An answer with a status of 300 or more is an http_status error (with its body and time). `on_status`,
-        if given, is told the status of a complete answer first. `retried`: this is the request's second try."""
+        if given, is told the status of a complete answer first. `retried`: this is the request's second try.
+        `marks`, for a streamed answer, gets (body offset, received_ns) for each read of its body (offsets in
+        the body as `done` gets it, the chunked framing taken out)."""
         self._done = done
         self._on_status = on_status
         self._request = request
         self._heard = False
         self._buf = b""
         self._status = 0
+        self._marks = marks
+        self._chunk_pos = 0
+        if self._spans:
+            self._spans = []
         now_ns = time.monotonic_ns()
         self.deadline_ns = now_ns + timeout_ns
         # A second try only on a connection idle long enough for a keep-alive timeout to have closed it.
@@ -261,13 +272,15 @@ class _Connection:
                                                         f"{MAX_BODY_BYTES >> 20} MiB limit"))
                 return
             buf = buf[end + 4:]
+        if self._marks is not None:
+            self._marks.append((len(buf), self._received_ns))  # a stream's read: its bytes so far, and their time
         self._body(buf)
 
     def _body(self, buf: bytes | bytearray) -> None:
         """What has arrived of the body after the head: finish the answer, or keep it until more comes."""
         if self._chunked:
             try:
-                body = _dechunk(buf)
+                body = self._dechunk(buf)
             except TransportError as exc:
                 self._fail(exc)
                 return
@@ -289,6 +302,18 @@ class _Connection:
                 self._fail(TransportError("connection", "response larger than 256 MiB"))
                 return
             self._keep(buf)  # body runs to the close
+
+    def _dechunk(self, buf: bytes | bytearray) -> bytes | None:
+        """The body of a complete chunked message in `buf`, or None while it is incomplete; the chunks found so far
+        are kept, so a body that arrives in many reads (a stream) is scanned once, not once per read."""
+        self._chunk_pos, complete = _scan_chunks(buf, self._chunk_pos, self._spans)
+        if not complete:
+            return None
+        spans = self._spans
+        if self._marks is not None:
+            _unframe_marks(self._marks, spans)
+        with memoryview(buf) as view:
+            return b"".join([view[first:first + length] for first, length in spans])
 
     def _keep(self, buf: bytes | bytearray) -> None:
         """Hold a partial answer until more arrives, as a bytearray that the next read extends in place."""
@@ -356,7 +381,7 @@ class _Connection:
     def _resend(self) -> None:
         done, self._done = self._done, None
         assert done is not None
-        self._pool.resend(self._request, done, self.deadline_ns, self._on_status)
+        self._pool.resend(self._request, done, self.deadline_ns, self._on_status, self._marks)
 
     def _ended(self, detail: str | None) -> None:
         """The server closed the connection (or it broke): a body delimited by the close is complete."""
@@ -422,18 +447,17 @@ def _field(fields: bytes, name: bytes) -> bytes | None:
     return (fields[start:] if end < 0 else fields[start:end]).strip()
 
 
-def _dechunk(buf: bytes | bytearray) -> bytes | None:
-    """The body of a complete chunked message in `buf`, or None while it is incomplete.
+def _scan_chunks(buf: bytes | bytearray, pos: int, spans: list[tuple[int, int]]) -> tuple[int, bool]:
+    """Read chunk sizes in `buf` from `pos`, appending each whole chunk's (start, length) to `spans`; returns where
+    the next size line starts and whether the message is complete (the last chunk and its trailers are in).
 
-    Only the chunk sizes are read until the message is complete, and the body is copied once then, so
-    an answer that arrives in many reads costs time linear in its size.
+    Only the chunk sizes are read; the body is copied once, when it is complete, so an answer that arrives in
+    many reads costs time linear in its size.
     """
-    spans: list[tuple[int, int]] = []
-    pos = 0
     while True:
         eol = buf.find(b"\r\n", pos)
         if eol < 0:
-            return None
+            return pos, False
         try:
             size = int(buf[pos:eol].split(b";", 1)[0], 16)
         except ValueError:
@@ -444,16 +468,34 @@ def _dechunk(buf: bytes | bytearray) -> bytes | None:
         if size == 0:
             # Trailers, then an empty line.
             if buf.find(b"\r\n", start) < 0:
-                return None
-            end = buf.find(b"\r\n\r\n", start - 2)
-            if end < 0:
-                return None
-            with memoryview(buf) as view:
-                return b"".join([view[first:first + length] for first, length in spans])
+                return pos, False
+            return pos, buf.find(b"\r\n\r\n", start - 2) >= 0
         if len(buf) < start + size + 2:
-            return None
+            return pos, False
         spans.append((start, size))
         pos = start + size + 2
+
+
+def _unframe_marks(marks: Marks, spans: list[tuple[int, int]]) -> None:
+    """Turn marks' offsets in the chunked framing into offsets in the body (in place; both lists in order)."""
+    span = 0
+    body = 0  # body bytes in the spans before `span`
+    for i, (raw, at_ns) in enumerate(marks):
+        while span < len(spans) and spans[span][0] + spans[span][1] <= raw:
+            body += spans[span][1]
+            span += 1
+        inside = raw - spans[span][0] if span < len(spans) else 0
+        marks[i] = (body + max(0, min(inside, spans[span][1] if span < len(spans) else 0)), at_ns)
+
+
+def _dechunk(buf: bytes | bytearray) -> bytes | None:
+    """The body of a complete chunked message in `buf`, or None while it is incomplete."""
+    spans: list[tuple[int, int]] = []
+    _, complete = _scan_chunks(buf, 0, spans)
+    if not complete:
+        return None
+    with memoryview(buf) as view:
+        return b"".join([view[first:first + length] for first, length in spans])
 
 
 class Http1Transport:
@@ -705,11 +747,12 @@ class Http1Transport:
         conn.start(request, done, self._timeout_ns, on_status)
         return await waiter
 
-    def submit(self, path: str, body: bytes, done: Done) -> None:
+    def submit(self, path: str, body: bytes, done: Done, marks: Marks | None = None) -> None:
         """POST without a coroutine: `done(body, error, received_ns)` runs when the answer (or a failure) arrives.
 
         The load engine's hot path: with a kept-alive connection idle, no task, coroutine or future
         is made for the request; only when a connection must be opened or waited for does a task do it.
+        `marks`: see submit_stream.
         """
         request = self._request("POST", path, body)
         if self._loop is not asyncio.get_running_loop():
@@ -718,27 +761,40 @@ class Http1Transport:
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                conn.start(request, done, self._timeout_ns)
+                conn.start(request, done, self._timeout_ns, marks=marks)
                 return
-        self._start_later(request, done)
+        self._start_later(request, done, marks=marks)
 
-    def resend(self, request: bytes, done: Done, deadline_ns: int, on_status: OnStatus | None) -> None:
+    def submit_stream(self, path: str, body: bytes, done: StreamDone) -> None:
+        """POST a request whose answer streams: as `submit`, and `done` also gets the answer's marks, (body offset,
+        kernel receive time) for each read of its body, so each event in it can be timed.
+
+        No wake per event: the reads are those the transport makes anyway (whatever has arrived at each wake);
+        events that arrived together share a read, and its time.
+        """
+        marks: Marks = []
+        self.submit(path, body, partial(_with_marks, done, marks), marks)
+
+    def resend(self, request: bytes, done: Done, deadline_ns: int, on_status: OnStatus | None,
+               marks: Marks | None = None) -> None:
         """The second try of a request that met the server closing its kept-alive connection (see the module),
         by its first try's deadline (monotonic ns)."""
-        self._start_later(request, done, deadline_ns, on_status, retried=True)
+        if marks:
+            marks.clear()  # nothing of the first try's answer arrived (else it is no second try); to be sure
+        self._start_later(request, done, deadline_ns, on_status, retried=True, marks=marks)
 
     def _start_later(self, request: bytes, done: Done, deadline_ns: int = 0, on_status: OnStatus | None = None,
-                     retried: bool = False) -> None:
+                     retried: bool = False, marks: Marks | None = None) -> None:
         """Start the request once a connection is free or opened, in a task: the submit path's slow case,
         and the second try of a request that met a server closing its kept-alive connection (`retried`,
         keeping its first try's `deadline_ns`; see the module)."""
         task = asyncio.get_running_loop().create_task(
-            self._start_slow(request, done, deadline_ns, on_status, retried))
+            self._start_slow(request, done, deadline_ns, on_status, retried, marks))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _start_slow(self, request: bytes, done: Done, deadline_ns: int, on_status: OnStatus | None,
-                          retried: bool) -> None:
+                          retried: bool, marks: Marks | None = None) -> None:
         if retried:
             self.poll()  # the server closes idle connections together: drop those it already closed
         try:
@@ -755,7 +811,7 @@ class Http1Transport:
             self._release(conn)
             done(b"", TransportError("timeout", f"no answer within {self.timeout_s:g} s"), 0)
             return
-        conn.start(request, done, timeout_ns, on_status, retried)
+        conn.start(request, done, timeout_ns, on_status, retried, marks)
 
     async def send(self, path: str, body: bytes) -> bytes:
         """POST and return the body of a 2xx response."""
@@ -796,6 +852,10 @@ class Http1Transport:
             self._inbox = None
         self._loop = None
         await asyncio.sleep(0)  # let cancelled tasks finish
+
+
+def _with_marks(done: StreamDone, marks: Marks, body: bytes, error: TransportError | None, received_ns: int) -> None:
+    done(body, error, received_ns, marks)
 
 
 def _status_error(status: int, payload: bytes) -> TransportError:
