@@ -63,8 +63,8 @@ class LocalDriver:
                   start_ns: int | None = None) -> None:
         """Send this process's share of the stage's timetable (all of it unless the load is split into parts)."""
         offsets = arrival_offsets_ns(stage, self._arrival, self._seed, part=self._part, parts=self._parts)
-        await self.engine.run_stage(stage, offsets, recorder, until, start_ns=start_ns,
-                                    gap_ns=arrival_gap_ns(stage.rate_rps, self._arrival, self._parts),
+        gap_ns = None if stage.closed_loop else arrival_gap_ns(stage.rate_rps, self._arrival, self._parts)
+        await self.engine.run_stage(stage, offsets, recorder, until, start_ns=start_ns, gap_ns=gap_ns,
                                     even=self._arrival == "constant")
 
     async def close(self) -> None:
