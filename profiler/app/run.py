@@ -15,6 +15,7 @@ import asyncio
 import gc
 import logging
 import math
+import platform
 import signal
 import sys
 import time
@@ -43,6 +44,7 @@ from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSamp
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.record.baseline import find_baseline
 from profiler.record.history import record
+from profiler.record.page import history_lookup, write_html
 from profiler.record.render import render_text
 from profiler.record.report import aborted_report, build_report, write_json
 from profiler.state import (
@@ -396,7 +398,9 @@ def conclude(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
     if state.artifact is None and path is not None:
         state.artifact = measure_artifact(path)
     finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-    return build_report(state, status, finished_at, duration_s)
+    report = build_report(state, status, finished_at, duration_s)
+    report["run"]["host"] = platform.node()  # the generator's machine, for the report's context
+    return report
 
 
 def conclude_and_record(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
@@ -550,31 +554,51 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int
         print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
     else:
         print(render_text(report), end="")
-    print(f"report   {written}", flush=True)
+    print("\n".join(written), flush=True)
     for problem in problems:
         print(error_line(problem), file=sys.stderr)
     return exit_code_for(report, problems)
 
 
-async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], str, list[str]]:
-    """Run the profile and write its report (in a thread); SIGINT/SIGTERM stop the run in any phase, and the
-    report records it as aborted. The handlers stay until the report file is written, so a signal then is
-    not the default one that would kill the process half-way through the write. Returns the report, where
-    it was written (or why not) and what the profiler could not do (see run_once)."""
+async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], list[str], list[str]]:
+    """Run the profile and write its report and its HTML page (in threads); SIGINT/SIGTERM stop the run in any
+    phase, and the report records it as aborted. The handlers stay until the files are written, so a signal
+    then is not the default one that would kill the process half-way through a write. Returns the report,
+    the lines saying where each file went (or why not) and what the profiler could not do (see run_once)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stopper(state, stop, sig))
     try:
         report = await execute(state, stop)
-        try:
-            path = await aio.in_thread(write_json, report, state.config.report.path, name="profiler-report-file")
-        except ReportError as exc:
-            return report, "NOT WRITTEN (see the error below)", [str(exc)]
-        return report, str(path), []
+        return (report, *await write_report_files(report, state.config))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def write_report_files(report: dict[str, Any], config: Config) -> tuple[list[str], list[str]]:
+    """Write report.json and report.html (report.html is optional: `report.html: null`), each in a thread.
+    Returns the summary lines ("report   PATH", "html     PATH") and the problems (files not written)."""
+    lines: list[str] = []
+    problems: list[str] = []
+    try:
+        path = await aio.in_thread(write_json, report, config.report.path, name="profiler-report-file")
+        lines.append(f"report   {path}")
+    except ReportError as exc:
+        lines.append("report   NOT WRITTEN (see the error below)")
+        problems.append(str(exc))
+    html_path = config.report.html_file()
+    if html_path is not None:
+        lookup = history_lookup(config.history.path if config.history.enabled else None,
+                                config.history.lock_timeout_s)
+        try:
+            written = await aio.in_thread(write_html, report, html_path, lookup, name="profiler-report-page")
+            lines.append(f"html     {written}  (open it in a browser: charts, no network needed)")
+        except ReportError as exc:
+            lines.append("html     NOT WRITTEN (see the error below)")
+            problems.append(str(exc))
+    return lines, problems
 
 
 def _stopper(state: RunState, stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:

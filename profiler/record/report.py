@@ -58,7 +58,8 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
         "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
                     "sha256": dataset.sha256 if dataset else None,
                     "samples": len(dataset.samples) if dataset else 0},
-        "load": {"arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
+        "load": {"client": config.load.client, "arrival": config.load.arrival, "seed": config.load.seed,
+                 "batch_size": config.load.batch_size,
                  "max_in_flight": config.load.max_in_flight, "warmup_s": config.load.warmup_s},
         "objective": config.objective.model_dump(),
         "stages": stages,
@@ -199,15 +200,21 @@ def write_json(report: dict[str, Any], path: Path) -> Path:
     path that is a directory, a parent that is a file or cannot be created. The temp file never stays
     behind, whatever failed.
     """
+    text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
+    return write_text(text, path)
+
+
+def write_text(text: str, path: Path, suffix: str = ".json") -> Path:
+    """Write a report file (the JSON document, or its HTML page) atomically: temp file + rename, errors as
+    ReportError naming `path` (see write_json)."""
     try:
         _make_parent(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=suffix, dir=path.parent)
     except OSError as exc:
         raise ReportError(f"cannot write the report to {path}: {_why(exc, path)}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2, allow_nan=False, default=str)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
