@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from profiler.app.progress import show_progress as progress_display
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config, ResourcesConfig
@@ -541,13 +542,14 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int
     The run is saved to the history before the report file is written, and the table is
     printed whether or not the file could be: when it cannot (a read-only or full folder, ...) what was
     measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
-    `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop).
+    `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop); unless
+    `quiet`, the live progress (app.progress) shows on stderr while the run goes.
     """
     handler = logs.configure() if progress else None
     freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
     try:
         state = new_state(config)
-        report, written, problems = aio.run(_execute_until_signal(state))
+        report, written, problems = aio.run(_execute_until_signal(state, show_progress=not quiet))
     finally:
         logs.unconfigure(handler)
     if quiet:
@@ -560,7 +562,8 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int
     return exit_code_for(report, problems)
 
 
-async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], list[str], list[str]]:
+async def _execute_until_signal(state: RunState, show_progress: bool = False
+                                ) -> tuple[dict[str, Any], list[str], list[str]]:
     """Run the profile and write its report and its HTML page (in threads); SIGINT/SIGTERM stop the run in any
     phase, and the report records it as aborted. The handlers stay until the files are written, so a signal
     then is not the default one that would kill the process half-way through a write. Returns the report,
@@ -569,8 +572,15 @@ async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], list[s
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stopper(state, stop, sig))
+    # The live progress on stderr (app.progress) reads the state; the engine knows nothing of it.
+    watching = asyncio.create_task(progress_display(state)) if show_progress else None
     try:
-        report = await execute(state, stop)
+        try:
+            report = await execute(state, stop)
+        finally:
+            if watching is not None:
+                watching.cancel()
+                await asyncio.wait({watching})
         return (report, *await write_report_files(report, state.config))
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
