@@ -162,7 +162,7 @@
     });
     if (!rows.length) { return null; }
     function panel(name) {
-      return { height: 150, width: 480, transform: [{ filter: { field: "panel", equal: name } }], mark: { type: "line", point: true },
+      return { height: 150, width: 430, transform: [{ filter: { field: "panel", equal: name } }], mark: { type: "line", point: true },
                encoding: { x: { field: "t", type: "quantitative", title: "seconds into the load" },
                            y: { field: "value", type: "quantitative", title: name },
                            color: { field: "series", type: "nominal", title: null },
