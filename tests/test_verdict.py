@@ -324,10 +324,12 @@ def test_stage_metrics(stages, expected):
             assert got[key] == (pytest.approx(value) if value is not None else None), key
 
 
-def _stage(name: str, rate: float, error_rate: float | None, sustained: bool, limited: bool = False) -> dict:
+def _stage(name: str, rate: float, error_rate: float | None, sustained: bool, limited: bool = False,
+           service_p99_ms: float | None = None, lag_p99_ms: float | None = None) -> dict:
     return {"name": name, "offered_rps": rate, "warmup": False, "error_rate": error_rate,
             "objective": {"sustained": sustained, "reasons": [] if sustained else ["p99 900.0 ms > 100 ms"]},
-            "generator": {"limited": limited}}
+            "generator": {"limited": limited}, "service_time_ms": {"p99": service_p99_ms},
+            "schedule_lag_ms": {"p99": lag_p99_ms}}
 
 
 OBJECTIVE = {"percentile": 99.0, "latency_ms": 100.0, "max_error_rate": 0.01}
@@ -356,6 +358,12 @@ OBJECTIVE = {"percentile": 99.0, "latency_ms": 100.0, "max_error_rate": 0.01}
          {"error_budget": PASS, "objective": INCONCLUSIVE}),
         ("stages", [_stage("stage-1", 50, 0.0, False, limited=True), _stage("stage-2", 60, 0.0, False)], None,
          {"error_budget": PASS, "objective": FAIL}),
+        # A busy generator cannot excuse a model whose own service time (from the actual send) is over the
+        # objective by more than the lag the generator added; within that lag it can.
+        ("stages", [_stage("stage-1", 50, 0.0, False, limited=True, service_p99_ms=300.0, lag_p99_ms=40.0)], None,
+         {"error_budget": PASS, "objective": FAIL}),
+        ("stages", [_stage("stage-1", 50, 0.0, False, limited=True, service_p99_ms=130.0, lag_p99_ms=40.0)], None,
+         {"error_budget": PASS, "objective": INCONCLUSIVE}),
         # What a real report holds when stages were measured and none sustained: 0.0 rps, not None.
         ("stages", [_stage("stage-1", 40, 0.0, False)], 0.0, {"error_budget": PASS, "objective": FAIL}),
         ("search", [_stage("stage-1", 10, 0.0, False)], 0.0, {"objective": FAIL}),
