@@ -187,8 +187,7 @@ def test_a_first_run_has_no_predecessor_chart(runs: dict[str, Any], browser: Bro
 def test_the_sidecar_page_follows_the_run_live(runs: dict[str, Any], browser: Browser, tmp_path: Path) -> None:
     holdout = runs["dir"] / "holdout.jsonl"
     profile = write_profile(tmp_path, runs["url"], runs["pid"], holdout, objective_ms=2000,
-                            stages="{rate_rps: 30, duration_s: 2}, {rate_rps: 60, duration_s: 2}, "
-                                   "{rate_rps: 90, duration_s: 2}")
+                            stages="{rate_rps: 30, duration_s: 2}, {rate_rps: 60, duration_s: 2}")
     child, base = start_sidecar(profile, {})
     try:
         watched = Watched(browser)

@@ -270,11 +270,14 @@
       });
     });
     if (!rows.length) { return null; }
-    return spec({ data: { values: rows }, mark: "bar",
-      encoding: { x: { field: "cls", type: "nominal", title: "class", sort: null }, xOffset: { field: "metric", sort: ["precision", "recall", "f1"] },
-                  y: { field: "delta", type: "quantitative", title: "this run − predecessor" },
-                  color: { condition: { test: "datum.delta < 0", value: "#c0392b" }, value: "#2c7a3f" },
-                  tooltip: [{ field: "cls" }, { field: "metric" }, { field: "delta", format: "+.4f" }] } });
+    // Bars for the change, a tick on each so "no change at all" still shows; the axis spans at least ±0.02.
+    var enc = { x: { field: "cls", type: "nominal", title: "class", sort: null }, xOffset: { field: "metric", sort: ["precision", "recall", "f1"] },
+                y: { field: "delta", type: "quantitative", title: "this run − predecessor", axis: { format: "+.3f" } },
+                tooltip: [{ field: "cls" }, { field: "metric" }, { field: "delta", format: "+.4f" }] };
+    return spec({ data: { values: rows }, encoding: enc, layer: [
+      { mark: "bar", encoding: { color: { condition: { test: "datum.delta < 0", value: "#c0392b" }, value: "#2c7a3f" },
+                                 y: { field: "delta", type: "quantitative", scale: { domain: { unionWith: [-0.02, 0.02] } } } } },
+      { mark: { type: "tick", thickness: 2 }, encoding: { color: { field: "metric", type: "nominal", sort: ["precision", "recall", "f1"] } } }] });
   }
 
   var CHARTS = [
