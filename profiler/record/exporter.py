@@ -8,8 +8,8 @@ docs/sidecar.md lists every name; `promtool check metrics` accepts them (tests/t
 from __future__ import annotations
 
 import math
-from datetime import datetime
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
