@@ -192,6 +192,11 @@ def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
             sustained.add_metric([model, str(stage.get("name"))], 1.0 if objective["sustained"] else 0.0)
     yield sustained
     yield from _leak_families(report.get("resources") or {}, model)
+    yield from _verdict_families(report, model)
+
+
+def _verdict_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
+    """The verdict (as a code and one series per state), each check, and when the run ended."""
     verdict = report.get("verdict") or {}
     code = VERDICT_CODES.get(str(verdict.get("status")))
     if code is not None:
