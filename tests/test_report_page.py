@@ -70,7 +70,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, example_server) -> dict[str, 
     second = json.loads((directory / "report.json").read_text())
     shutil.copy(directory / "report.html", directory / "report-2.html")
     return {"dir": directory, "profile": profile, "first": first, "second": second, "url": url,
-            "pid": proc.pid, "stderr": done.stderr, "quiet_stderr": err.getvalue()}
+            "pid": proc.pid, "stdout": done.stdout, "stderr": done.stderr, "quiet": out.getvalue() + err.getvalue()}
 
 
 @pytest.fixture(scope="module")
@@ -225,11 +225,13 @@ def test_the_sidecar_page_follows_the_run_live(runs: dict[str, Any], browser: Br
 
 
 def test_progress_is_plain_lines_without_a_terminal(runs: dict[str, Any]) -> None:
-    stderr = runs["stderr"]
-    lines = [line for line in stderr.splitlines() if line.startswith("progress ")]
-    assert lines and lines[0].startswith("progress starting"), stderr
+    stdout = runs["stdout"]
+    lines = [line for line in stdout.splitlines() if line.startswith("progress ")]
+    assert lines and lines[0].startswith("progress starting"), stdout
     for stage in ("stage-1", "stage-2"):  # a line per finished stage, with its figures
         assert any(line.startswith(f"progress {stage} ") and " done " in line and " achieved " in line
-                   and " p99 " in line and " MiB" in line for line in lines), stderr
-    assert "\x1b" not in stderr and "\r" not in stderr  # no control characters in a log
-    assert "progress" not in runs["quiet_stderr"]
+                   and " p99 " in line and " MiB" in line for line in lines), stdout
+    assert stdout.index("progress stage-2 ") < stdout.index("verdict ")  # as it goes, before the table
+    assert "\x1b" not in stdout and "\r" not in stdout  # no control characters in a log
+    assert runs["stderr"] == ""  # stderr is for errors
+    assert "progress " not in runs["quiet"]

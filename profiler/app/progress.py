@@ -5,9 +5,11 @@ progress cannot hold up a send) and shows what the run does now: what it waits f
 during the load the current stage, offered against achieved rate, sent and errors, p50/p99 so far, the
 model's memory and the time elapsed and left, with a line per finished stage.
 
-On a terminal it is a `rich` live display redrawn in place; elsewhere (CI logs, a pipe) it is plain text:
-one line per finished stage and one every PLAIN_EVERY_S, no control characters, written by a thread
-(core.logs' queue) so a pipe nobody drains cannot stall the run.
+When stderr is a terminal it is a `rich` live display there, redrawn in place and erased at the end (the
+table follows on stdout). Elsewhere (CI logs, a pipe) it is plain text on stdout, beside the table: one line
+per finished stage and one every PLAIN_EVERY_S, no control characters, written by a thread (core.logs'
+queue) so a pipe nobody drains cannot stall the run. stderr stays for errors: a run that cannot run still
+says so in one `profiler: error:` line there.
 """
 
 from __future__ import annotations
@@ -177,8 +179,9 @@ class PlainProgress:
 
 
 async def show_progress(run: RunView, stream: TextIO | None = None, refresh_s: float = REFRESH_S) -> None:
-    """Show the run's progress on `stream` (stderr) until cancelled: live on a terminal, plain lines elsewhere."""
-    out = stream if stream is not None else sys.stderr
+    """Show the run's progress until cancelled: on `stream`, live if it is a terminal, else plain lines; by
+    default live on stderr when that is a terminal, else plain lines on stdout."""
+    out = stream if stream is not None else (sys.stderr if sys.stderr.isatty() else sys.stdout)
     view: TerminalProgress | PlainProgress = (TerminalProgress(run, out) if out.isatty()
                                               else PlainProgress(run, out))
     view.start()

@@ -543,7 +543,7 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int
     printed whether or not the file could be: when it cannot (a read-only or full folder, ...) what was
     measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
     `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop); unless
-    `quiet`, the live progress (app.progress) shows on stderr while the run goes.
+    `quiet`, the live progress (app.progress) shows while the run goes (on a terminal's stderr, else stdout).
     """
     handler = logs.configure() if progress else None
     freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
@@ -572,7 +572,7 @@ async def _execute_until_signal(state: RunState, show_progress: bool = False
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stopper(state, stop, sig))
-    # The live progress on stderr (app.progress) reads the state; the engine knows nothing of it.
+    # The live progress (app.progress) reads the state; the engine knows nothing of it.
     watching = asyncio.create_task(progress_display(state)) if show_progress else None
     try:
         try:
