@@ -599,7 +599,10 @@ async def write_report_files(report: dict[str, Any], config: Config) -> tuple[li
         lines.append("report   NOT WRITTEN (see the error below)")
         problems.append(str(exc))
     html_path = config.report.html_file()
-    if html_path is not None:
+    if html_path is not None and problems and html_path.parent == config.report.path.parent:
+        # The folder the report could not be written to: one error says so, not one per file.
+        lines.append("html     NOT WRITTEN (the report's folder cannot be written)")
+    elif html_path is not None:
         lookup = history_lookup(config.history.path if config.history.enabled else None,
                                 config.history.lock_timeout_s)
         try:

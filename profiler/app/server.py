@@ -235,7 +235,7 @@ class Sidecar:
             log.error("run %s: %s (the report is still served on /report)", report["run"]["id"], exc)
         self.history.add(report)
         html_path = self.config.report.html_file()
-        if html_path is not None:
+        if html_path is not None and not (self.problems and html_path.parent == self.config.report.path.parent):
             try:
                 write_html(report, html_path, self.history.get_run)
             except ReportError as exc:
