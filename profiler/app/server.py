@@ -39,7 +39,7 @@ from profiler.core.heap import freeze_baseline
 from profiler.core.redact import redact_text, redact_url
 from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, exit_code_for
 from profiler.record.exporter import RunCollector
-from profiler.record.html import page_title, page_view, render_page
+from profiler.record.html import encode_json, page_title, page_view, render_page
 from profiler.record.page import RunLookup, predecessor_of, write_html
 from profiler.record.recent_runs import MemoryRuns, RunSource, StoreRuns
 from profiler.record.render import render_text
@@ -81,7 +81,7 @@ def encode_report(report: dict[str, Any], fmt: str, lookup: RunLookup | None = N
     if fmt in ("view", "html", "page"):
         view = page_view(report, predecessor_of(report, lookup))
         if fmt == "view":
-            return json.dumps(view, allow_nan=False, default=str).encode("utf-8")
+            return encode_json(view).encode("utf-8")
         interval = LIVE_PAGE_INTERVAL_MS if fmt == "page" else None
         return render_page(view, title=page_title(report), live_interval_ms=interval).encode("utf-8")
     return json.dumps(report, allow_nan=False, default=str).encode("utf-8")
