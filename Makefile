@@ -17,7 +17,7 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(STAMP): $(RUNTIME)
-	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop]'
+	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop,gpu]'
 	touch $(STAMP)
 
 demo: $(RUNTIME)

@@ -413,8 +413,15 @@ class NodeConfig(_Strict):
     allocatable_cpu_cores: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     price_per_hour: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     currency: str = "USD"
+    allocatable_storage_bytes: Annotated[int, Field(gt=0)] | None = None
+    """Disk a node offers its pods (ephemeral storage); each replica takes its artifact plus
+    resources.replica_storage_bytes. Default: resources.node_storage_bytes."""
+    gpus: Annotated[int, Field(ge=0, le=1024)] | None = None
+    """GPUs on a node. Default: resources.gpu.node_gpus, else the GPUs the GPU source reported."""
+    gpu_memory_bytes: Annotated[int, Field(gt=0)] | None = None
+    """Memory of one GPU. Default: the device's total memory as the GPU source reported it."""
 
-    @field_validator("allocatable_memory_bytes", mode="before")
+    @field_validator("allocatable_memory_bytes", "allocatable_storage_bytes", "gpu_memory_bytes", mode="before")
     @classmethod
     def _quantity(cls, value: Any) -> Any:
         return parse_bytes(value)
@@ -463,6 +470,39 @@ def parse_bytes(value: Any) -> Any:
 Bytes = Annotated[int, BeforeValidator(parse_bytes), Field(gt=0)]
 
 
+class GpuConfig(_Strict):
+    """The model's GPU memory and utilisation: per process through NVML, or from a Prometheus endpoint
+    (Triton's /metrics, a DCGM exporter). Triton's and DCGM's metric names work with no configuration."""
+
+    nvml: bool = False
+    """Read the watched process tree's GPU memory through NVML (needs the 'gpu' extra: nvidia-ml-py)."""
+    metrics_url: str | None = None
+    """A Prometheus endpoint with GPU metrics (a DCGM exporter, Triton's :8002/metrics). Default:
+    resources.metrics_url."""
+    memory_metric: str | None = None
+    """The used-GPU-memory metric, when neither Triton's nor DCGM's names are exposed."""
+    memory_unit_bytes: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    """Bytes per unit of memory_metric (1048576 for a metric in MiB)."""
+    total_metric: str | None = None
+    """One GPU's total memory, in memory_unit_bytes (optional)."""
+    utilisation_metric: str | None = None
+    """The GPU utilisation metric (optional)."""
+    utilisation_unit_pct: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 1.0
+    """Percent per unit of utilisation_metric (100 for a ratio 0..1)."""
+    labels: dict[str, str] = {}
+    """Only series with these label values count (a GPU: {gpu: "0"}, a pod: {pod: my-model-0})."""
+    node_gpus: Annotated[int, Field(ge=0, le=1024)] | None = None
+    """GPUs on a node, for the fit. Default: the GPUs the source reported."""
+    replica_gpu_memory_bytes: Bytes | None = None
+    """A replica's GPU memory for the fit, instead of the steady state measured under load."""
+
+    @model_validator(mode="after")
+    def _url(self) -> GpuConfig:
+        if self.metrics_url is not None and not self.metrics_url.startswith(("http://", "https://")):
+            raise ValueError(f"metrics_url must be an http:// or https:// URL, got {redact_url(self.metrics_url)!r}")
+        return self
+
+
 class ResourcesConfig(_Strict):
     """Which processes are the model (pid, command-line pattern or the pod), how to read them, the footprint."""
 
@@ -483,6 +523,11 @@ class ResourcesConfig(_Strict):
     """The model artifact on disk (a file or a directory), for the footprint."""
     node_memory_bytes: Bytes | None = None
     node_cpu_cores: Annotated[float, Field(gt=0, le=100_000)] | None = None
+    node_storage_bytes: Bytes | None = None
+    """A node's storage for its pods, for replicas per node (node.allocatable_storage_bytes wins)."""
+    replica_storage_bytes: Bytes | None = None
+    """Storage each replica takes beside its artifact (image layers, a cache), for replicas per node."""
+    gpu: GpuConfig | None = None
     leak_warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.2
     leak_min_bytes_per_request: Annotated[float, Field(gt=0)] = 256.0
 
@@ -497,6 +542,8 @@ class ResourcesConfig(_Strict):
                 raise ValueError(f"cmdline is not a valid regular expression: {exc}") from None
         if self.metrics_url is not None and not self.metrics_url.startswith(("http://", "https://")):
             raise ValueError(f"metrics_url must be an http:// or https:// URL, got {redact_url(self.metrics_url)!r}")
+        if self.gpu is not None and self.gpu.nvml and self.pid is None and self.cmdline is None and not self.pod:
+            raise ValueError("gpu.nvml reads the GPU memory of the model's processes: give pid, cmdline or pod")
         return self
 
 

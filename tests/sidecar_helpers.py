@@ -26,7 +26,7 @@ gates:
   - {{metric: f1_macro, min: {f1_min}}}
   - {{metric: error_rate, max: 0.05}}
   - {{metric: memory_growth_bytes, max: {growth_max}}}
-resources: {{pid: {pid}, interval_s: 0.2, settle_s: {settle_s}}}
+resources: {{pid: {pid}, interval_s: 0.2, settle_s: {settle_s}{resources}}}
 report: {{path: {report}}}
 server: {{port: 0{server}}}
 """
@@ -34,13 +34,14 @@ server: {{port: 0{server}}}
 
 def write_profile(directory: Path, url: str, pid: int, holdout: Path, *, stages: str = "{rate_rps: 40, duration_s: 1}",
                   f1_min: float = 0.9, growth_max: float = 1e12, settle_s: float = 0.6, server: str = "",
-                  objective_ms: float = 200) -> Path:
-    """A profile of the example model: short, gated on F1, error rate and memory growth."""
+                  objective_ms: float = 200, resources: str = "") -> Path:
+    """A profile of the example model: short, gated on F1, error rate and memory growth; `resources` adds
+    entries to its resources section (", gpu: {...}")."""
     path = directory / "profile.yaml"
     path.write_text(PROFILE.format(url=url, pid=pid, holdout=holdout, stages=stages, f1_min=f1_min,
                                    growth_max=growth_max, settle_s=settle_s, objective_ms=objective_ms,
                                    report=directory / "report.json",
-                                   server=server), encoding="utf-8")
+                                   server=server, resources=resources), encoding="utf-8")
     return path
 
 

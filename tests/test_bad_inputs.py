@@ -54,6 +54,16 @@ def profile(url: str = "http://127.0.0.1:9", path: str = "h.jsonl", target: str 
     return setup
 
 
+def resources_are(section: str) -> Setup:
+    """The good profile with its resources section replaced by `section` (YAML flow mapping)."""
+    def setup(folder: Path) -> None:
+        profile()(folder)
+        path = folder / "p.yaml"
+        path.write_text(path.read_text(encoding="utf-8").replace("resources: {settle_s: 0}",
+                                                                 f"resources: {section}"), encoding="utf-8")
+    return setup
+
+
 def holdout(data: bytes | None = None, *, name: str = "h.jsonl", size: int | None = None, dataset: str = "",
             then: Callable[[Path], None] | None = None) -> Setup:
     """A good profile reading `name`, whose bytes are `data` (or a sparse file of `size` bytes)."""
@@ -140,6 +150,13 @@ CASES: list[tuple[str, Setup, list[str], list[str], dict[str, object]]] = [
     ("profile-nul-path", profile(path='"h\\0.jsonl"'), RUN, ["p.yaml:2: dataset.path: a path cannot hold a NUL"], {}),
     ("profile-huge-size", profile(extra="node: {allocatable_memory_bytes: " + "9" * 400 + "Gi}\n"), RUN,
      ["p.yaml:6: node.allocatable_memory_bytes:", "is too large a size"], {}),
+    ("profile-storage-size", profile(extra="node: {allocatable_storage_bytes: lots}\n"), RUN,
+     ["p.yaml:6: node.allocatable_storage_bytes:", "must be a size like 512Mi, 16Gi"], {}),
+    ("profile-gpu-url", resources_are("{settle_s: 0, gpu: {metrics_url: 'ftp://u:secret@h/m'}}"), RUN,
+     ["p.yaml:4: resources.gpu:", "metrics_url must be an http:// or https:// URL", "got 'ftp://REDACTED@h/m'"], {}),
+    ("profile-nvml-without-process", resources_are("{settle_s: 0, gpu: {nvml: true}}"), RUN,
+     ["p.yaml:4: resources: gpu.nvml reads the GPU memory of the model's processes: give pid, cmdline or pod"],
+     {}),
     ("profile-duplicate-key", profile(extra="load: {stages: [{rate_rps: 2, requests: 1}]}\n"), RUN,
      ["p.yaml:6: the key 'load' appears twice in the same mapping"], {}),
     ("profile-header-name", profile(target=', headers: {"X Key": v}'), RUN,

@@ -12,10 +12,12 @@ import math
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +149,22 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+DCGM_OUTPUT = ROOT / "tests" / "fixtures" / "gpu" / "dcgm_t4.prom"
+"""A DCGM exporter's recorded output (see the file), served as the model's GPU metrics so the GPU panels have data."""
+
+
+class _DcgmHandler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = DCGM_OUTPUT.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, example_server: tuple[Any, str]) -> Iterator[dict[str, Any]]:
     """Prometheus scraping a sidecar every second; a run starts once the first scrapes are in, and ends."""
@@ -156,10 +174,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory, example_server: tuple[Any, s
     holdout = tmp / "holdout.jsonl"
     write_holdout(holdout)
     (tmp / "token").write_text(TOKEN)
+    dcgm = ThreadingHTTPServer(("127.0.0.1", 0), _DcgmHandler)
+    threading.Thread(target=dcgm.serve_forever, daemon=True).start()
     # Gates chosen to fail (F1 >= 0.999, memory growth <= -1 TB) so that both alerts have something to say.
     profile = write_profile(tmp, url, model.pid, holdout, f1_min=0.999, growth_max=-1e12, objective_ms=1000,
                             stages="{rate_rps: 30, duration_s: 2}, {rate_rps: 60, duration_s: 2}",
-                            server=", start: on-trigger, token_file: token")
+                            server=", start: on-trigger, token_file: token",
+                            resources=f", node_memory_bytes: 16Gi, node_storage_bytes: 100Gi, gpu: {{metrics_url: "
+                                      f"'http://127.0.0.1:{dcgm.server_address[1]}/metrics'}}")
     sidecar, sidecar_url = start_sidecar(profile, {})
     port = _free_port()
     config = {
@@ -188,6 +210,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, example_server: tuple[Any, s
         stop_process(prometheus)
         log.close()
         sidecar.stop()
+        dcgm.shutdown()
+        dcgm.server_close()
 
 
 def _ready(base: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from profiler.core.fit import NodeSize, ReplicaNeeds, fit_counts
 from profiler.judge.requirements import (
     Demand,
     Node,
@@ -11,7 +12,6 @@ from profiler.judge.requirements import (
     percentile_key,
     plan,
     replica_rate,
-    replicas_fit,
     replicas_needed,
     required_rps,
     sustained_rate_within,
@@ -186,4 +186,5 @@ def test_replicas_needed(required, rate, min_replicas, expected):
     (None, None, None, None, {}),
 ])
 def test_replicas_fit(node_memory, memory, node_cores, cores, fits):
-    assert replicas_fit(node_memory, memory, node_cores, cores) == fits
+    assert fit_counts(NodeSize(memory_bytes=node_memory, cpu_cores=node_cores),
+                      ReplicaNeeds(memory_bytes=memory, cpu_cores=cores)) == fits

@@ -61,7 +61,7 @@ async def test_leaking_server_is_flagged(tmp_path: Path, start_server: Callable[
     assert res["cpu"]["seconds_per_request"] > 0
     fit = res["footprint"]
     assert fit["artifact_bytes"] == (tmp_path / "holdout.jsonl").stat().st_size
-    assert fit["replicas_per_node"] is not None and fit["replicas_limited_by"] in ("memory", "cpu")
+    assert fit["replicas_per_node"] is not None and fit["replicas_limited_by"] in ("memory", "CPU")
     assert report["metrics"]["replicas_per_node"] == fit["replicas_per_node"]
     registry = CollectorRegistry()
     registry.register(RunCollector(lambda: state))

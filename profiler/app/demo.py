@@ -65,6 +65,8 @@ resources:
   artifact_path: model.joblib
   node_memory_bytes: 16Gi
   node_cpu_cores: 4
+  # Replicas per node by storage too: each replica takes its artifact on the node's disk.
+  node_storage_bytes: 100Gi
   # About 1,000 requests after warm-up, with memory wandering by ~1 MB, can rule out leaks of
   # 4 KB per request and more; a longer soak rules out smaller ones (the default is 256 B).
   leak_min_bytes_per_request: 4096

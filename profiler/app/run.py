@@ -41,6 +41,7 @@ from profiler.load.engine import Engine, build_bodies
 from profiler.load.search import Driver, run_search, run_stages
 from profiler.load.workers import make_driver
 from profiler.measure.accuracy import PredictionLog
+from profiler.measure.resources.gpu import GpuEndpoint, Nvml, gpu_names
 from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape, artifact_size
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.record.baseline import find_baseline
@@ -531,9 +532,12 @@ class ResourceWatch:
             # hold the process's exit (the loop's shutdown joins asyncio.to_thread's threads).
             reading = await aio.in_thread(state.sampler.read, name="profiler-sampler")
             if reading is not None:
+                gpu = reading.gpu
                 state.series.add(ResourcePoint(t_s, reading.rss_bytes, reading.cpu_s, reading.processes,
                                                SERIES_PHASES.get(phase, STARTING), requests, reading.memory_bytes,
-                                               boundary=boundary))
+                                               boundary=boundary,
+                                               gpu_memory_bytes=gpu.memory_bytes if gpu is not None else None,
+                                               gpu_utilisation_pct=gpu.utilisation_pct if gpu is not None else None))
 
 
 def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int:
@@ -632,4 +636,22 @@ def make_sampler(config: ResourcesConfig) -> ResourceSampler:
         cgroup=Cgroup(config.cgroup_path) if config.cgroup_path is not None else None,
         scrape=Scrape(config.metrics_url, timeout_s=min(2.0, config.interval_s * 2))
         if config.metrics_url is not None else None,
+        gpu=make_gpu_source(config),
     )
+
+
+def make_gpu_source(config: ResourcesConfig) -> Nvml | GpuEndpoint | None:
+    """NVML when resources.gpu.nvml is set; else the GPU section's endpoint, else the target's own metrics_url
+    read for Triton's or DCGM's GPU names (quietly dropped when it has none: a CPU model); else None."""
+    gpu = config.gpu
+    timeout_s = min(2.0, config.interval_s * 2)
+    if gpu is not None and gpu.nvml:
+        return Nvml()
+    url = gpu.metrics_url if gpu is not None and gpu.metrics_url else config.metrics_url
+    if url is None:
+        return None
+    if gpu is None:
+        return GpuEndpoint(url, timeout_s=timeout_s, implicit=True)
+    names = gpu_names(gpu.memory_metric, gpu.memory_unit_bytes, gpu.total_metric, gpu.utilisation_metric,
+                      gpu.utilisation_unit_pct)
+    return GpuEndpoint(url, names, dict(gpu.labels), timeout_s=timeout_s)

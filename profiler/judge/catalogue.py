@@ -39,7 +39,13 @@ METRICS: dict[str, str] = {
     "memory_steady_bytes": "memory under sustained load (median of the last third of the load)",
     "memory_before_bytes": "memory at rest before the load",
     "cpu_seconds_per_request": "CPU seconds the model spent per request under load",
-    "replicas_per_node": "replicas that fit a node (node section, else resources.node_memory_bytes / node_cpu_cores)",
+    "replicas_per_node": "replicas that fit a node by memory, CPU, storage and GPU memory (node section, else "
+                         "resources.node_*)",
+    "gpu_memory_peak_bytes": "peak GPU memory of the model (the GPU source resources.gpu.source names)",
+    "gpu_memory_steady_bytes": "GPU memory under sustained load (median of the last third of the load)",
+    "gpu_memory_leak": "leak test on GPU memory: 1 leaked, 0 no leak; none when inconclusive (gate with max: 0)",
+    "gpu_memory_growth_bytes_per_request": "Theil-Sen growth of GPU memory per request under load, after warm-up",
+    "gpu_utilisation": "mean GPU utilisation under load, percent (0-100) of the devices the model uses",
     "model_artifact_bytes": "size of the model artifact on disk (resources.artifact_path)",
     "replica_rps": "one replica's sustained rate within the requirement's latency (requirements section)",
     "replicas_needed": "replicas needed for the required peak rate",
@@ -112,6 +118,7 @@ def flatten_metrics(report: dict[str, Any]) -> dict[str, float | None]:
     out.update(stage_metrics(report.get("stages", [])))
     out["max_sustained_rps"] = (report.get("capacity") or {}).get("max_sustained_rps")
     out.update(resource_metrics(report.get("resources") or {}))
+    out.update(gpu_metrics((report.get("resources") or {}).get("gpu") or {}))
     out.update(plan_metrics(report.get("requirements") or {}))
     out.update(qualified_metrics(report))
     return out
@@ -188,6 +195,26 @@ def resource_metrics(resources: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
+def gpu_metrics(gpu: dict[str, Any]) -> dict[str, float | None]:
+    """GPU memory, its leak test and utilisation (resources.gpu); all None when no GPU memory was read."""
+    if not gpu.get("measured"):
+        return {}
+    memory = gpu.get("memory") or {}
+    leak = gpu.get("leak") or {}
+    return {
+        "gpu_memory_peak_bytes": memory.get("peak_bytes"),
+        "gpu_memory_steady_bytes": memory.get("steady_bytes"),
+        "gpu_memory_leak": {"leaked": 1.0, "no leak": 0.0}.get(str(leak.get("status"))),
+        "gpu_memory_growth_bytes_per_request": leak.get("bytes_per_request"),
+        "gpu_utilisation": (gpu.get("utilisation") or {}).get("under_load_pct"),
+    }
+
+
+GPU_METRICS = ("gpu_memory_peak_bytes", "gpu_memory_steady_bytes", "gpu_memory_leak",
+               "gpu_memory_growth_bytes_per_request", "gpu_utilisation")
+"""The metrics `gpu_metrics` reads; not measured when no GPU source is configured or none was read."""
+
+
 RESOURCE_METRICS = ("memory_peak_bytes", "memory_growth_bytes", "memory_growth_pct", "memory_steady_bytes",
                     "memory_before_bytes", "cpu_cores", "cpu_seconds_per_request", "memory_leak",
                     "memory_growth_bytes_per_request", "memory_growth_bytes_per_hour", "replicas_per_node")
@@ -201,13 +228,31 @@ def unmeasured_reasons(report: dict[str, Any]) -> dict[str, str]:
     resources = report.get("resources") or {}
     if not resources:
         return {}
+    gpu_reasons = _gpu_unmeasured(resources)
     if not resources.get("complete"):
         why = resources.get("incomplete") or "nothing to watch is configured"
-        return {name: f"{name} was not measured: the model's resources were not read over the whole run ({why})"
-                for name in RESOURCE_METRICS}
+        return {**gpu_reasons, **{name: f"{name} was not measured: the model's resources were not read over the "
+                                        f"whole run ({why})" for name in RESOURCE_METRICS}}
     leak = resources.get("leak") or {}
     if leak.get("status") == "inconclusive":
-        return {"memory_leak": f"memory_leak: {leak_inconclusive_reason(leak)}"}
+        return {**gpu_reasons, "memory_leak": f"memory_leak: {leak_inconclusive_reason(leak)}"}
+    return gpu_reasons
+
+
+def _gpu_unmeasured(resources: dict[str, Any]) -> dict[str, str]:
+    """Why the GPU metrics have no value: no GPU source, none read (the source's problem), or a leak test
+    that could not decide."""
+    gpu = resources.get("gpu")
+    if not gpu:
+        why = "no GPU source is configured (resources.gpu, or a metrics_url with Triton or DCGM GPU metrics)"
+        return {name: f"{name} was not measured: {why}" for name in GPU_METRICS}
+    if not gpu.get("measured"):
+        problems = [p for p in resources.get("problems") or [] if "GPU" in p]
+        why = problems[-1] if problems else "no GPU reading was taken"
+        return {name: f"{name} was not measured: {why}" for name in GPU_METRICS}
+    leak = gpu.get("leak") or {}
+    if leak.get("status") == "inconclusive":
+        return {"gpu_memory_leak": f"gpu_memory_leak: {leak_inconclusive_reason(leak)}"}
     return {}
 
 

@@ -4,7 +4,8 @@ required rate = requests per day / 86,400 x peak factor (or a stated peak rate)
 replica rate  = the highest measured rate one replica sustained within the requirement's latency,
                 x the planned utilisation
 replicas      = max(min replicas, ceil(required rate / replica rate))
-per node      = floor(node memory / replica memory), and floor(node cores / replica cores) when known
+per node      = the smallest of floor(node / replica) over memory, CPU, storage and GPU memory (or MIG
+                slices), each where known on both sides (profiler.core.fit)
 node capacity = replicas per node x replica rate;  nodes = ceil(replicas / replicas per node)
 cost          = node price per hour / (node capacity x batch size x 3,600) x 1,000,000 predictions
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from profiler.core.fit import NodeSize, ReplicaNeeds, describe_fits, fit_counts, limiting
 
 SECONDS_PER_DAY = 86_400
 
@@ -40,6 +43,10 @@ class Node:
     allocatable_cpu_cores: float | None = None
     price_per_hour: float | None = None
     currency: str = "USD"
+    allocatable_storage_bytes: int | None = None
+    gpus: int | None = None
+    gpu_memory_bytes: int | None = None
+    """Memory of one GPU."""
 
 
 def _number(value: Any) -> float | None:
@@ -159,37 +166,47 @@ def _replica_cores(resources: dict[str, Any]) -> float | None:
     return cores if cores is not None else _number((resources.get("cpu") or {}).get("cores_under_load"))
 
 
-def _node_size(node: Node | None, footprint: dict[str, Any]) -> tuple[float | None, float | None]:
-    """(memory bytes, CPU cores) a node offers: the node section, else what the resources section knows."""
-    node_memory: float | None = node.allocatable_memory_bytes if node and node.allocatable_memory_bytes else None
-    node_cores = node.allocatable_cpu_cores if node and node.allocatable_cpu_cores else None
-    if node_memory is None and node_cores is None:
-        # The resources section may know the node (resources.node_memory_bytes / node_cpu_cores).
-        return _number(footprint.get("node_memory_bytes")), _number(footprint.get("node_cpu_cores"))
-    return node_memory, node_cores
+def _node_size(node: Node | None, footprint: dict[str, Any]) -> NodeSize:
+    """What a node offers: the node section when it gives any size (it may describe another node than the
+    resources section), else what the resources section's footprint knows (resources.node_memory_bytes, ...)."""
+    if node is not None and any(v is not None for v in (node.allocatable_memory_bytes, node.allocatable_cpu_cores,
+                                                         node.allocatable_storage_bytes, node.gpus)):
+        return NodeSize(memory_bytes=node.allocatable_memory_bytes, cpu_cores=node.allocatable_cpu_cores,
+                        storage_bytes=node.allocatable_storage_bytes, gpus=node.gpus,
+                        gpu_memory_bytes=node.gpu_memory_bytes or _number(footprint.get("node_gpu_memory_bytes")),
+                        mig_slices_per_gpu=_whole(footprint.get("node_mig_slices_per_gpu")),
+                        mig_slice_memory_bytes=_number(footprint.get("node_mig_slice_memory_bytes")))
+    return NodeSize(memory_bytes=_number(footprint.get("node_memory_bytes")),
+                    cpu_cores=_number(footprint.get("node_cpu_cores")),
+                    storage_bytes=_number(footprint.get("node_storage_bytes")),
+                    gpus=_whole(footprint.get("node_gpus")),
+                    gpu_memory_bytes=_number(footprint.get("node_gpu_memory_bytes")),
+                    mig_slices_per_gpu=_whole(footprint.get("node_mig_slices_per_gpu")),
+                    mig_slice_memory_bytes=_number(footprint.get("node_mig_slice_memory_bytes")))
 
 
-def replicas_fit(node_memory_bytes: float | None, replica_memory_bytes: float | None, node_cores: float | None,
-                 replica_cores: float | None) -> dict[str, int]:
-    """Replicas that fit one node by each resource known on both sides ('memory', 'CPU'); empty if none is."""
-    fits: dict[str, int] = {}
-    if node_memory_bytes is not None and replica_memory_bytes is not None and replica_memory_bytes > 0:
-        fits["memory"] = math.floor(node_memory_bytes / replica_memory_bytes)
-    if node_cores is not None and replica_cores is not None and replica_cores > 0:
-        fits["CPU"] = math.floor(node_cores / replica_cores)
-    return fits
+def _whole(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None else None
+
+
+def replica_needs(memory_bytes: float | None, cores: float | None, footprint: dict[str, Any]) -> ReplicaNeeds:
+    """What one replica uses: the memory and cores given, storage and GPU memory as the footprint measured them."""
+    return ReplicaNeeds(memory_bytes=memory_bytes, cpu_cores=cores,
+                        storage_bytes=_number(footprint.get("storage_per_replica_bytes")),
+                        gpu_memory_bytes=_number(footprint.get("gpu_memory_per_replica_bytes")))
 
 
 def _pack(out: dict[str, Any], fits: dict[str, int], rate: float | None, node: Node | None,
           batch_size: int) -> None:
     """Fill in replicas per node, node capacity, nodes and cost from what fits a node; notes say what binds."""
     notes: list[str] = out["notes"]
-    limit = min(fits, key=lambda k: fits[k])  # on a tie, memory (listed first) is named
-    per_node = fits[limit]
+    per_node, limit = limiting(fits)
+    assert per_node is not None
     out["replicas_limited_by"] = limit
-    if len(fits) > 1 and fits["memory"] != fits["CPU"]:
-        notes.append(f"{limit} limits replicas per node to {per_node} (memory allows {fits['memory']}, "
-                     f"CPU {fits['CPU']})")
+    out["replicas_by_resource"] = fits
+    if len(set(fits.values())) > 1:
+        notes.append(f"{limit} limits replicas per node to {per_node} ({describe_fits(fits)})")
     out["replicas_per_node"] = per_node
     if per_node == 0:
         notes.append("one replica does not fit on a node")
@@ -213,7 +230,7 @@ def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch
         "replicas_needed": None, "replica_memory_bytes": None, "replicas_per_node": None,
         "capacity_per_node_rps": None, "nodes_needed": None, "cost_per_million": None,
         "cost_per_day": None, "currency": node.currency if node else None, "replica_memory_source": None,
-        "replicas_limited_by": None, "notes": notes,
+        "replicas_limited_by": None, "replicas_by_resource": {}, "notes": notes,
     }
     if demand is not None:
         out["required_rps"] = required_rps(demand)
@@ -231,13 +248,14 @@ def plan(report: dict[str, Any], demand: Demand | None, node: Node | None, batch
     if memory is None:
         notes.append("the replica's memory was not measured (resources) nor given (replica_memory_bytes)")
     out["replica_memory_bytes"] = int(memory) if memory else None
-    cores = _replica_cores(resources)
-    node_memory, node_cores = _node_size(node, resources.get("footprint") or {})
-    if node_memory is None and node_cores is None:
-        notes.append("no node size (node.allocatable_memory_bytes or resources.node_memory_bytes): replicas per "
-                     "node, node capacity and cost are not computed")
+    footprint = resources.get("footprint") or {}
+    size = _node_size(node, footprint)
+    if all(v is None for v in (size.memory_bytes, size.cpu_cores, size.storage_bytes, size.gpus)):
+        notes.append("no node size (node.allocatable_memory_bytes, allocatable_cpu_cores, allocatable_storage_bytes "
+                     "or gpus, or resources.node_memory_bytes): replicas per node, node capacity and cost are not "
+                     "computed")
         return out
-    fits = replicas_fit(node_memory, memory, node_cores, cores)
+    fits = fit_counts(size, replica_needs(memory, _replica_cores(resources), footprint))
     if fits:
         _pack(out, fits, rate, node, batch_size)
     return out

@@ -164,6 +164,21 @@ def resource_families(series: BoundedSeries, sampler: ResourceSampler | None, mo
         cpu.add_metric([model], last.cpu_s)
         yield cpu
     yield _single("profiler_target_processes", "How many processes the model runs.", model, float(last.processes))
+    yield from gpu_families(series, model)
+
+
+def gpu_families(series: BoundedSeries, model: str) -> Iterator[Metric]:
+    """The model's GPU memory and utilisation from the latest reading, and the GPU memory peak so far."""
+    last = series.last
+    if last is not None and last.gpu_memory_bytes is not None:
+        yield _single("profiler_target_gpu_memory_bytes", "GPU memory of the model (resources.gpu.source says whose).",
+                      model, float(last.gpu_memory_bytes))
+    if last is not None and last.gpu_utilisation_pct is not None:
+        yield _single("profiler_target_gpu_utilisation_ratio", "Utilisation of the model's GPUs, 0 to 1.", model,
+                      last.gpu_utilisation_pct / 100)
+    if series.gpu_peak is not None and series.gpu_peak.gpu_memory_bytes is not None:
+        yield _single("profiler_target_gpu_memory_peak_bytes", "Peak GPU memory of the model so far.", model,
+                      float(series.gpu_peak.gpu_memory_bytes))
 
 
 def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
@@ -191,7 +206,7 @@ def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
         if isinstance(objective, dict) and isinstance(objective.get("sustained"), bool):
             sustained.add_metric([model, str(stage.get("name"))], 1.0 if objective["sustained"] else 0.0)
     yield sustained
-    yield from _leak_families(report.get("resources") or {}, model)
+    yield from _resources_report_families(report.get("resources") or {}, model)
     yield from _verdict_families(report, model)
 
 
@@ -257,6 +272,52 @@ def _timestamp(value: Any) -> float | None:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:
         return None
+
+
+def _resources_report_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:
+    """Memory growth and the leak test, the GPU's figures, and replicas per node by resource."""
+    yield from _leak_families(resources, model)
+    yield from _gpu_report_families(resources, model)
+    yield from _fit_families(resources, model)
+
+
+def _gpu_report_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:
+    """The GPU memory leak test's answer and growth rate, and the mean GPU utilisation under load."""
+    gpu = resources.get("gpu")
+    if not isinstance(gpu, dict) or not gpu.get("measured"):
+        return
+    leak = gpu.get("leak") or {}
+    yield _single("profiler_gpu_memory_leak", "The GPU memory leak test: 1 leaked, 0 no leak, -1 inconclusive.",
+                  model, LEAK_CODES.get(str(leak.get("status")), -1.0))
+    rate = _number(leak.get("bytes_per_request"))
+    if rate is not None:
+        yield _single("profiler_gpu_memory_growth_bytes_per_request",
+                      "Theil-Sen growth of the model's GPU memory per request under load, after warm-up.", model, rate)
+    utilisation = _number((gpu.get("utilisation") or {}).get("under_load_pct"))
+    if utilisation is not None:
+        yield _single("profiler_gpu_utilisation_under_load_ratio", "Mean utilisation of the model's GPUs under load.",
+                      model, utilisation / 100)
+
+
+def _fit_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:
+    """Replicas that fit a node by each resource (memory, CPU, storage, GPU memory), and the count that holds."""
+    fit = resources.get("footprint")
+    if not isinstance(fit, dict):
+        return
+    by_resource = fit.get("replicas_by_resource") or {}
+    if by_resource:
+        family = GaugeMetricFamily("profiler_replicas_per_node_by_resource",
+                                   "Replicas that fit one node by one resource; the smallest limits the node.",
+                                   labels=["model", "resource"])
+        for resource, count in by_resource.items():
+            family.add_metric([model, str(resource)], float(count))
+        yield family
+    replicas = _number(fit.get("replicas_per_node"))
+    if replicas is not None:
+        family = GaugeMetricFamily("profiler_replicas_per_node", "Replicas that fit one node (label: the limit).",
+                                   labels=["model", "limited_by"])
+        family.add_metric([model, str(fit.get("replicas_limited_by"))], replicas)
+        yield family
 
 
 def _single(name: str, documentation: str, model: str, value: float) -> GaugeMetricFamily:

@@ -104,15 +104,40 @@ def render_resources(res: dict[str, Any]) -> list[str]:
     lines.append(f"leak     {leak['status'].upper()}{interval}: {leak['reason']}")
     if leak.get("hours_to_limit") is not None:
         lines.append(f"         the limit is reached in {leak['hours_to_limit']:.1f} h at this load")
+    lines += render_gpu(res.get("gpu"))
     if fit.get("replicas_per_node") is not None or fit.get("artifact_bytes") is not None:
-        lines.append(f"fit      artifact {_size(fit['artifact_bytes'])}  replicas per node "
-                     f"{fit['replicas_per_node'] or '-'} (limited by {fit['replicas_limited_by'] or '-'})  "
+        limited = fit["replicas_limited_by"] or "-"
+        if fit.get("replicas_fit"):
+            limited += f": {fit['replicas_fit']}"
+        lines.append(f"fit      artifact {_size(fit['artifact_bytes'])}  storage per replica "
+                     f"{_size(fit.get('storage_per_replica_bytes'))}  replicas per node "
+                     f"{_num(fit['replicas_per_node'], '{:g}')} (limited by {limited})  "
                      f"{_num(fit['max_sustained_rps_per_node'], '{:g}')} rps per node")
     if not res.get("complete") and res.get("incomplete"):
         lines.append(f"         memory checks are inconclusive: {res['incomplete']}")
     for problem in res["problems"]:
         lines.append(f"         not measured: {problem}")
     return lines
+
+
+def render_gpu(gpu: dict[str, Any] | None) -> list[str]:
+    """GPU memory before/peak/steady/after with its source, utilisation and the GPU leak test, as text lines."""
+    if not gpu:
+        return []
+    if not gpu.get("measured"):
+        return [f"gpu      not measured ({gpu['source']}; see below)"]
+    mem, util, leak = gpu["memory"], gpu["utilisation"], gpu["leak"]
+    mig = (f"  MIG {gpu['mig_slices_per_gpu']} slices of {_size(gpu.get('mig_slice_memory_bytes'))}"
+           if gpu.get("mig_slices_per_gpu") else "")
+    rate = leak.get("bytes_per_request")
+    growth = f"  {rate:,.0f} B/request" if rate is not None else ""
+    return [f"gpu      {gpu['source']}",
+            f"         before {_size(mem['before_bytes'])}  peak {_size(mem['peak_bytes'])}  steady "
+            f"{_size(mem['steady_bytes'])}  after {_size(mem['after_bytes'])}  of "
+            f"{_size(gpu.get('gpu_total_bytes'))} per GPU, {gpu.get('devices', 0)} device(s){mig}",
+            f"         utilisation {_num(util['under_load_pct'], '{:.0f}%')} under load (busiest "
+            f"{_num(util['peak_pct'], '{:.0f}%')}), {_num(util['before_pct'], '{:.0f}%')} at rest before",
+            f"gpu leak {leak['status'].upper()}{growth}: {leak['reason']}"]
 
 
 def _size(value: float | None) -> str:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from profiler import __version__
-from profiler.config import Config, ObjectiveConfig, ResourcesConfig, SearchConfig
+from profiler.config import Config, NodeConfig, ObjectiveConfig, ResourcesConfig, SearchConfig
 from profiler.core.errors import ReportError
+from profiler.core.fit import NodeSize
 from profiler.core.redact import redact_url
 from profiler.judge.capacity import capacity_summary, judge_stage, judge_window_stage
 from profiler.judge.catalogue import flatten_metrics
@@ -29,8 +30,9 @@ from profiler.measure.accuracy import accuracy_metrics
 from profiler.measure.latency import StageRecorder
 from profiler.measure.resources.footprint import footprint
 from profiler.measure.resources.leak import LeakSettings
+from profiler.measure.resources.parse import GpuReading
 from profiler.measure.resources.sampler import ResourceSampler
-from profiler.measure.resources.series import BoundedSeries, summarise
+from profiler.measure.resources.series import BoundedSeries, gpu_summarise, summarise
 from profiler.record.assess import assess, candidate_evidence
 from profiler.state import PHASE_RUNNING, PHASE_STOPPED, PHASES, ArtifactSize, RunView
 
@@ -66,7 +68,7 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
         "capacity": capacity,
         "accuracy": accuracy_section(run),
         "resources": resources_report(run.series, run.sampler, config.resources, capacity["max_sustained_rps"],
-                                      run.artifact),
+                                      run.artifact, config.node),
     }
     report["gates"] = [g.model_dump() for g in config.gates]
     report["requirements"] = requirements_section(config, report)
@@ -147,15 +149,18 @@ def requirements_section(config: Config, report: dict[str, Any]) -> dict[str, An
     node = None
     if config.node is not None:
         n = config.node
-        node = Node(n.allocatable_memory_bytes, n.allocatable_cpu_cores, n.price_per_hour, n.currency)
+        node = Node(n.allocatable_memory_bytes, n.allocatable_cpu_cores, n.price_per_hour, n.currency,
+                    n.allocatable_storage_bytes, n.gpus, n.gpu_memory_bytes)
     return plan(report, demand, node, config.load.batch_size)
 
 
 def resources_report(series: BoundedSeries, sampler: ResourceSampler | None, config: ResourcesConfig,
-                     max_sustained_rps: float | None, artifact: ArtifactSize | None) -> dict[str, Any]:
-    """report["resources"]: source, problems, memory before/peak/after, CPU, leak test, footprint, series.
+                     max_sustained_rps: float | None, artifact: ArtifactSize | None,
+                     node: NodeConfig | None = None) -> dict[str, Any]:
+    """report["resources"]: source, problems, memory before/peak/after, CPU, leak test, GPU, footprint, series.
 
-    `artifact` is the model artifact as the run measured it (None when resources.artifact_path is unset).
+    `artifact` is the model artifact as the run measured it (None when resources.artifact_path is unset);
+    `node` is the profile's node section, whose sizes the footprint prefers to resources.node_*.
     """
     problems = list(sampler.problems) if sampler is not None else []
     if sampler is None or not sampler.configured:
@@ -168,18 +173,69 @@ def resources_report(series: BoundedSeries, sampler: ResourceSampler | None, con
     section = summarise(series, sampler.source if sampler is not None else "none", problems,
                         incomplete=sampler.incomplete if sampler is not None else None,
                         limit_bytes=limit, settings=settings)
-    section["memory_figure"] = sampler.memory_figure if sampler is not None else None
-    section["cpu_figure"] = sampler.cpu_figure if sampler is not None else None
-    section.update(_cgroup_section(sampler))
-    if artifact is not None and artifact.problem is None:
-        section["artifact"] = {"path": str(artifact.path), "bytes": artifact.size_bytes, "files": artifact.files}
+    section.update(_figures_section(sampler, artifact))
+    gpu = gpu_section(series, sampler, settings)
+    if gpu is not None:
+        section["gpu"] = gpu
     memory, cpu = section["memory"], section["cpu"]
+    gpu_memory = (gpu or {}).get("memory") or {}
+    replica_gpu = config.gpu.replica_gpu_memory_bytes if config.gpu is not None else None
     section["footprint"] = footprint(
         artifact_bytes=artifact.size_bytes if artifact is not None else None,
         steady_bytes=memory["steady_bytes"], peak_bytes=memory["peak_bytes"],
         cpu_s_per_request=cpu["seconds_per_request"], max_sustained_rps=max_sustained_rps,
-        node_memory_bytes=config.node_memory_bytes, node_cpu_cores=config.node_cpu_cores)
+        node=node_size(config, node, gpu), replica_storage_bytes=config.replica_storage_bytes,
+        gpu_steady_bytes=replica_gpu or gpu_memory.get("steady_bytes"),
+        gpu_peak_bytes=replica_gpu or gpu_memory.get("peak_bytes"))
     return section
+
+
+def _figures_section(sampler: ResourceSampler | None, artifact: ArtifactSize | None) -> dict[str, Any]:
+    """Which memory and CPU figures the run used, the last cgroup reading, and the artifact as measured."""
+    out: dict[str, Any] = {"memory_figure": sampler.memory_figure if sampler is not None else None,
+                           "cpu_figure": sampler.cpu_figure if sampler is not None else None}
+    out.update(_cgroup_section(sampler))
+    if artifact is not None and artifact.problem is None:
+        out["artifact"] = {"path": str(artifact.path), "bytes": artifact.size_bytes, "files": artifact.files}
+    return out
+
+
+def gpu_section(series: BoundedSeries, sampler: ResourceSampler | None,
+                settings: LeakSettings) -> dict[str, Any] | None:
+    """report["resources"]["gpu"]: GPU memory before/peak/steady/after, utilisation, the leak test, the devices;
+    None when no GPU source is configured, or the target's own endpoint showed no GPU metrics (a CPU model)."""
+    source = sampler.gpu if sampler is not None else None
+    if source is None or (series.gpu_peak is None and not source.problems):
+        return None
+    last: GpuReading | None = getattr(source, "last", None)
+    devices = last.devices if last is not None else 0
+    # A leak is projected to the point the GPU is full: one GPU's memory when the model has one.
+    limit = last.gpu_total_bytes if last is not None and devices == 1 else None
+    section = gpu_summarise(series, source.describe(), settings=settings, limit_bytes=limit)
+    section["devices"] = devices
+    section["gpu_total_bytes"] = last.gpu_total_bytes if last is not None else None
+    section["mig_slices_per_gpu"] = last.mig_slices_per_gpu if last is not None else None
+    section["mig_slice_memory_bytes"] = last.mig_slice_memory_bytes if last is not None else None
+    return section
+
+
+def node_size(config: ResourcesConfig, node: NodeConfig | None, gpu: dict[str, Any] | None) -> NodeSize:
+    """The node the footprint fits replicas on: the node section's sizes, else resources.node_*; its GPUs as
+    configured, else as the GPU source reported them (count, memory of one GPU, MIG slices)."""
+    gpu = gpu or {}
+    gpus = (node.gpus if node is not None and node.gpus is not None
+            else config.gpu.node_gpus if config.gpu is not None and config.gpu.node_gpus is not None
+            else gpu.get("devices") if gpu.get("measured") and gpu.get("mig_slices_per_gpu") is None
+            else None)
+    return NodeSize(
+        memory_bytes=(node.allocatable_memory_bytes if node is not None else None) or config.node_memory_bytes,
+        cpu_cores=(node.allocatable_cpu_cores if node is not None else None) or config.node_cpu_cores,
+        storage_bytes=(node.allocatable_storage_bytes if node is not None else None) or config.node_storage_bytes,
+        gpus=gpus,
+        gpu_memory_bytes=(node.gpu_memory_bytes if node is not None else None) or gpu.get("gpu_total_bytes"),
+        mig_slices_per_gpu=gpu.get("mig_slices_per_gpu"),
+        mig_slice_memory_bytes=gpu.get("mig_slice_memory_bytes"),
+    )
 
 
 def _cgroup_section(sampler: ResourceSampler | None) -> dict[str, Any]:

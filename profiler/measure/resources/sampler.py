@@ -20,14 +20,16 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
 from profiler.core.redact import redact_text, redact_url
 from profiler.measure.resources.parse import (
     CgroupMemory,
+    GpuReading,
     ScrapedProcess,
     cgroup_memory,
     parse_flat_keyed,
@@ -87,6 +89,7 @@ class Reading:
     pss_bytes: int | None = None
     uss_bytes: int | None = None
     cgroup: CgroupMemory | None = None
+    gpu: GpuReading | None = None
 
 
 class _Problems:
@@ -130,6 +133,8 @@ class ProcessTree(_Problems):
         self._cpu_done_s = 0.0
         self._cpu_seen: dict[int, float] = {}
         self._smaps_ok = True
+        self.pids: set[int] = set()
+        """The PIDs of the last reading (what NVML's per-process figures are matched against)."""
 
     def describe(self) -> str:
         """The watched processes, in words."""
@@ -301,6 +306,7 @@ class ProcessTree(_Problems):
         self._cpu_done_s += sum(cpu for pid, cpu in self._cpu_seen.items() if pid not in alive)
         had_read = bool(self._cpu_seen) or self._roots_seen is not None
         self._cpu_seen = alive
+        self.pids = set(alive)
         if not alive:
             if had_read:
                 self.lost = self.lost or f"the watched processes ({self.describe()}) exited"
@@ -393,6 +399,20 @@ class Scrape(_Problems):
         return scraped
 
 
+class GpuSource(Protocol):
+    """A source of the model's GPU memory and utilisation (profiler.measure.resources.gpu: NVML, an endpoint)."""
+
+    @property
+    def problems(self) -> list[str]:
+        """What could not be measured and why."""
+
+    def read_gpu(self, pids: set[int] | None = None) -> GpuReading | None:
+        """One reading; `pids` are the watched processes (for per-process sources). Never raises."""
+
+    def describe(self) -> str:
+        """Where the figures come from, in words."""
+
+
 @dataclass
 class ResourceSampler:
     """Reads every configured source and keeps one memory figure and one CPU figure for the whole run.
@@ -404,6 +424,7 @@ class ResourceSampler:
     processes: ProcessTree | None = None
     cgroup: Cgroup | None = None
     scrape: Scrape | None = None
+    gpu: GpuSource | None = None
     memory_figure: str | None = None
     cpu_figure: str | None = None
     limit_bytes: int | None = None
@@ -415,13 +436,13 @@ class ResourceSampler:
     @property
     def configured(self) -> bool:
         """Whether anything is configured to watch."""
-        return any(s is not None for s in (self.processes, self.cgroup, self.scrape))
+        return any(s is not None for s in (self.processes, self.cgroup, self.scrape, self.gpu))
 
     @property
     def problems(self) -> list[str]:
         """What could not be measured and why, from every source."""
         out = list(self._own_problems)
-        for source in (self.processes, self.cgroup, self.scrape):
+        for source in (self.processes, self.cgroup, self.scrape, self.gpu):
             if source is not None:
                 out += [p for p in source.problems if p not in out]
         return out
@@ -474,10 +495,13 @@ class ResourceSampler:
         memory_bytes = memory[self.memory_figure] if self.memory_figure else None
         if memory_bytes is None:
             self._note_gap()
-        if tree is None and cg_memory is None and scraped is None:
+        gpu = self.gpu.read_gpu(self.processes.pids if self.processes is not None else None) if self.gpu else None
+        if tree is None and cg_memory is None and scraped is None and gpu is None:
             return None
         self.readings += 1
-        return build_reading(memory_bytes, cpu[self.cpu_figure] if self.cpu_figure else None, tree, cg_memory, scraped)
+        reading = build_reading(memory_bytes, cpu[self.cpu_figure] if self.cpu_figure else None, tree, cg_memory,
+                                scraped)
+        return replace(reading, gpu=gpu) if gpu is not None else reading
 
     def _scrape(self, local: bool) -> ScrapedProcess | None:
         """A scrape when the run's memory figure is the scraped one, or before a figure is chosen with nothing

@@ -34,6 +34,9 @@ class ResourcePoint:
     memory_bytes: int | None = None
     boundary: bool = False
     """Taken at a phase boundary (the start or end of a rest, the end of the load): always kept in the series."""
+    gpu_memory_bytes: int | None = None
+    """The model's GPU memory (see the GPU source), None where not read."""
+    gpu_utilisation_pct: float | None = None
 
 
 @dataclass
@@ -45,6 +48,8 @@ class BoundedSeries:
     stride: int = 1
     _skipped: int = 0
     peak: ResourcePoint | None = None
+    gpu_peak: ResourcePoint | None = None
+    """The reading with the highest GPU memory, kept exactly like `peak`."""
     first: ResourcePoint | None = None
     last: ResourcePoint | None = None
 
@@ -60,6 +65,9 @@ class BoundedSeries:
         if point.memory_bytes is not None and (self.peak is None or self.peak.memory_bytes is None
                                                or point.memory_bytes > self.peak.memory_bytes):
             self.peak = point
+        if point.gpu_memory_bytes is not None and (self.gpu_peak is None or self.gpu_peak.gpu_memory_bytes is None
+                                                   or point.gpu_memory_bytes > self.gpu_peak.gpu_memory_bytes):
+            self.gpu_peak = point
         if not point.boundary:
             self._skipped += 1
             if self._skipped < self.stride:
@@ -75,8 +83,8 @@ class BoundedSeries:
         return [p for p in self.points if p.phase == phase]
 
 
-def _median_memory(points: list[ResourcePoint]) -> float | None:
-    values = [p.memory_bytes for p in points if p.memory_bytes is not None]
+def _median_memory(points: list[ResourcePoint], gpu: bool = False) -> float | None:
+    values = [v for v in (p.gpu_memory_bytes if gpu else p.memory_bytes for p in points) if v is not None]
     return float(statistics.median(values)) if values else None
 
 
@@ -114,18 +122,20 @@ def cpu_summary(series: BoundedSeries) -> dict[str, float | None]:
     }
 
 
-def memory_summary(series: BoundedSeries) -> dict[str, float | None]:
-    """Memory at rest before the load (median), at peak, under sustained load, at rest after; growth."""
-    before = _median_memory(series.in_phase(BEFORE))
-    after = _median_memory(series.in_phase(AFTER))
-    load = [p for p in series.in_phase(LOAD) if p.memory_bytes is not None]
+def memory_summary(series: BoundedSeries, gpu: bool = False) -> dict[str, float | None]:
+    """Memory (host, or GPU with `gpu`) at rest before the load (median), at peak, under sustained load, at rest
+    after; growth."""
+    before = _median_memory(series.in_phase(BEFORE), gpu)
+    after = _median_memory(series.in_phase(AFTER), gpu)
+    load = [p for p in series.in_phase(LOAD) if (p.gpu_memory_bytes if gpu else p.memory_bytes) is not None]
     # Steady state: the last third of the load, when warm-up is over.
-    steady = _median_memory(load[len(load) * 2 // 3:]) if load else None
-    peak = series.peak.memory_bytes if series.peak is not None else None
+    steady = _median_memory(load[len(load) * 2 // 3:], gpu) if load else None
+    peak_point = series.gpu_peak if gpu else series.peak
+    peak = (peak_point.gpu_memory_bytes if gpu else peak_point.memory_bytes) if peak_point is not None else None
     return {
         "before_bytes": before,
         "peak_bytes": float(peak) if peak is not None else None,
-        "peak_t_s": series.peak.t_s if series.peak is not None else None,
+        "peak_t_s": peak_point.t_s if peak_point is not None and peak is not None else None,
         "steady_bytes": steady,
         "after_bytes": after,
         "growth_bytes": after - before if after is not None and before is not None else None,
@@ -134,11 +144,44 @@ def memory_summary(series: BoundedSeries) -> dict[str, float | None]:
     }
 
 
-def leak_verdict(series: BoundedSeries, settings: LeakSettings, limit_bytes: float | None) -> dict[str, Any]:
-    """The leak test on the readings taken under load."""
+def leak_verdict(series: BoundedSeries, settings: LeakSettings, limit_bytes: float | None,
+                 gpu: bool = False) -> dict[str, Any]:
+    """The leak test on the readings taken under load (of GPU memory with `gpu`)."""
     load = series.in_phase(LOAD)
     return detect_leak([p.requests for p in load], [p.t_s for p in load],
-                       [p.memory_bytes for p in load], settings, limit_bytes).as_dict()
+                       [p.gpu_memory_bytes if gpu else p.memory_bytes for p in load], settings, limit_bytes).as_dict()
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def utilisation_summary(series: BoundedSeries) -> dict[str, float | None]:
+    """GPU utilisation (percent): mean at rest before, mean and busiest reading under load, mean at rest after."""
+    def of(phase: str) -> list[float]:
+        return [p.gpu_utilisation_pct for p in series.in_phase(phase) if p.gpu_utilisation_pct is not None]
+    load = of(LOAD)
+    return {"before_pct": _mean(of(BEFORE)), "under_load_pct": _mean(load), "peak_pct": max(load) if load else None,
+            "after_pct": _mean(of(AFTER))}
+
+
+def gpu_summarise(series: BoundedSeries, source: str, *, settings: LeakSettings | None = None,
+                  limit_bytes: float | None = None) -> dict[str, Any]:
+    """The GPU part of the resources section: GPU memory before/peak/steady/after, utilisation, the leak test.
+
+    `measured` is false when no GPU memory reading was taken; `limit_bytes` (the GPU's memory) lets a leak
+    be projected to the point the device is full.
+    """
+    measured = series.gpu_peak is not None
+    memory = memory_summary(series, gpu=True)
+    memory["limit_bytes"] = limit_bytes
+    return {
+        "source": source,
+        "measured": measured,
+        "memory": {k: _finite(v) for k, v in memory.items()},
+        "utilisation": {k: _finite(v) for k, v in utilisation_summary(series).items()},
+        "leak": leak_verdict(series, settings or LeakSettings(), limit_bytes, gpu=True),
+    }
 
 
 def _finite(value: float | None) -> float | None:
@@ -170,7 +213,8 @@ def summarise(series: BoundedSeries, source: str, problems: list[str], *, incomp
             {"t_s": round(p.t_s, 3), "memory_bytes": p.memory_bytes, "rss_bytes": p.rss_bytes,
              "cpu_s": round(p.cpu_s, 3) if p.cpu_s is not None else None,
              "cores": _round(cores_between([prev, p])) if prev is not None else None,
-             "phase": p.phase, "requests": p.requests, "processes": p.processes}
+             "phase": p.phase, "requests": p.requests, "processes": p.processes,
+             "gpu_memory_bytes": p.gpu_memory_bytes, "gpu_utilisation_pct": _round(p.gpu_utilisation_pct)}
             for prev, p in zip([None, *series.points], series.points, strict=False)
         ],
     }
