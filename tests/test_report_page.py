@@ -12,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -221,7 +222,10 @@ def test_the_sidecar_page_follows_the_run_live(runs: dict[str, Any], browser: Br
         stored.page.close()
         assert (tmp_path / "report.html").is_file()  # the sidecar writes the page beside report.json too
     finally:
-        child.stop()
+        _, log = child.stop()
+    # The sidecar's log says how the run went: a line per finished stage, with its figures.
+    for stage in ("stage-1", "stage-2"):
+        assert re.search(rf"run {report['run']['id']}: {stage} +done +offered .* achieved .* p99 ", log), log
 
 
 def test_progress_is_plain_lines_without_a_terminal(runs: dict[str, Any]) -> None:

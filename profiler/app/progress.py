@@ -178,6 +178,28 @@ class PlainProgress:
         self.handler.close()
 
 
+async def log_progress(run: RunView, logger: logging.Logger, every_s: float = 1.0) -> None:
+    """The sidecar's progress in its log until cancelled: a line per finished stage, and the status line every
+    PLAIN_EVERY_S and when the run starts waiting for its target or starts the load."""
+    progress = RunProgress(run)
+    last_s = -PLAIN_EVERY_S
+    try:
+        while True:
+            now_s = time.monotonic()
+            phase = run.phase
+            changed = phase != progress._phase
+            progress.observe(now_s)
+            for line in progress.finished_lines():
+                logger.info("run %s: %s", run.run_id, line)
+            if phase in ("waiting for target", "load") and (changed or now_s - last_s >= PLAIN_EVERY_S):
+                logger.info("run %s: %s", run.run_id, progress.status(now_s))
+                last_s = now_s
+            await asyncio.sleep(every_s)
+    finally:
+        for line in progress.finished_lines():  # the stages that ended since the last look
+            logger.info("run %s: %s", run.run_id, line)
+
+
 async def show_progress(run: RunView, stream: TextIO | None = None, refresh_s: float = REFRESH_S) -> None:
     """Show the run's progress until cancelled: on `stream`, live if it is a terminal, else plain lines; by
     default live on stderr when that is a terminal, else plain lines on stdout."""

@@ -29,6 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from profiler.app.auth import bearer_matches, load_token
 from profiler.app.limits import BODY_TIMEOUT_S, KEEPALIVE_S, Listener, listen, raise_fd_limit
+from profiler.app.progress import log_progress
 from profiler.app.run import conclude_and_record, execute
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
@@ -192,6 +193,9 @@ class Sidecar:
         return self.state
 
     async def _run(self, state: RunState) -> None:
+        # The log says how the run goes (app.progress: a line per finished stage, the status every 10 s);
+        # it reads the state, the run knows nothing of it.
+        watching = asyncio.create_task(log_progress(state, log))
         try:
             report = await execute(state, self.stop, self.config.server.shutdown_grace_s)
             # Writing the report (JSON with indents: the pure-Python encoder, ~10 ms per 100 KB) blocks: in a
@@ -219,6 +223,7 @@ class Sidecar:
             state.phase = "error"
             log.exception("run %s failed", state.run_id)
         finally:
+            watching.cancel()
             self.finished.set()
 
     def _finish(self, report: dict[str, Any]) -> None:
