@@ -7,6 +7,8 @@ RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 
 .PHONY: demo test lint typecheck bench clean
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_STAMP := $(MLFLOW_VENV)/.installed
 
 # The demo needs only the runtime; the tests also need the dev tools and the optional extras
 # (MLflow tracking, and the independent V2 servers/clients the interop tests profile).
@@ -20,11 +22,19 @@ $(STAMP): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop,gpu]'
 	touch $(STAMP)
 
+# The MLflow tracking server the history tests start (tests/test_gate_mlflow.py). The full `mlflow` package
+# pins many libraries, so it gets its own environment; the profiler talks to it through mlflow-skinny.
+$(MLFLOW_STAMP):
+	test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install --quiet --upgrade pip
+	$(MLFLOW_VENV)/bin/pip install --quiet 'mlflow>=3,<4'
+	touch $(MLFLOW_STAMP)
+
 demo: $(RUNTIME)
 	$(BIN)/profiler demo
 
 # Two passes: everything that tolerates a neighbour on two processes, then the tests that bound timing alone.
-test: $(STAMP)
+test: $(STAMP) $(MLFLOW_STAMP)
 	$(BIN)/python -m pytest -q -n 2 -m "not serial"
 	$(BIN)/python -m pytest -q -p no:xdist -m serial
 
@@ -39,4 +49,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo
+	rm -rf $(VENV) $(MLFLOW_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo

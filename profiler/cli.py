@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,13 +28,14 @@ from profiler.examples.holdout import write_holdout
 from profiler.examples.server import main as server_main
 from profiler.judge.catalogue import flatten_metrics
 from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, Gate, exit_code_for, judge
-from profiler.record.compare import compare_runs
+from profiler.record.backend import open_for_command
+from profiler.record.cioutput import CiOutputs
+from profiler.record.compare import compare_runs, comparison_json
 from profiler.record.merge import merge_reports
 from profiler.record.page import history_lookup, write_html
 from profiler.record.recent_runs import StoreRuns
 from profiler.record.render import comparison_text, history_table, render_text
 from profiler.record.report import write_json
-from profiler.record.store import Store
 
 
 class _Parser(argparse.ArgumentParser):
@@ -79,14 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", "-q", action="store_true", help="print only the verdict line")
     run.add_argument("--progress", action="store_true",
                      help="log each phase on stderr as the run enters it (loading dataset, waiting for target, ...)")
-    run.add_argument("--baseline", metavar="RUN_ID", help="compare with this run (overrides baseline.run)")
+    run.add_argument("--baseline", metavar="RUN", help="compare with this run: an id in the history (or MLflow), "
+                     "or a report file (overrides baseline.run)")
     run.add_argument("--history", type=Path, metavar="PATH", help="the run history file (overrides history.path)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="override a profile field, validated like the file: load.stages.0.rate_rps=200")
+    run.add_argument("--junit", type=Path, metavar="PATH", help="write the checks as JUnit XML (one test case each)")
+    run.add_argument("--summary-md", type=Path, metavar="PATH",
+                     help="write a Markdown summary (also appended to $GITHUB_STEP_SUMMARY when that is set)")
 
     serve = sub.add_parser("serve", help="sidecar mode: run the profile and serve /report, /metrics, /healthz")
     serve.add_argument("--config", "-c", required=True, type=Path)
     serve.add_argument("--port", type=_port, help="overrides server.port")
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--once", action="store_true", help="exit with the verdict when the run ends")
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                       help="override a profile field, validated like the file")
 
     demo = sub.add_parser("demo", help="start the bundled example model and profile it")
     demo.add_argument("--dir", type=Path, default=Path("profiler-demo"), help="where to write config, data, report")
@@ -105,11 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--config", "-c", type=Path, help="take the history file from this profile")
     history.add_argument("--model", help="only runs of this model")
     history.add_argument("--limit", type=_positive, default=50)
+    history.add_argument("--json", action="store_true", help="the runs as a JSON array")
     compare = sub.add_parser("compare", help="every metric of two runs side by side, with deltas and significance")
     compare.add_argument("a", metavar="A", help="the baseline run id")
     compare.add_argument("b", metavar="B", help="the candidate run id")
     compare.add_argument("--db", type=Path)
     compare.add_argument("--config", "-c", type=Path)
+    compare.add_argument("--json", action="store_true", help="the comparison as a JSON document")
 
     page = sub.add_parser("report", help="draw a report file or a stored run as one self-contained HTML page")
     page.add_argument("source", metavar="REPORT.json|RUN_ID", help="a report written by `profiler run`, or a run id "
@@ -164,18 +176,18 @@ def _one_line(message: str) -> str:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
-        config = load_config(args.config)
+        config = load_config(args.config, args.overrides)
         if args.report:
             config = config.model_copy(update={"report": config.report.model_copy(update={"path": args.report})})
         if args.baseline:
             config = config.model_copy(update={"baseline": config.baseline.model_copy(update={"run": args.baseline})})
         if args.history:
             config = config.model_copy(update={"history": config.history.model_copy(update={"path": args.history})})
-        return run_once(config, quiet=args.quiet, progress=args.progress)
+        return run_once(config, quiet=args.quiet, progress=args.progress, ci=_ci_outputs(args))
     if args.command in ("history", "compare"):
         return _history_command(args)
     if args.command == "serve":
-        config = load_config(args.config)
+        config = load_config(args.config, args.overrides)
         overrides = {k: v for k, v in (("port", args.port), ("host", args.host)) if v is not None}
         if overrides:
             config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
@@ -265,15 +277,26 @@ def _read_report(file: Path) -> dict[str, Any]:
     return report
 
 
+def _ci_outputs(args: argparse.Namespace) -> CiOutputs:
+    """The JUnit file and Markdown summaries `run` writes; GitHub Actions' step summary when it is set."""
+    step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    return CiOutputs(junit=args.junit, summaries=[args.summary_md] if args.summary_md else [],
+                     appended_summaries=[Path(step_summary)] if step_summary else [])
+
+
 def _history_command(args: argparse.Namespace) -> int:
-    path = args.db
-    if path is None and args.config is not None:
-        path = load_config(args.config).history.path
-    with Store(path or Path(HISTORY_FILE), create=False) as store:
+    config = load_config(args.config) if args.config is not None else None
+    history = open_for_command(args.db, config)
+    try:
         if args.command == "history":
-            print(history_table(store.list_runs(limit=args.limit, model=args.model)), end="")
+            runs = history.list_runs(limit=args.limit, model=args.model)
+            print(json.dumps(runs, indent=2, default=str) if args.json else history_table(runs).rstrip("\n"))
         else:
-            print(comparison_text(compare_runs(store, args.a, args.b)), end="")
+            comparison = compare_runs(history, args.a, args.b)
+            print(json.dumps(comparison_json(comparison), indent=2, default=str) if args.json
+                  else comparison_text(comparison).rstrip("\n"))
+    finally:
+        history.close()
     return EXIT_PASS
 
 

@@ -8,6 +8,7 @@ import re
 import select
 import stat
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -449,6 +450,9 @@ class TrackingConfig(_Strict):
 
     mlflow_uri: str
     experiment: str = "profiler"
+    history: bool = True
+    """Read runs back from MLflow too: the predecessor, `profiler history` and `profiler compare` use the
+    experiment (the SQLite file is still written, a local copy). False: MLflow is written only."""
 
 
 def parse_bytes(value: Any) -> Any:
@@ -612,10 +616,15 @@ CONFIG_WAIT_S = 10.0
 """How long a profile that is a pipe or a FIFO may take to arrive (`-c <(envsubst < profile.yaml)`)."""
 
 
-def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and validate a YAML profile; relative paths in it are taken from the file's folder."""
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (),
+                env: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML profile; relative paths in it are taken from the file's folder.
+
+    `${VAR}` and `${VAR:-default}` in the text take values from `env` (default: the process environment);
+    `overrides` are `--set key.path=value` items applied to the parsed profile before it is validated.
+    """
     file = Path(path)
-    return parse_config(read_profile(file), file)
+    return parse_config(read_profile(file), file, overrides, env)
 
 
 def read_profile(file: Path) -> str:
@@ -681,18 +690,107 @@ def _read_stream(fd: int, file: Path) -> bytes:
     return b"".join(chunks)
 
 
-def parse_config(text: str, file: Path) -> Config:
-    """Validate YAML text; `file` names the source in errors and anchors relative paths."""
+def parse_config(text: str, file: Path, overrides: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None) -> Config:
+    """Validate YAML text; `file` names the source in errors and anchors relative paths. `env` and
+    `overrides` as for load_config (variables are substituted only when the text has any)."""
+    if "${" in text:
+        text = substitute_env(text, file, os.environ if env is None else env)
     node, data = _parse_yaml(text, file)
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: the config must be a YAML mapping of sections (target, dataset, load, ...)")
+    applied = [apply_override(data, item) for item in overrides]
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise _config_error(exc, node, file) from None
+        raise _override_error(exc, applied) or _config_error(exc, node, file) from None
     except RecursionError:
         raise ConfigError(f"{file}: the config refers to itself (a YAML alias inside its own anchor)") from None
     return _anchor_paths(config, file.parent)
+
+
+_VARIABLE = re.compile(r"\$(\$?)\{([^}]*)\}")
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def substitute_env(text: str, file: Path, env: Mapping[str, str]) -> str:
+    """`${VAR}` and `${VAR:-default}` replaced by the variable's value (the default when it is unset or
+    empty, as the shell does); `$${...}` is a literal `${...}`. Comment lines are left alone. ConfigError
+    naming file:line for an unset variable without a default, or a malformed reference."""
+    lines = text.split("\n")
+    for number, line in enumerate(lines, start=1):
+        if "${" not in line or line.lstrip().startswith("#"):
+            continue
+
+        def value(match: re.Match[str], number: int = number) -> str:
+            if match.group(1):  # $${...}: escaped
+                return "${" + match.group(2) + "}"
+            name, has_default, default = match.group(2).partition(":-")
+            if not _VARIABLE_NAME.fullmatch(name):
+                raise ConfigError(f"{file}:{number}: ${{{match.group(2)[:40]}}} is not a variable reference "
+                                  "(write ${NAME} or ${NAME:-default}; $${...} for a literal)")
+            found = env.get(name)
+            if found:
+                return found
+            if has_default:
+                return default
+            raise ConfigError(f"{file}:{number}: ${{{name}}} is not set and has no default "
+                              f"(set it, or write ${{{name}:-value}})")
+
+        lines[number - 1] = _VARIABLE.sub(value, line)
+    return "\n".join(lines)
+
+
+def apply_override(data: dict[str, Any], item: str) -> tuple[tuple[str | int, ...], str]:
+    """Apply one `--set key.path=value` to the parsed profile (the value read as YAML: 200, true, [1, 2],
+    '{rate_rps: 5}'); list items by index. Returns the path and the item, to name it in validation errors.
+    ConfigError naming the item when it is malformed or its path cannot be followed."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item[:80]!r}: expected KEY=VALUE, e.g. load.stages.0.rate_rps=200")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"--set {key}: the value is not valid YAML: {' '.join(str(problem).split())}") from None
+    parts = key.strip().split(".")
+    path: list[str | int] = []
+    node: Any = data
+    for depth, part in enumerate(parts):
+        last = depth == len(parts) - 1
+        where = ".".join(parts[:depth]) or "the profile"
+        if isinstance(node, list):
+            if not (part.isdigit() and int(part) < len(node)):
+                raise ConfigError(f"--set {key}: {where} has {len(node)} item(s); {part!r} is not an index of one")
+            index: str | int = int(part)
+        elif isinstance(node, dict):
+            index = part
+            if not last and node.get(part) is None:
+                node[part] = {}  # a section the file leaves out: --set makes it
+        else:
+            raise ConfigError(f"--set {key}: {where} is a value, not a section or a list")
+        path.append(index)
+        if last:
+            node[index] = value
+        else:
+            node = node[index]
+    return tuple(path), item
+
+
+def _override_error(exc: ValidationError, applied: Sequence[tuple[tuple[str | int, ...], str]]) -> ConfigError | None:
+    """The validation error as '--set KEY=VALUE: field: message' when it is about a --set item's value."""
+    error = exc.errors()[0]
+    loc = tuple(error["loc"])
+    for path, item in reversed(applied):
+        if loc and (loc[:len(path)] == path or path[:len(loc)] == loc):
+            field = ".".join(_field_part(part) for part in loc) or "(top)"
+            message = " ".join(error["msg"].removeprefix("Value error, ").split())
+            if error["type"] == "extra_forbidden":
+                message = "unknown field"
+            # The key, not the value: a --set may carry a token, and pydantic's message never repeats it.
+            key = item.partition("=")[0].strip()
+            return ConfigError(f"--set {key[:120]}: {field}: {redact_text(message)}")
+    return None
 
 
 def _parse_yaml(text: str, file: Path) -> tuple[yaml.Node | None, Any]:

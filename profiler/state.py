@@ -113,6 +113,14 @@ class RunView(Protocol):
         """The predecessor and its evidence, found before the load."""
 
     @property
+    def baseline_problem(self) -> str | None:
+        """Why the shared history (MLflow) could not be asked for the predecessor; None when it could."""
+
+    @property
+    def context(self) -> dict[str, Any] | None:
+        """What the run held fixed (protocol, client, plan, host, ...), recorded before the load."""
+
+    @property
     def artifact(self) -> ArtifactSize | None:
         """The model artifact's size, once measured (None when not configured or not yet measured)."""
 
@@ -148,6 +156,8 @@ class RunState:
     phases: dict[str, str] = field(default_factory=dict)
     stopped_in: str | None = None
     baseline: Baseline | None = None
+    baseline_problem: str | None = None
+    context: dict[str, Any] | None = None
     artifact: ArtifactSize | None = None
     report: dict[str, Any] | None = None
     requests_done: int = 0

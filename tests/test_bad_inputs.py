@@ -249,6 +249,15 @@ CASES: list[tuple[str, Setup, list[str], list[str], dict[str, object]]] = [
     ("cli-serve-port-text", good, ["serve", "-c", "p.yaml", "--port", "http"], ["'http' is not a port number"], {}),
     ("cli-history-limit", good, ["history", "--limit", "0"], ["argument --limit: 0 is not 1 or more"], {}),
     ("cli-merge-missing", good, ["merge", "nope.json", "--out", "m.json"], ["nope.json: cannot read report"], {}),
+    # --- overrides, variables and CI outputs
+    ("cli-set-negative-rate", good, [*RUN, "--set", "load.stages.0.rate_rps=-1"],
+     ["--set load.stages.0.rate_rps: load.stages.0.rate_rps: Input should be greater than 0"], {}),
+    ("cli-set-unknown-key", good, [*RUN, "--set", "load.rate=5"], ["--set load.rate: load.rate: unknown field"], {}),
+    ("cli-set-no-value", good, [*RUN, "--set", "load.client"], ["--set 'load.client': expected KEY=VALUE"], {}),
+    ("profile-unset-variable", profile(target=', version: "${PROFILER_TEST_UNSET_VARIABLE}"'), RUN,
+     ["p.yaml:1: ${{PROFILER_TEST_UNSET_VARIABLE}} is not set and has no default"], {}),
+    ("cli-baseline-not-a-report", good, [*RUN, "--baseline", "nope/report.json"],
+     ["baseline.run 'nope/report.json': cannot read the report: No such file"], {}),
 ]
 
 

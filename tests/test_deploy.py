@@ -24,7 +24,7 @@ from profiler.judge.verdict import EXIT_FAIL, EXIT_INCONCLUSIVE
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"
 KUSTOMIZATIONS = sorted(K8S.glob("*/kustomization.yaml"))
-CORE_KINDS = {"Deployment", "Service", "Job", "ConfigMap", "Secret"}
+CORE_KINDS = {"Deployment", "Service", "Job", "ConfigMap", "Secret", "PersistentVolumeClaim"}
 KUBERNETES_VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 """1.29 is the first with native sidecar containers (the Job's model); the newest the package knows."""
 

@@ -57,7 +57,7 @@ def finished_state(tmp_path: Path, predictions: list[str | None], extra: str = "
     config = parse_config(PROFILE.format(extra=extra), tmp_path / "profile.yaml")
     state = new_state(config)
     state.dataset = load_dataset(config.dataset.path, inputs="inputs", label="label", id_field="id")
-    state.baseline = find_baseline(config, state.dataset.sha256, state.run_id)
+    state.baseline, state.baseline_problem = find_baseline(config, state.dataset.sha256, state.run_id)
     state.predictions = PredictionLog(len(predictions))
     state.predictions.reference = list(predictions)
     state.recorders.extend(served_stage(stage) for stage in config.load.planned_stages())

@@ -36,6 +36,7 @@ from profiler.core.heap import freeze_baseline
 from profiler.core.results import OK, Prediction
 from profiler.core.url import TargetUrl
 from profiler.dataset import Dataset, load_dataset
+from profiler.judge.significance import Baseline
 from profiler.judge.verdict import exit_code_for
 from profiler.load.engine import Engine, build_bodies
 from profiler.load.search import Driver, run_search, run_stages
@@ -45,7 +46,9 @@ from profiler.measure.resources.gpu import GpuEndpoint, Nvml, gpu_names
 from profiler.measure.resources.sampler import Cgroup, ProcessTree, ResourceSampler, Scrape, artifact_size
 from profiler.measure.resources.series import ACCURACY, AFTER, BEFORE, LOAD, STARTING, BoundedSeries, ResourcePoint
 from profiler.record.baseline import find_baseline
-from profiler.record.history import record
+from profiler.record.cioutput import CiOutputs, write_ci_outputs
+from profiler.record.context import host_facts, run_context
+from profiler.record.history import history_problems, record
 from profiler.record.page import history_lookup, write_html
 from profiler.record.render import render_text
 from profiler.record.report import aborted_report, build_report, write_json
@@ -276,8 +279,8 @@ async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
     inputs = await aio.in_thread(prepare_inputs, config, name="profiler-dataset")
     state.dataset = inputs.dataset
     state.predictions = PredictionLog(len(inputs.dataset.samples))
-    state.baseline = await aio.in_thread(find_baseline, config, inputs.dataset.sha256, state.run_id,
-                                         name="profiler-baseline")
+    state.context, state.baseline, state.baseline_problem = await aio.in_thread(
+        before_load, config, inputs.dataset.sha256, state.run_id, name="profiler-baseline")
     transport = make_transport(config, inputs.codec)
     watch = ResourceWatch(state, t0)
     sampling = asyncio.create_task(watch.run())
@@ -286,6 +289,14 @@ async def _measure(state: RunState, stop: asyncio.Event, t0: float) -> str:
     finally:
         sampling.cancel()
         await transport.close()
+
+
+def before_load(config: Config, holdout_sha256: str, run_id: str) -> tuple[dict[str, Any], Baseline, str | None]:
+    """Blocking (reads the machine and the history): the run's context, its predecessor, and why the shared
+    history could not be read (None when it could)."""
+    context = run_context(config, host_facts())
+    baseline, problem = find_baseline(config, holdout_sha256, run_id, context)
+    return context, baseline, problem
 
 
 async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport: Transport,
@@ -540,7 +551,7 @@ class ResourceWatch:
                                                gpu_utilisation_pct=gpu.utilisation_pct if gpu is not None else None))
 
 
-def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int:
+def run_once(config: Config, quiet: bool = False, progress: bool = False, ci: CiOutputs | None = None) -> int:
     """Execute the profile, write the report, print the table; the exit code carries the verdict.
 
     The run is saved to the history before the report file is written, and the table is
@@ -548,30 +559,34 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False) -> int
     measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
     `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop); unless
     `quiet`, the live progress (app.progress) shows while the run goes (on a terminal's stderr, else stdout).
+    `ci` names the JUnit file and Markdown summaries to write once the report is (record.cioutput).
     """
     handler = logs.configure() if progress else None
     freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
     try:
         state = new_state(config)
-        report, written, problems = aio.run(_execute_until_signal(state, show_progress=not quiet))
+        report, lines, written, problems = aio.run(_execute_until_signal(state, show_progress=not quiet))
     finally:
         logs.unconfigure(handler)
     if quiet:
         print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
     else:
         print(render_text(report), end="")
-    print("\n".join(written), flush=True)
+    print("\n".join(lines), flush=True)
+    if ci is not None:
+        problems += write_ci_outputs(report, written, ci)
     for problem in problems:
         print(error_line(problem), file=sys.stderr)
     return exit_code_for(report, problems)
 
 
 async def _execute_until_signal(state: RunState, show_progress: bool = False
-                                ) -> tuple[dict[str, Any], list[str], list[str]]:
+                                ) -> tuple[dict[str, Any], list[str], str, list[str]]:
     """Run the profile and write its report and its HTML page (in threads); SIGINT/SIGTERM stop the run in any
     phase, and the report records it as aborted. The handlers stay until the files are written, so a signal
     then is not the default one that would kill the process half-way through a write. Returns the report,
-    the lines saying where each file went (or why not) and what the profiler could not do (see run_once)."""
+    the lines saying where each file went (or why not), where report.json went (or why not) and what the
+    profiler could not do (see run_once)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -585,23 +600,25 @@ async def _execute_until_signal(state: RunState, show_progress: bool = False
             if watching is not None:
                 watching.cancel()
                 await asyncio.wait({watching})
-        return (report, *await write_report_files(report, state.config))
+        lines, written, problems = await write_report_files(report, state.config)
+        return report, lines, written, [*problems, *history_problems(report, state.config)]
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
 
 
-async def write_report_files(report: dict[str, Any], config: Config) -> tuple[list[str], list[str]]:
+async def write_report_files(report: dict[str, Any], config: Config) -> tuple[list[str], str, list[str]]:
     """Write report.json and report.html (report.html is optional: `report.html: null`), each in a thread.
-    Returns the summary lines ("report   PATH", "html     PATH") and the problems (files not written)."""
+    Returns the summary lines ("report   PATH", "html     PATH"), where report.json went (or "NOT WRITTEN
+    ...") and the problems (files not written)."""
     lines: list[str] = []
     problems: list[str] = []
     try:
-        path = await aio.in_thread(write_json, report, config.report.path, name="profiler-report-file")
-        lines.append(f"report   {path}")
+        written = str(await aio.in_thread(write_json, report, config.report.path, name="profiler-report-file"))
     except ReportError as exc:
-        lines.append("report   NOT WRITTEN (see the error below)")
+        written = "NOT WRITTEN (see the error below)"
         problems.append(str(exc))
+    lines.append(f"report   {written}")
     html_path = config.report.html_file()
     if html_path is not None and problems and html_path.parent == config.report.path.parent:
         # The folder the report could not be written to: one error says so, not one per file.
@@ -615,7 +632,7 @@ async def write_report_files(report: dict[str, Any], config: Config) -> tuple[li
         except ReportError as exc:
             lines.append("html     NOT WRITTEN (see the error below)")
             problems.append(str(exc))
-    return lines, problems
+    return lines, written, problems
 
 
 def _stopper(state: RunState, stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:

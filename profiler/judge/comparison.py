@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +26,16 @@ class Row:
     delta_pct: float | None
     better: bool | None
     significance: Significance | str | None
+    not_comparable: str | None = None
+    """Why the two figures cannot be compared (judge.comparability), or None."""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for the report."""
         sig = self.significance
         return {"metric": self.metric, "predecessor": self.a, "candidate": self.b, "delta": self.delta,
                 "delta_pct": self.delta_pct, "better": self.better,
-                "significance": sig.as_dict() if isinstance(sig, Significance) else sig}
+                "significance": sig.as_dict() if isinstance(sig, Significance) else sig,
+                "not_comparable": self.not_comparable}
 
 
 def _number(value: Any) -> float | None:
@@ -50,8 +53,11 @@ def metric_order(names: Iterable[str]) -> list[str]:
 
 
 def compare(a: dict[str, Any], b: dict[str, Any], significance: Callable[[str], Significance | str | None] | None,
-            metrics: Iterable[str] | None = None) -> list[Row]:
-    """Rows for `metrics` (default: every metric either run measured); b is the candidate, a the baseline."""
+            metrics: Iterable[str] | None = None, incomparable: Mapping[str, str] | None = None) -> list[Row]:
+    """Rows for `metrics` (default: every metric either run measured); b is the candidate, a the baseline.
+    A metric in `incomparable` (metric -> 'not comparable: ...') keeps its figures but is neither better nor
+    worse, and is not tested."""
+    incomparable = incomparable or {}
     names = metric_order(metrics if metrics is not None else
                          [m for m in set(a) | set(b) if _number(a.get(m)) is not None or _number(b.get(m)) is not None])
     rows = []
@@ -60,10 +66,11 @@ def compare(a: dict[str, Any], b: dict[str, Any], significance: Callable[[str], 
         delta = vb - va if va is not None and vb is not None else None
         pct = delta / abs(va) * 100 if delta is not None and va else None
         better = None
-        if delta is not None and delta != 0:
+        note = incomparable.get(name)
+        if delta is not None and delta != 0 and note is None:
             better = (delta > 0) == greater_is_better(name)
-        sig = significance(name) if significance is not None and delta is not None else None
-        rows.append(Row(name, va, vb, delta, pct, better, sig))
+        sig = significance(name) if significance is not None and delta is not None and note is None else None
+        rows.append(Row(name, va, vb, delta, pct, better, sig, note))
     return rows
 
 
@@ -88,8 +95,11 @@ def render(rows: list[Row], a_label: str, b_label: str) -> list[str]:
         change = "-" if row.better is None else ("better" if row.better else "WORSE")
         if row.delta == 0:
             change = "same"
+        sig_text = _sig_text(row.significance)
+        if row.not_comparable is not None and row.delta is not None:
+            change, sig_text = "n/c", row.not_comparable
         body.append([row.metric, _fmt(row.a), _fmt(row.b), "-" if row.delta is None else f"{row.delta:+.4g}",
-                     "-" if row.delta_pct is None else f"{row.delta_pct:+.1f}%", change, _sig_text(row.significance)])
+                     "-" if row.delta_pct is None else f"{row.delta_pct:+.1f}%", change, sig_text])
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -111,11 +121,14 @@ def summarise(rows: list[Row]) -> str:
 
     better = [item(r) for r in rows if r.better is True]
     worse = [item(r) for r in rows if r.better is False]
-    if not better and not worse:
-        return "no measured difference"
+    apart = [r.metric for r in rows if r.not_comparable is not None and r.delta is not None]
     parts = []
     if better:
         parts.append("better on " + "; ".join(better))
     if worse:
         parts.append("worse on " + "; ".join(worse))
+    if not parts:
+        parts.append("no measured difference")
+    if apart:
+        parts.append("not comparable: " + ", ".join(apart))
     return " | ".join(parts)

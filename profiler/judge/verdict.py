@@ -113,7 +113,18 @@ class Predecessor:
     run_id: str
     metrics: dict[str, float | None]
     explicit: bool = False
+    incomparable: Mapping[str, str] = field(default_factory=dict)
+    """metric -> 'not comparable: ...' for the metrics its context cannot compare (judge.comparability)."""
+    context: Mapping[str, Any] | None = None
+    """The predecessor report's `context` section (None when it recorded none)."""
+    capacity: Mapping[str, Any] | None = None
+    """The predecessor report's `capacity` section (its highest sustained rate, and whether it is a bound)."""
+    source: str = ""
+    """Where it was found: the history file, 'MLflow at URL (experiment ...)', or a report file."""
 
+
+NOT_COMPARABLE = "not comparable: "
+"""How the reason of a change check against a predecessor of another context starts its explanation."""
 
 SignificanceFn = Callable[[str, float], Significance | str | None]
 """(metric, alpha) -> the paired test, or a reason it cannot be tested (str), or None if no test exists."""
@@ -220,6 +231,20 @@ def judge_change(change: ChangeBound, better: float, slack: float, is_real: bool
     return PASS, f"within the tolerated {allowed:g}"
 
 
+def _without_predecessor(metric: str, predecessor: Predecessor | None, check: Callable[..., Check],
+                         required: bool, first_run_blocks: bool) -> Check:
+    """The change check when there is nothing comparable to compare with: no predecessor (a first run), or one
+    whose context makes this metric not comparable. Like a first run it blocks only when asked
+    (baseline.required), or when the user named that predecessor; else a runner on new hardware could
+    never pass, so never become a comparable yardstick."""
+    if predecessor is None:
+        return check(INCONCLUSIVE, f"{metric}: no predecessor run to compare with (first run of this model on "
+                                   "this hold-out set)", req=required and first_run_blocks)
+    previous = predecessor.metrics.get(metric)
+    return check(INCONCLUSIVE, f"{metric} vs {predecessor.run_id}: {predecessor.incomparable[metric]}",
+                 None if _missing(previous) else previous, req=required and (first_run_blocks or predecessor.explicit))
+
+
 def evaluate_change(metric: str, value: float | None, predecessor: Predecessor | None, change: ChangeBound,
                     higher_better: bool, significance: Significance | str | None, required: bool = True,
                     first_run_blocks: bool = False, unmeasured: str | None = None) -> Check:
@@ -235,9 +260,8 @@ def evaluate_change(metric: str, value: float | None, predecessor: Predecessor |
     def check(status: str, reason: str, prev: float | None = None, req: bool = required) -> Check:
         return Check(metric, status, None if _missing(value) else value, bound, reason, req, "change", prev, sig)
 
-    if predecessor is None:
-        return check(INCONCLUSIVE, f"{metric}: no predecessor run to compare with (first run of this model on "
-                                   "this hold-out set)", req=required and first_run_blocks)
+    if predecessor is None or metric in predecessor.incomparable:
+        return _without_predecessor(metric, predecessor, check, required, first_run_blocks)
     previous = predecessor.metrics.get(metric)
     if _missing(value):
         return check(INCONCLUSIVE, unmeasured or f"{metric} was not measured", None if _missing(previous) else previous)
@@ -367,9 +391,19 @@ def decide(checks: list[Check]) -> Verdict:
         return Verdict(INCONCLUSIVE, tuple(checks), "; ".join(c.reason for c in unsure))
     if not required:
         return Verdict(INCONCLUSIVE, tuple(checks), "no required check could be evaluated")
-    waiting = sum(1 for c in checks if not c.required and c.status == INCONCLUSIVE and c.kind == "change")
-    more = f" ({waiting} change checks had no predecessor to compare with)" if waiting else ""
-    return Verdict(PASS, tuple(checks), f"all {len(required)} required checks passed{more}")
+    return Verdict(PASS, tuple(checks), f"all {len(required)} required checks passed{_unjudged_note(checks)}")
+
+
+def _unjudged_note(checks: list[Check]) -> str:
+    """' (2 change checks had no predecessor to compare with; 1 ... not comparable ...)' or ''."""
+    optional = [c for c in checks if not c.required and c.status == INCONCLUSIVE and c.kind == "change"]
+    apart = sum(1 for c in optional if NOT_COMPARABLE in c.reason)
+    notes = []
+    if len(optional) > apart:
+        notes.append(f"{len(optional) - apart} change checks had no predecessor to compare with")
+    if apart:
+        notes.append(f"{apart} change checks were not comparable with the predecessor")
+    return f" ({'; '.join(notes)})" if notes else ""
 
 
 def gate_checks(gate: Gate, metrics: dict[str, float | None], predecessor: Predecessor | None = None,
@@ -388,7 +422,7 @@ def gate_checks(gate: Gate, metrics: dict[str, float | None], predecessor: Prede
         checks.append(absolute)
     if gate.change is not None:
         sig: Significance | str | None = None
-        if predecessor is not None and significance is not None:
+        if predecessor is not None and significance is not None and gate.metric not in predecessor.incomparable:
             sig = significance(gate.metric, gate.change.alpha)
         checks.append(evaluate_change(gate.metric, value, predecessor, gate.change, gate.higher_better, sig,
                                       gate.required, first_run_blocks, why))

@@ -7,9 +7,11 @@ comparison asks about, once each, and the caller (report assembly) runs in a thr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
+from profiler.judge.comparability import capacity_problem, context_differences, incomparable_metrics
 from profiler.judge.comparison import HEADLINE, compare, summarise
 from profiler.judge.significance import Baseline, Evidence, PairedTests, StageLatency
 from profiler.judge.verdict import Gate, Significance, Verdict, judge
@@ -40,6 +42,12 @@ def assess(report: dict[str, Any], gates: Sequence[Gate], baseline: Baseline | N
     without the predecessor's, change gates are judged on the figures alone."""
     baseline = baseline or Baseline()
     predecessor = baseline.predecessor
+    names = [*HEADLINE, *(g.metric for g in gates if g.metric not in HEADLINE)]
+    if predecessor is not None:
+        # The comparability rule needs this run's capacity (is it a lower bound?), known only now.
+        predecessor = replace(predecessor, incomparable=incomparable_metrics(
+            report.get("context"), predecessor.context, [*names, *report["metrics"]], report.get("capacity"),
+            predecessor.capacity))
     significance = None
     if predecessor is not None and baseline.evidence is not None and candidate is not None:
         tests = PairedTests(candidate, baseline.evidence)
@@ -51,8 +59,10 @@ def assess(report: dict[str, Any], gates: Sequence[Gate], baseline: Baseline | N
     verdict = judge(report, gates, predecessor, significance, first_run_blocks=first_run_blocks)
     if predecessor is None:
         return verdict, None
-    names = [*HEADLINE, *(g.metric for g in gates if g.metric not in HEADLINE)]
-    rows = compare(predecessor.metrics, report["metrics"], significance, names)
-    section = {"id": predecessor.run_id, "explicit": predecessor.explicit, "summary": summarise(rows),
-               "comparison": [row.as_dict() for row in rows]}
+    rows = compare(predecessor.metrics, report["metrics"], significance, names, predecessor.incomparable)
+    differences = context_differences(report.get("context"), predecessor.context)
+    section = {"id": predecessor.run_id, "explicit": predecessor.explicit, "source": predecessor.source,
+               "comparable": not differences, "context_differences": differences,
+               "capacity": capacity_problem(report.get("capacity"), predecessor.capacity),
+               "summary": summarise(rows), "comparison": [row.as_dict() for row in rows]}
     return verdict, section

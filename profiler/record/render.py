@@ -172,14 +172,19 @@ def render_history(report: dict[str, Any]) -> list[str]:
         lines += [f"         {note}" for note in plan.get("notes", [])]
     predecessor = report.get("predecessor")
     if predecessor:
-        lines += ["", f"compared with {predecessor['id']}: {predecessor['summary']}"]
+        source = f" (from {predecessor['source']})" if predecessor.get("source") else ""
+        lines += ["", f"compared with {predecessor['id']}{source}: {predecessor['summary']}"]
+        for difference in predecessor.get("context_differences") or []:
+            lines.append(f"  not comparable: {difference}")
+        if predecessor.get("capacity"):
+            lines.append(f"  capacity not comparable: {predecessor['capacity']}")
         rows = []
         for r in predecessor["comparison"]:
             sig = r["significance"]
             if isinstance(sig, dict):
                 sig = Significance(**sig)
             rows.append(Row(r["metric"], r["predecessor"], r["candidate"], r["delta"], r["delta_pct"], r["better"],
-                            sig))
+                            sig, r.get("not_comparable")))
         lines += render(rows, "predecessor", "this run")
     history = report.get("history")
     if history:
@@ -189,6 +194,8 @@ def render_history(report: dict[str, Any]) -> list[str]:
     if tracking:
         where = tracking.get("mlflow_run_id") or f"NOT LOGGED: {tracking.get('error')}"
         lines.append(f"mlflow   {tracking.get('uri')} run {where}")
+        if tracking.get("lookup_error"):
+            lines.append(f"mlflow   predecessor NOT READ: {tracking['lookup_error']}")
     return lines
 
 
@@ -222,6 +229,15 @@ def comparison_text(comparison: RunComparison) -> str:
              f"B {b['id']}  {b['model']} {b['model_version'] or ''}  verdict {b['verdict']}",
              f"hold-out sha256 {str(a['holdout_sha256'])[:12]}; delta = B - A; significance at 95% (paired where "
              "possible)", ""]
+    # The contexts first: a difference there decides which figures below mean anything.
+    differing = [row for row in comparison.context if row[3]]
+    lines += _table(["context", "A", "B", ""], [[f, va, vb, "DIFFERS" if d else ""] for f, va, vb, d in
+                                                  [*differing, *(r for r in comparison.context if not r[3])]])
+    if comparison.differences:
+        lines.append(f"not comparable on performance figures: {'; '.join(comparison.differences)}")
+    if comparison.capacity:
+        lines.append(f"capacity not comparable: {comparison.capacity}")
+    lines.append("")
     lines += render(comparison.rows, "A", "B")
     lines += ["", f"B vs A: {summarise(comparison.rows)}"]
     return "\n".join(lines) + "\n"

@@ -34,6 +34,7 @@ from profiler.measure.resources.parse import GpuReading
 from profiler.measure.resources.sampler import ResourceSampler
 from profiler.measure.resources.series import BoundedSeries, gpu_summarise, summarise
 from profiler.record.assess import assess, candidate_evidence
+from profiler.record.context import run_context
 from profiler.state import PHASE_RUNNING, PHASE_STOPPED, PHASES, ArtifactSize, RunView
 
 REPORT_SCHEMA_VERSION = 1
@@ -57,11 +58,12 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
                 "phases": phase_summary(run.phases)},
         "target": {"url": redact_url(config.target.url), "protocol": config.target.protocol,
                    "model": config.target.model, "version": config.target.version},
+        # What the run held fixed; a predecessor that differs here is not comparable on performance figures.
+        "context": run.context if run.context is not None else run_context(config, None),
         "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
                     "sha256": dataset.sha256 if dataset else None,
                     "samples": len(dataset.samples) if dataset else 0},
-        "load": {"client": config.load.client, "arrival": config.load.arrival, "seed": config.load.seed,
-                 "batch_size": config.load.batch_size,
+        "load": {"arrival": config.load.arrival, "seed": config.load.seed, "batch_size": config.load.batch_size,
                  "max_in_flight": config.load.max_in_flight, "warmup_s": config.load.warmup_s},
         "objective": config.objective.model_dump(),
         "stages": stages,

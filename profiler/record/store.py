@@ -16,6 +16,8 @@ from typing import Any
 
 from profiler.core.errors import StoreError
 from profiler.core.redact import redact
+from profiler.judge.comparability import Candidate
+from profiler.judge.significance import Evidence, StageLatency
 
 SCHEMA_VERSION = 1
 LOCK_TIMEOUT_S = 5.0
@@ -88,6 +90,7 @@ class Store:
 
     def __init__(self, path: Path, *, create: bool = True, timeout_s: float = LOCK_TIMEOUT_S) -> None:
         self.path = Path(path)
+        self.where = str(self.path)
         self.timeout_s = timeout_s
         if not create and not self.path.exists():
             raise StoreError(f"{self.path}: no run history here (it is written by `profiler run`)")
@@ -229,6 +232,23 @@ class Store:
                 " ORDER BY seq DESC LIMIT 1", (model, holdout_sha256, exclude or "")
             ).fetchone()
         return None if row is None else str(row["id"])
+
+    def passing_runs(self, model: str, holdout_sha256: str, exclude: str | None = None,
+                     limit: int = 50) -> list[Candidate]:
+        """The passing runs of `model` on this hold-out set, newest first, with their recorded contexts."""
+        with self._guard("read"):
+            rows = self._db.execute(
+                "SELECT id, json_extract(report_json, '$.context') AS context FROM runs WHERE model = ? AND"
+                " holdout_sha256 = ? AND verdict = 'pass' AND id != ? ORDER BY seq DESC LIMIT ?",
+                (model, holdout_sha256, exclude or "", limit)).fetchall()
+        return [Candidate(str(r["id"]), json.loads(r["context"]) if r["context"] else None) for r in rows]
+
+    def evidence(self, run_id: str) -> Evidence:
+        """A stored run's labels, predictions and measured (not warm-up) latency histograms."""
+        labels, predictions = self.predictions(run_id)
+        latency = [StageLatency(h.stage, h.offered_rps, h.encoded) for h in self.histograms(run_id)
+                   if h.kind == "latency" and not h.warmup]
+        return Evidence(labels, predictions, latency)
 
     def histograms(self, run_id: str) -> list[StageHistogram]:
         """The run's encoded histograms, in stage order."""

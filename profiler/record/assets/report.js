@@ -314,13 +314,16 @@
 
   function contextSection(view) {
     var r = view.report, t = r.target || {}, run = r.run || {}, ds = r.dataset || {}, load = r.load || {};
+    var ctx = r.context || {};
+    var host = [run.host, ctx.host_cpu_model, ctx.host_cores ? ctx.host_cores + " cores" : null]
+      .filter(function (x) { return x; }).join(", ");
     var pairs = [
       ["run", run.id], ["status", run.status], ["started", run.started_at], ["finished", run.finished_at],
       ["duration", run.duration_s === undefined || run.duration_s === null ? null : num(run.duration_s) + " s"],
       ["target", t.url], ["model", t.model + (t.version ? " v" + t.version : "")], ["protocol", t.protocol],
-      ["client", load.client], ["arrival", load.arrival],
+      ["client", ctx.client || load.client], ["arrival", load.arrival], ["plan", ctx.plan],
       ["hold-out", ds.path ? ds.path + " (" + num(ds.samples) + " samples)" : null],
-      ["hold-out sha256", ds.sha256], ["profiler", r.profiler_version], ["host", run.host],
+      ["hold-out sha256", ds.sha256], ["profiler", r.profiler_version], ["host", host || null],
       ["predecessor", view.plot.predecessor ? view.plot.predecessor.id : (r.predecessor ? r.predecessor.id : "none")]
     ].filter(function (p) { return p[1] !== null && p[1] !== undefined && p[1] !== "undefined"; });
     return el("section", { id: "context" }, [el("h2", {}, ["Context"]),
