@@ -627,8 +627,8 @@ async def write_report_files(report: dict[str, Any], config: Config) -> tuple[li
         lookup = history_lookup(config.history.path if config.history.enabled else None,
                                 config.history.lock_timeout_s)
         try:
-            written = await aio.in_thread(write_html, report, html_path, lookup, name="profiler-report-page")
-            lines.append(f"html     {written}  (open it in a browser: charts, no network needed)")
+            page = await aio.in_thread(write_html, report, html_path, lookup, name="profiler-report-page")
+            lines.append(f"html     {page}  (open it in a browser: charts, no network needed)")
         except ReportError as exc:
             lines.append("html     NOT WRITTEN (see the error below)")
             problems.append(str(exc))
