@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test lint typecheck bench clean
+.PHONY: demo test lint typecheck bench clean interop-servers
 MLFLOW_VENV := .venv-mlflow
 MLFLOW_STAMP := $(MLFLOW_VENV)/.installed
 
@@ -22,6 +22,32 @@ $(STAMP): $(RUNTIME)
 	$(BIN)/pip install --quiet -e '.[dev,mlflow,interop,gpu]'
 	touch $(STAMP)
 
+# The interop matrix's model servers (tests/test_interop.py), each in an environment of its own: they pin
+# versions that conflict with each other and with ours. Triton (bundled in PyTriton) runs its Python backend
+# against Debian's libpython3.11, so its environment is made from Debian's python (.ci/setup.d/20-interop-servers.sh).
+TRITON_PYTHON ?= /usr/bin/python3
+INTEROP_STAMPS := .venv-kserve/.installed .venv-triton/.installed .venv-bentoml/.installed
+
+.venv-kserve/.installed:
+	test -x .venv-kserve/bin/python || $(PYTHON) -m venv .venv-kserve
+	.venv-kserve/bin/pip install --quiet --upgrade pip
+	.venv-kserve/bin/pip install --quiet 'kserve==0.21.0' 'scikit-learn>=1.4'
+	touch $@
+
+.venv-triton/.installed:
+	test -x .venv-triton/bin/python || $(TRITON_PYTHON) -m venv .venv-triton
+	.venv-triton/bin/pip install --quiet --upgrade pip
+	.venv-triton/bin/pip install --quiet 'nvidia-pytriton==0.7.0' 'scikit-learn>=1.4'
+	touch $@
+
+.venv-bentoml/.installed:
+	test -x .venv-bentoml/bin/python || $(PYTHON) -m venv .venv-bentoml
+	.venv-bentoml/bin/pip install --quiet --upgrade pip
+	.venv-bentoml/bin/pip install --quiet 'bentoml==1.4.40' 'scikit-learn>=1.4'
+	touch $@
+
+interop-servers: $(INTEROP_STAMPS)
+
 # The MLflow tracking server the history tests start (tests/test_gate_mlflow.py). The full `mlflow` package
 # pins many libraries, so it gets its own environment; the profiler talks to it through mlflow-skinny.
 $(MLFLOW_STAMP):
@@ -34,8 +60,8 @@ demo: $(RUNTIME)
 	$(BIN)/profiler demo
 
 # Two passes: everything that tolerates a neighbour on two processes, then the tests that bound timing alone.
-test: $(STAMP) $(MLFLOW_STAMP)
-	$(BIN)/python -m pytest -q -n 2 -m "not serial"
+test: $(STAMP) $(MLFLOW_STAMP) $(INTEROP_STAMPS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not serial"
 	$(BIN)/python -m pytest -q -p no:xdist -m serial
 
 lint: $(STAMP)
@@ -49,4 +75,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) $(MLFLOW_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo
+	rm -rf $(VENV) $(MLFLOW_VENV) .venv-kserve .venv-triton .venv-bentoml build *.egg-info .pytest_cache .mypy_cache .ruff_cache profiler-demo

@@ -29,9 +29,11 @@ from profiler.transports.http1 import Http1Transport
 BODY_FLOATS = 34  # with the envelope, a ~313-byte JSON request like the issue's
 
 
-def request_body(i: int) -> bytes:
+def request_body(i: int, request_id: str | None = None) -> bytes:
+    """A V2 REST request of BODY_FLOATS values; with `request_id`, carrying it as V2's `id` (as the codec does)."""
     data = ",".join(f"{(i * 7 + k) % 17 / 16:.4f}" for k in range(BODY_FLOATS))
-    return ('{"inputs":[{"name":"input-0","shape":[1,' + str(BODY_FLOATS)
+    head = "{" if request_id is None else '{"id":' + json.dumps(request_id) + ","
+    return (head + '"inputs":[{"name":"input-0","shape":[1,' + str(BODY_FLOATS)
             + '],"datatype":"FP32","data":[' + data + "]}]}").encode()
 
 
@@ -44,11 +46,13 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     if args.no_poll:
         transport.set_polled = lambda polled: False  # type: ignore[method-assign]  # the engine then never polls
     codec = V2RestCodec("digits")
-    bodies = [request_body(i) for i in range(64)]
+    # --ids: each body carries its sample's id and each answer is checked against it (what a V2 run does)
+    ids = [f"digits-{i}" for i in range(64)] if args.ids else None
+    bodies = [request_body(i, None if ids is None else ids[i]) for i in range(64)]
     log = PredictionLog(64)
     engine = Engine(transport, codec.infer_path, bodies, codec.decode, sample_count=64,
                     max_in_flight=args.cap, timeout_s=args.timeout, consumers=[log],
-                    lag_budget_ns=int(args.lag_budget_ms * 1e6))
+                    lag_budget_ns=int(args.lag_budget_ms * 1e6), ids=ids)
     warm = make_stage(0, min(args.rate, 2000), 0.5, warmup=True)
     await engine.run_stage(warm, arrival_offsets_ns(warm), StageRecorder(warm))
     stage = make_stage(1, args.rate, args.duration)
@@ -81,6 +85,8 @@ if __name__ == "__main__":
     parser.add_argument("--lag-budget-ms", type=float, default=1.25,
                         help="how late a send may be to share a wake (the engine's LAG_BUDGET_NS)")
     parser.add_argument("--no-poll", action="store_true", help="never drain answers at the dispatcher's wakes")
+    parser.add_argument("--ids", action="store_true",
+                        help="V2 request ids in the bodies, each answer's id checked against its request's")
     parser.add_argument("--timeout", type=float, default=10.0,
                         help="per-request timeout; also how late a request may be sent before it counts unsent")
     print(json.dumps(aio.run(main(parser.parse_args()))))

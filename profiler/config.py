@@ -551,6 +551,24 @@ class ResourcesConfig(_Strict):
         return self
 
 
+class ServerStatsConfig(_Strict):
+    """The model server's own figures, read before and after each stage and shown beside the profiler's
+    (measure/server_stats.py says what each kind reads)."""
+
+    kind: Literal["triton", "triton-metrics", "kserve", "mlserver", "bentoml"]
+    url: str
+    """triton: the server's HTTP address (its statistics extension, /v2/models/{model}/stats);
+    the others: the server's Prometheus /metrics URL."""
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """How long one reading may take; a reading that fails is noted in the stage's view, never a failed run."""
+
+    @model_validator(mode="after")
+    def _http_url(self) -> ServerStatsConfig:
+        if not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must be an http:// or https:// URL, got {redact_url(self.url)!r}")
+        return self
+
+
 class ReportConfig(_Strict):
     """Where the JSON report goes, and its HTML page."""
 
@@ -599,6 +617,7 @@ class Config(_Strict):
     objective: ObjectiveConfig = ObjectiveConfig()
     gates: list[GateConfig] = []
     resources: ResourcesConfig = ResourcesConfig()
+    server_stats: ServerStatsConfig | None = None
     report: ReportConfig = ReportConfig()
     server: ServerConfig = ServerConfig()
     requirements: RequirementsConfig | None = None

@@ -125,6 +125,10 @@ class RunView(Protocol):
         """The model artifact's size, once measured (None when not configured or not yet measured)."""
 
     @property
+    def server_views(self) -> Mapping[str, Mapping[str, Any]]:
+        """The model server's own view of each finished stage, by stage name (empty without server_stats)."""
+
+    @property
     def report(self) -> dict[str, Any] | None:
         """The finished report, once the run has one."""
 
@@ -161,6 +165,8 @@ class RunState:
     artifact: ArtifactSize | None = None
     report: dict[str, Any] | None = None
     requests_done: int = 0
+    server_views: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The model server's own view of each finished stage, by stage name (app/server_stats.py)."""
     _settled: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def add(self, prediction: Prediction) -> None:

@@ -18,6 +18,7 @@ counts. Modes:
   malformed     200 with a body that is not JSON
   truncated     200, Content-Length larger than the body sent, then close
   wrong_shape   200, one prediction too few
+  wrong_id      200, the right predictions under another request's id
   oversized     200, a Content-Length of 1 GiB (beyond any client's limit); 16 MiB of it sent, then nothing
   reset         the connection reset (RST) instead of an answer
   close_mid     a chunked answer closed after its first chunk
@@ -53,8 +54,8 @@ from grpc import aio
 from profiler.examples.grpc_server import make_handler
 from profiler.examples.model import FEATURES, MODEL_NAME, Behaviour, predict, train
 
-HTTP_MODES = ("ok", "status", "malformed", "truncated", "wrong_shape", "oversized", "reset", "close_mid", "never",
-              "late", "not_ready")
+HTTP_MODES = ("ok", "status", "malformed", "truncated", "wrong_shape", "wrong_id", "oversized", "reset", "close_mid",
+              "never", "late", "not_ready")
 GRPC_STATUS = {"unavailable": grpc.StatusCode.UNAVAILABLE, "deadline": grpc.StatusCode.DEADLINE_EXCEEDED,
                "exhausted": grpc.StatusCode.RESOURCE_EXHAUSTED}
 MODES = (*HTTP_MODES, *GRPC_STATUS, "drop")
@@ -174,10 +175,13 @@ class HttpSide:
         await writer.drain()
         return True
 
-    def _predict(self, body: bytes, short: bool = False) -> bytes:
-        rows = np.asarray(json.loads(body)["inputs"][0]["data"], dtype=np.float32).reshape(-1, FEATURES)
+    def _predict(self, body: bytes, short: bool = False, wrong_id: bool = False) -> bytes:
+        document = json.loads(body)
+        rows = np.asarray(document["inputs"][0]["data"], dtype=np.float32).reshape(-1, FEATURES)
         labels = predict(self._model, rows, self._short if short else self._behaviour)
-        return json.dumps({"model_name": MODEL_NAME, "model_version": "1", "outputs": [
+        answer_id = document.get("id", "")
+        return json.dumps({"model_name": MODEL_NAME, "model_version": "1",
+                           "id": f"not-{answer_id}" if wrong_id else answer_id, "outputs": [
             {"name": "label", "datatype": "INT64", "shape": [len(labels)], "data": labels}]}).encode()
 
     async def infer(self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
@@ -209,6 +213,12 @@ class HttpSide:
 
     async def _wrong_shape(self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         answer = self._predict(body, short=True)
+        writer.write(_head(200, len(answer)) + answer)
+        await writer.drain()
+        return True
+
+    async def _wrong_id(self, body: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        answer = self._predict(body, wrong_id=True)
         writer.write(_head(200, len(answer)) + answer)
         await writer.drain()
         return True
@@ -247,7 +257,8 @@ class HttpSide:
 
     _modes: ClassVar[dict[str, Handler]] = {
         "status": _status, "malformed": _malformed, "truncated": _truncated, "wrong_shape": _wrong_shape,
-        "oversized": _oversized, "reset": _reset, "close_mid": _close_mid, "never": _never, "late": _late,
+        "wrong_id": _wrong_id, "oversized": _oversized, "reset": _reset, "close_mid": _close_mid, "never": _never,
+        "late": _late,
     }
 
 

@@ -18,7 +18,7 @@ from profiler.codecs.v1 import V1RestCodec
 from profiler.codecs.v2 import V2RestCodec
 from profiler.codecs.v2_grpc import V2GrpcCodec
 from profiler.config import parse_config
-from profiler.core.errors import ConfigError, DatasetError, DecodeError
+from profiler.core.errors import ConfigError, DatasetError, DecodeError, IdMismatchError
 from profiler.dataset import Sample
 
 S1 = Sample("a", [1, 2, 3], 0)
@@ -31,7 +31,7 @@ def test_v2_rest_encodes_one_tensor_of_shape_batch_by_features() -> None:
     codec = V2RestCodec("digits", version="3")
     assert codec.infer_path == "/v2/models/digits/versions/3/infer"
     assert codec.ready_paths == ("/v2/health/ready", "/v2/models/digits/versions/3/ready")
-    assert json.loads(codec.encode([S1, S2])) == {"inputs": [
+    assert json.loads(codec.encode([S1, S2])) == {"id": "a..b", "inputs": [
         {"name": "input-0", "shape": [2, 3], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}]}
 
 
@@ -152,6 +152,29 @@ def test_v2_grpc_decode_picks_the_named_output() -> None:
     assert V2GrpcCodec("m", output_name="label").decode(body, 2) == ["x", "y"]
     with pytest.raises(DecodeError, match=r"no output named 'z' in the response \(it has 'y', 'label'\)"):
         V2GrpcCodec("m", output_name="z").decode(body, 2)
+
+
+def test_v2_requests_carry_the_sample_id_and_answers_are_checked_against_it() -> None:
+    """REST and gRPC: a sample's id (`first..last` for a batch) in the request; an answer under another id is an
+    IdMismatchError (its own outcome), one under the same id or none at all is read."""
+    rest, grpc_codec = V2RestCodec("m"), V2GrpcCodec("m")
+    assert json.loads(rest.encode([S1]))["id"] == rest.request_id([S1]) == "a"
+    assert pb.ModelInferRequest.FromString(grpc_codec.encode([S1, S2])).id == grpc_codec.request_id([S1, S2]) == "a..b"
+    answer = {"outputs": [{"name": "y", "datatype": "INT64", "shape": [1], "data": [7]}]}
+    for answer_id in (None, "", "a"):
+        document = answer if answer_id is None else {**answer, "id": answer_id}
+        assert rest.decode(json.dumps(document).encode(), 1, "a") == [7]
+    with pytest.raises(IdMismatchError, match="the answer's id 'b' is not its request's 'a'"):
+        rest.decode(json.dumps({**answer, "id": "b"}).encode(), 1, "a")
+    assert rest.decode(json.dumps({**answer, "id": "b"}).encode(), 1) == [7]  # no id to check against
+    response = pb.ModelInferResponse.FromString(_response("INT64", [7]))
+    assert grpc_codec.decode(response.SerializeToString(), 1, "a") == [7]  # an empty id is none
+    response.id = "a"
+    assert grpc_codec.decode(response.SerializeToString(), 1, "a") == [7]
+    response.id = "b"
+    with pytest.raises(IdMismatchError, match="the answer's id 'b' is not its request's 'a'"):
+        grpc_codec.decode(response.SerializeToString(), 1, "a")
+    assert V1RestCodec("m").request_id([S1]) is None
 
 
 # --- V1 / TF Serving REST ----------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from profiler.dataset import Sample
 def test_encode_batch_as_one_tensor() -> None:
     codec = V2RestCodec(model="m", input_name="x", datatype="FP32")
     body = json.loads(codec.encode([Sample("a", [1, 2], 0), Sample("b", [3, 4], 1)]))
-    assert body == {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}
+    assert body == {"id": "a..b",
+                    "inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}
     assert codec.infer_path == "/v2/models/m/infer"
     assert codec.ready_paths == ("/v2/health/ready", "/v2/models/m/ready")
 

@@ -117,6 +117,7 @@ FAULTS = {
     "malformed": _fault("malformed", "decode"),
     "truncated": _fault("truncated", "connection"),
     "wrong_shape": _fault("wrong_shape", "decode"),
+    "wrong_id_half": _fault("wrong_id", "id_mismatch", every=2),
     "oversized": _fault("oversized", "connection"),
     "reset": _fault("reset", "connection"),
     "reset_half": _fault("reset", "connection", every=2),

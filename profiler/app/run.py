@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from profiler.app.progress import show_progress as progress_display
+from profiler.app.server_stats import ServerStatsReader, StatsDriver
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
 from profiler.config import Config, ResourcesConfig
@@ -38,7 +39,7 @@ from profiler.core.url import TargetUrl
 from profiler.dataset import Dataset, load_dataset
 from profiler.judge.significance import Baseline
 from profiler.judge.verdict import exit_code_for
-from profiler.load.engine import Engine, build_bodies
+from profiler.load.engine import Engine, build_bodies, build_ids
 from profiler.load.search import Driver, run_search, run_stages
 from profiler.load.workers import make_driver
 from profiler.measure.accuracy import PredictionLog
@@ -116,6 +117,8 @@ class Inputs:
     dataset: Dataset
     codec: Codec
     bodies: list[bytes]
+    ids: list[str | None] | None
+    """The id each body carries (V2), checked against each answer's; None for a protocol without ids."""
 
 
 def prepare_inputs(config: Config) -> Inputs:
@@ -142,10 +145,11 @@ def prepare_inputs(config: Config) -> Inputs:
         )
         codec = codec_from_config(config.target, config.dataset.inputs, config.load.batch_size, dataset.samples[0])
         bodies = build_bodies(dataset.samples, config.load.batch_size, codec.encode)
+        ids = build_ids(dataset.samples, config.load.batch_size, codec.request_id)
         gc.freeze()
     finally:
         gc.enable()
-    return Inputs(dataset, codec, bodies)
+    return Inputs(dataset, codec, bodies, ids)
 
 
 class StopClock:
@@ -319,9 +323,12 @@ async def _drive(state: RunState, stop: asyncio.Event, inputs: Inputs, transport
         transport, codec.infer_path, inputs.bodies, codec.decode, batch=config.load.batch_size,
         sample_count=len(dataset.samples), max_in_flight=config.load.max_in_flight,
         timeout_s=config.target.timeout_s, consumers=[state.predictions, state],
-        lag_budget_ns=round(config.load.lag_budget_ms * 1e6),
+        lag_budget_ns=round(config.load.lag_budget_ms * 1e6), ids=inputs.ids,
     )
-    driver = make_driver(config, engine, inputs.bodies, codec, [state.predictions, state])
+    driver: Driver = make_driver(config, engine, inputs.bodies, codec, [state.predictions, state])
+    if config.server_stats is not None:
+        reader = ServerStatsReader(config.server_stats, config.target.model, codec.infer_path)
+        driver = StatsDriver(driver, reader, state)
     try:
         if config.load.accuracy_pass:
             _enter(state, "accuracy")
@@ -469,7 +476,7 @@ async def _accuracy_pass(state: RunState, stop: asyncio.Event, transport: Transp
             try:
                 async with asyncio.timeout(timeout_s + ACCURACY_TIMEOUT_SLACK_S):
                     body = await transport.send(codec.infer_path, codec.encode(chunk))
-                values = codec.decode(body, len(chunk))
+                values = codec.decode(body, len(chunk), codec.request_id(chunk))
             except (TransportError, TimeoutError, DecodeError) as exc:
                 state.accuracy_errors += 1
                 if isinstance(exc, TimeoutError) or (isinstance(exc, TransportError) and exc.kind in UNANSWERED):

@@ -11,6 +11,7 @@ import orjson
 
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.tensors import TensorSpec, resolve_specs
+from profiler.core.errors import IdMismatchError
 from profiler.dataset import Sample
 
 
@@ -70,6 +71,29 @@ class Codec(Protocol):
         """The request body that asks for a prediction for each sample, in order."""
         ...
 
-    def decode(self, body: bytes, count: int) -> list[Any]:
-        """`count` predictions (class index or name) from a response body; raises DecodeError."""
+    def request_id(self, samples: Sequence[Sample]) -> str | None:
+        """The id the request for these samples carries (V2's `id`), or None for a protocol without one."""
         ...
+
+    def decode(self, body: bytes, count: int, request_id: str | None = None) -> list[Any]:
+        """`count` predictions (class index or name) from a response body; raises DecodeError.
+
+        `request_id`: the id its request carried; an answer naming another raises IdMismatchError.
+        """
+        ...
+
+
+def request_id_of(samples: Sequence[Sample]) -> str:
+    """A request's V2 `id`: its sample's id, or `first..last` for a batch.
+
+    Not unique per request (a sample is sent again on each pass over the hold-out set; the protocol asks
+    for no uniqueness), but it costs nothing per request, since it is encoded into the body once, and it
+    names the sample when an answer comes back under another request's id."""
+    first = samples[0].id
+    return first if len(samples) == 1 else f"{first}..{samples[-1].id}"
+
+
+def check_answer_id(answer: object, request_id: str | None) -> None:
+    """IdMismatchError when the answer carries an id (a non-empty one) that is not its request's."""
+    if request_id is not None and answer and answer != request_id:
+        raise IdMismatchError(f"the answer's id {str(answer)[:80]!r} is not its request's {request_id!r}")

@@ -147,7 +147,11 @@ class JsonTemplateCodec:
             values = [list(s.inputs) for s in samples]
         return json.dumps(self._build(samples, values), separators=(",", ":")).encode()
 
-    def decode(self, body: bytes, count: int) -> list[Any]:
+    def request_id(self, samples: Sequence[Sample]) -> str | None:
+        """None: a template carries `{{id}}` where the user puts it, so answers are not checked against one."""
+        return None
+
+    def decode(self, body: bytes, count: int, request_id: str | None = None) -> list[Any]:
         """The values the response path selects: one per sample, or a single list of them."""
         try:
             document = loads(body)

@@ -60,7 +60,11 @@ class V1RestCodec(TensorCodec):
             document = [row[0] for row in parts]
         return json.dumps({"inputs": document}, separators=(",", ":")).encode()
 
-    def decode(self, body: bytes, count: int) -> list[Any]:
+    def request_id(self, samples: Sequence[Sample]) -> str | None:
+        """None: V1 has no request id, so answers are not checked against one."""
+        return None
+
+    def decode(self, body: bytes, count: int, request_id: str | None = None) -> list[Any]:
         """`predictions` (rows) or `outputs` (columns): a list per sample, or an object of such lists."""
         key = "predictions" if self.form == "rows" else "outputs"
         try:

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from profiler.codecs.base import TensorCodec, loads, path_segment
+from profiler.codecs.base import TensorCodec, check_answer_id, loads, path_segment, request_id_of
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.tensors import TensorSpec, batch_columns
 from profiler.core.errors import DecodeError
@@ -42,24 +42,33 @@ class V2RestCodec(TensorCodec):
         self.metadata_path = base
         super().__init__(input_name, datatype, inputs=inputs, output_name=output_name, reader=reader)
 
+    def request_id(self, samples: Sequence[Sample]) -> str:
+        """The request's `id`: the sample id, `first..last` for a batch (see codecs.base.request_id_of)."""
+        return request_id_of(samples)
+
     def encode(self, samples: Sequence[Sample]) -> bytes:
-        """One JSON document; each tensor's data is flat row-major with shape [len(samples), *shape]."""
+        """One JSON document with the request's `id` (KServe's REST front end rejects a request without one);
+        each tensor's data is flat row-major with shape [len(samples), *shape]."""
         columns = batch_columns(samples, self._resolved(samples))
         tensors = [
             {"name": spec.name, "shape": [len(samples), *(spec.shape or (len(data) // len(samples),))],
              "datatype": spec.datatype, "data": data}
             for spec, data in zip(self.specs, columns, strict=True)
         ]
-        return json.dumps({"inputs": tensors}, separators=(",", ":")).encode()
+        return json.dumps({"id": self.request_id(samples), "inputs": tensors}, separators=(",", ":")).encode()
 
-    def decode(self, body: bytes, count: int) -> list[Any]:
-        """The configured output (or the first): one class per sample, or the argmax of each row."""
+    def decode(self, body: bytes, count: int, request_id: str | None = None) -> list[Any]:
+        """The configured output (or the first): one class per sample, or the argmax of each row.
+
+        An answer whose `id` is not `request_id` (the one its request carried) raises IdMismatchError.
+        """
         try:
             document = loads(body)
+            check_answer_id(document.get("id"), request_id)
             outputs = document["outputs"]
             output = pick_output(outputs, self.output_name)
             data = output["data"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             raise DecodeError(f"not a V2 inference response: {type(exc).__name__}: {exc}") from None
         if not isinstance(data, list):
             raise DecodeError("V2 output 'data' must be a list")

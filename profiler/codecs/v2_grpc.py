@@ -12,7 +12,7 @@ from typing import Any
 from google.protobuf.message import DecodeError as ProtobufDecodeError
 
 from profiler._proto import grpc_predict_v2_pb2 as pb
-from profiler.codecs.base import TensorCodec
+from profiler.codecs.base import TensorCodec, check_answer_id, request_id_of
 from profiler.codecs.predictions import PredictionReader
 from profiler.codecs.tensors import TensorSpec, batch_columns, decode_raw
 from profiler.core.errors import DecodeError
@@ -57,7 +57,8 @@ class V2GrpcCodec(TensorCodec):
     def request(self, samples: Sequence[Sample]) -> pb.ModelInferRequest:
         """The request message for a batch: each tensor of shape [len(samples), *shape]."""
         columns = batch_columns(samples, self._resolved(samples))
-        message = pb.ModelInferRequest(model_name=self.model, model_version=self.version)
+        message = pb.ModelInferRequest(model_name=self.model, model_version=self.version,
+                                       id=self.request_id(samples))
         for spec, data in zip(self.specs, columns, strict=True):
             tensor = message.inputs.add(name=spec.name, datatype=spec.datatype,
                                         shape=[len(samples), *(spec.shape or (len(data) // len(samples),))])
@@ -65,17 +66,25 @@ class V2GrpcCodec(TensorCodec):
             getattr(tensor.contents, CONTENTS_FIELD[spec.datatype]).extend(values)
         return message
 
+    def request_id(self, samples: Sequence[Sample]) -> str:
+        """The request's `id`: the sample id, `first..last` for a batch (see codecs.base.request_id_of)."""
+        return request_id_of(samples)
+
     def encode(self, samples: Sequence[Sample]) -> bytes:
         """The serialized ModelInferRequest."""
         body: bytes = self.request(samples).SerializeToString()
         return body
 
-    def decode(self, body: bytes, count: int) -> list[Any]:
-        """Predictions from a serialized ModelInferResponse (typed contents or raw_output_contents)."""
+    def decode(self, body: bytes, count: int, request_id: str | None = None) -> list[Any]:
+        """Predictions from a serialized ModelInferResponse (typed contents or raw_output_contents).
+
+        An answer whose `id` (empty: none) is not `request_id` raises IdMismatchError.
+        """
         try:
             response = pb.ModelInferResponse.FromString(body)
         except ProtobufDecodeError as exc:
             raise DecodeError(f"not a V2 ModelInferResponse: {exc}") from None
+        check_answer_id(response.id, request_id)
         return self.reader.read(output_values(response, self.output_name), count)
 
 

@@ -45,5 +45,10 @@ class DecodeError(ProfilerError):
     it against the model; it ends a run only where a single answer is the whole question)."""
 
 
+class IdMismatchError(DecodeError):
+    """An answer names a request id other than the one its request carried (V2 `id`): counted as its own
+    outcome (`id_mismatch`), since it means the server or a proxy handed back another request's answer."""
+
+
 class StoreError(ProfilerError):
     """The run history cannot be read or written: locked, corrupt, newer schema, or no such run (names the file)."""

@@ -14,7 +14,9 @@ CONNECTION = "connection"
 HTTP_STATUS = "http_status"
 GRPC_STATUS = "grpc_status"
 DECODE = "decode"
-OUTCOMES = (OK, TIMEOUT, CONNECTION, HTTP_STATUS, GRPC_STATUS, DECODE)
+ID_MISMATCH = "id_mismatch"
+"""An answer whose `id` is not the one its request carried (V2): the server mixed up answers."""
+OUTCOMES = (OK, TIMEOUT, CONNECTION, HTTP_STATUS, GRPC_STATUS, DECODE, ID_MISMATCH)
 
 
 @dataclass(slots=True)

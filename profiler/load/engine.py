@@ -9,16 +9,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
-from profiler.core.errors import DecodeError, TransportError
+from profiler.core.errors import DecodeError, IdMismatchError, TransportError
 from profiler.core.heap import young_collections_only
-from profiler.core.results import DECODE, OK, Consumer, Result, StageTally
+from profiler.core.results import DECODE, ID_MISMATCH, OK, Consumer, Result, StageTally
 from profiler.core.units import NS_PER_S
 from profiler.load.timer import MONOTONIC, Clock, Waker
 from profiler.measure.latency import StageRecorder
 from profiler.schedule import LAG_BUDGET_NS, Pacing, Stage, arrival_gap_ns, pacing
 from profiler.transports.base import Transport
 
-Decoder = Callable[[bytes, int], list[Any]]
+Decoder = Callable[..., list[Any]]
+"""decode(answer body, sample count) -> predictions; with the engine's `ids`, decode(body, count, request id)."""
 
 
 class Engine:
@@ -32,7 +33,9 @@ class Engine:
     stage's last send are cancelled and counted as timeouts, so a stage always ends.
     `lag_budget_ns` bounds how late a send may be made to share a wake (see schedule.LAG_BUDGET_NS;
     the engine follows schedule.pacing). `clock` is its time, sleeps included (see timer.Clock): the
-    dispatch is the same code on the real clock and on a test's fake one.
+    dispatch is the same code on the real clock and on a test's fake one. `ids` (one per body, the id that
+    body carries) are handed to `decode` with each answer, which checks the answer's echo of it; an answer
+    under another id is an `id_mismatch`, its own outcome.
     """
 
     def __init__(
@@ -50,9 +53,13 @@ class Engine:
         clock: Clock = MONOTONIC,
         cpu_clock: Callable[[], float] = time.process_time,
         lag_budget_ns: int = LAG_BUDGET_NS,
+        ids: Sequence[str | None] | None = None,
     ) -> None:
         if not bodies:
             raise ValueError("the engine needs at least one request body")
+        if ids is not None and len(ids) != len(bodies):
+            raise ValueError("the engine needs one request id per body")
+        self._ids = ids
         self._transport = transport
         self._path = path
         self._bodies = bodies
@@ -82,6 +89,11 @@ class Engine:
         waiter = self._slot_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    @property
+    def ids(self) -> Sequence[str | None] | None:
+        """The id each body carries (None: answers are not checked against one)."""
+        return self._ids
 
     @property
     def stopping(self) -> bool:
@@ -237,9 +249,13 @@ class Engine:
         detail = None
         status = 0
         if error is None:
+            ids = self._ids
             try:
-                predictions = self._decode(payload, self._batch)
+                predictions = (self._decode(payload, self._batch) if ids is None
+                               else self._decode(payload, self._batch, ids[index]))
                 outcome = OK
+            except IdMismatchError as exc:
+                outcome, detail = ID_MISMATCH, str(exc)
             except DecodeError as exc:
                 outcome, detail = DECODE, str(exc)
         else:
@@ -279,6 +295,17 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 def build_bodies(samples: Sequence[Any], batch: int, encode: Callable[[Sequence[Any]], bytes]) -> list[bytes]:
     """Pre-encode every request once: request j carries samples j*batch .. j*batch+batch-1, wrapping."""
+    return [encode(chunk) for chunk in _chunks(samples, batch)]
+
+
+def build_ids(samples: Sequence[Any], batch: int, request_id: Callable[[Sequence[Any]], str | None]
+              ) -> list[str | None] | None:
+    """The id each of build_bodies' requests carries, in the same order; None when the protocol has none."""
+    ids = [request_id(chunk) for chunk in _chunks(samples, batch)]
+    return ids if any(i is not None for i in ids) else None
+
+
+def _chunks(samples: Sequence[Any], batch: int) -> Iterator[list[Any]]:
     n = len(samples)
-    count = -(-n // batch)
-    return [encode([samples[(j * batch + k) % n] for k in range(batch)]) for j in range(count)]
+    for j in range(-(-n // batch)):
+        yield [samples[(j * batch + k) % n] for k in range(batch)]

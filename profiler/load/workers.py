@@ -62,7 +62,7 @@ def make_driver(config: Config, engine: Engine, bodies: Sequence[bytes], codec: 
     count = choose_workers(config.load.workers, config.load.highest_rate_rps(), os.cpu_count() or 1)
     if count <= 1:
         return LocalDriver(engine, config.load.arrival, config.load.seed)
-    return WorkerPool(config, codec, bodies, engine.sample_count, count, consumers)
+    return WorkerPool(config, codec, bodies, engine.sample_count, count, consumers, ids=engine.ids)
 
 
 class _Batcher:
@@ -85,18 +85,19 @@ class _Batcher:
             self.items = []
 
 
-def worker_main(conn: Connection, config: Config, codec: Codec, bodies: Sequence[bytes], sample_count: int,
+def worker_main(conn: Connection, config: Config, codec: Codec, bodies: Sequence[bytes],
+                ids: Sequence[str | None] | None, sample_count: int,
                 index: int, count: int) -> None:
     """Entry point of a worker process: serve stage orders from the parent until told to exit."""
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICE)  # the control plane (and the model) win a contended core; the self-check shows the cost
     freeze_baseline()  # the modules, the config and the bodies live as long as the worker (core.heap)
     with contextlib.suppress(KeyboardInterrupt):
-        aio.run(_serve(conn, config, codec, bodies, sample_count, index, count))
+        aio.run(_serve(conn, config, codec, bodies, ids, sample_count, index, count))
 
 
-async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequence[bytes], sample_count: int,
-                 index: int, count: int) -> None:
+async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequence[bytes],
+                 ids: Sequence[str | None] | None, sample_count: int, index: int, count: int) -> None:
     loop = asyncio.get_running_loop()
     transport = make_transport(config, codec)
     batcher = _Batcher(conn)
@@ -104,7 +105,7 @@ async def _serve(conn: Connection, config: Config, codec: Codec, bodies: Sequenc
                     sample_count=sample_count,
                     max_in_flight=max(1, math.ceil(config.load.max_in_flight / count)),
                     timeout_s=config.target.timeout_s, consumers=[batcher],
-                    lag_budget_ns=round(config.load.lag_budget_ms * 1e6))
+                    lag_budget_ns=round(config.load.lag_budget_ms * 1e6), ids=ids)
     inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
     current: list[StageRecorder | None] = [None]
     ending = [False]
@@ -168,7 +169,8 @@ class WorkerPool:
     """N worker processes driven stage by stage; implements the Driver protocol of profiler.load.search."""
 
     def __init__(self, config: Config, codec: Codec, bodies: Sequence[bytes], sample_count: int, count: int,
-                 consumers: list[PredictionConsumer], clock: Callable[[], int] = time.monotonic_ns) -> None:
+                 consumers: list[PredictionConsumer], clock: Callable[[], int] = time.monotonic_ns,
+                 ids: Sequence[str | None] | None = None) -> None:
         context = multiprocessing.get_context("spawn")
         self._clock = clock
         self._consumers = consumers
@@ -183,7 +185,7 @@ class WorkerPool:
         self._live: StageRecorder | None = None
         self._until: Callable[[], bool] | None = None
         self._ending = False
-        self._args = (config, codec, list(bodies), sample_count)
+        self._args = (config, codec, list(bodies), None if ids is None else list(ids), sample_count)
         self._context = context
         self._started = False
 
@@ -192,11 +194,11 @@ class WorkerPool:
         the child reads them, so it runs in a thread: the control plane must not wait on a child's start."""
         self._started = True
         loop = asyncio.get_running_loop()
-        config, codec, bodies, sample_count = self._args
+        config, codec, bodies, ids, sample_count = self._args
         for index in range(self.count):
             parent, child = self._context.Pipe()
             process = self._context.Process(target=worker_main, name=f"profiler-worker-{index}", daemon=True,
-                                            args=(child, config, codec, bodies, sample_count, index, self.count))
+                                            args=(child, config, codec, bodies, ids, sample_count, index, self.count))
             self._conns.append(parent)
             self._procs.append(process)
             self._ready.append(loop.create_future())

@@ -65,6 +65,7 @@ def render_text(report: dict[str, Any]) -> str:
         generator = s.get("generator") or {}
         if generator.get("limited"):
             lines.append(f"  {s['name']}: generator-limited ({'; '.join(generator.get('reasons', []))})")
+    lines += render_server_views(report["stages"])
     acc = report["accuracy"]
     if acc:
         lines += ["", f"accuracy {_num(acc.get('accuracy'))}  precision(macro) {_num(acc.get('precision_macro'))}  "
@@ -82,6 +83,31 @@ def render_text(report: dict[str, Any]) -> str:
         lines += _table(["check", "status", "value", "bound", "predecessor"], rows)
     lines += render_history(report)
     return "\n".join(lines) + "\n"
+
+
+def render_server_views(stages: list[dict[str, Any]]) -> list[str]:
+    """The model server's own view per stage (server_stats), beside the profiler's mean and p50.
+
+    One line per stage: the server's mean milliseconds per request in each phase it counted (and how many it
+    counted; queue and compute for Triton), then the profiler's mean latency and service time: what the
+    server's own phases leave of them is time outside the server's clock (network, its front end's queue).
+    """
+    viewed = [s for s in stages if s.get("server")]
+    if not viewed:
+        return []
+    lines = ["", f"the server's own view ({viewed[0]['server']['kind']}), mean ms per request:"]
+    for s in viewed:
+        view = s["server"]
+        if view.get("problem"):
+            lines.append(f"  {s['name']}: could not read it: {view['problem']}")
+            continue
+        phases = view.get("phases") or {}
+        parts = [f"{name} {p['mean_ms']:.3f} ({p['count']})" for name, p in phases.items()]
+        batch = f"; mean batch {view['mean_batch']:g}" if view.get("mean_batch") is not None else ""
+        ours = view.get("profiler_mean_ms") or {}
+        lines.append(f"  {s['name']}: {', '.join(parts) or 'no requests counted'}{batch}; the profiler's mean "
+                     f"latency {_ms(ours.get('latency'))}, service time {_ms(ours.get('service'))}")
+    return lines
 
 
 def render_resources(res: dict[str, Any]) -> list[str]:

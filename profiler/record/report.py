@@ -49,6 +49,10 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
     config = run.config
     dataset = run.dataset
     stages = stage_summaries(run.recorders, config.objective, config.load.search)
+    for stage in stages:
+        view = run.server_views.get(stage["name"])
+        if view is not None:
+            stage["server"] = dict(view)
     capacity = {**capacity_summary(stages), "method": "search" if config.load.search is not None else "stages"}
     report: dict[str, Any] = {
         "schema_version": REPORT_SCHEMA_VERSION,
@@ -57,7 +61,9 @@ def build_report(run: RunView, status: str, finished_at: str, duration_s: float)
                 "finished_at": finished_at, "duration_s": round(duration_s, 3), "stopped_in": run.stopped_in,
                 "phases": phase_summary(run.phases)},
         "target": {"url": redact_url(config.target.url), "protocol": config.target.protocol,
-                   "model": config.target.model, "version": config.target.version},
+                   "model": config.target.model, "version": config.target.version,
+                   "server_stats": None if config.server_stats is None else
+                   {"kind": config.server_stats.kind, "url": redact_url(config.server_stats.url)}},
         # What the run held fixed; a predecessor that differs here is not comparable on performance figures.
         "context": run.context if run.context is not None else run_context(config, None),
         "dataset": {"path": str(dataset.path) if dataset else str(config.dataset.path),
