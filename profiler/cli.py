@@ -1,4 +1,4 @@
-"""Command line: run, serve, demo, history, compare and the example model. Wiring and I/O only.
+"""Command line: run, serve, demo, history, compare, report and the example model. Wiring and I/O only.
 
 Exit codes (one rule, judge.verdict.exit_code_for): 0 pass, 1 fail (a required check failed, and nothing
 else), 2 inconclusive or aborted, 3 could not run or could not finish its job (bad config or hold-out file,
@@ -16,13 +16,13 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from profiler import __version__
 from profiler.app.demo import run_demo
 from profiler.app.run import run_once
 from profiler.app.server import serve
-from profiler.config import Config, PartConfig, load_config, parse_start_at
+from profiler.config import HISTORY_FILE, Config, PartConfig, load_config, parse_start_at
 from profiler.core import aio
 from profiler.core.errors import ProfilerError, ReportError, error_line
 from profiler.core.redact import redact_text
@@ -34,6 +34,8 @@ from profiler.record.backend import open_for_command
 from profiler.record.cioutput import CiOutputs
 from profiler.record.compare import compare_runs, comparison_json
 from profiler.record.merge import merge_reports
+from profiler.record.page import history_lookup, write_html
+from profiler.record.recent_runs import StoreRuns
 from profiler.record.render import comparison_text, history_table, render_text
 from profiler.record.report import write_json
 from profiler.schedule import planned_length_s, stage_starts_s
@@ -149,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--config", "-c", type=Path)
     compare.add_argument("--json", action="store_true", help="the comparison as a JSON document")
 
+    page = sub.add_parser("report", help="draw a report file or a stored run as one self-contained HTML page")
+    page.add_argument("source", metavar="REPORT.json|RUN_ID", help="a report written by `profiler run`, or a run id "
+                      "of the history")
+    page.add_argument("--html", type=Path, required=True, metavar="OUT", help="where to write the page")
+    page.add_argument("--db", type=Path, help="the history file (default: the one --config names, else the "
+                      "profiler-history.sqlite beside the report file, else ./profiler-history.sqlite)")
+    page.add_argument("--config", "-c", type=Path, help="take the history file from this profile")
+
     merge = sub.add_parser("merge", help="merge the reports of generators that ran side by side into one")
     merge.add_argument("files", nargs="+", type=Path, help="reports written by `profiler run` (JSON)")
     merge.add_argument("--out", type=Path, required=True, help="where to write the merged report")
@@ -221,6 +231,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                         server_args=args.server_arg, protocol=args.protocol)
     if args.command == "merge":
         return merge_files(args.files, args.out, quiet=args.quiet)
+    if args.command == "report":
+        return report_page(args.source, args.html, args.db, args.config)
     if args.command == "example-holdout":
         count = write_holdout(args.out)
         print(f"wrote {count} labelled samples to {args.out}")
@@ -347,6 +359,42 @@ def merge_files(files: list[Path], out: Path, quiet: bool = False) -> int:
     for problem in problems:
         print(error_line(problem), file=sys.stderr)
     return exit_code_for(report, problems)
+
+
+def report_page(source: str, out: Path, db: Path | None, config_path: Path | None) -> int:
+    """`profiler report`: the HTML page of a report file or of a stored run (with its predecessor's curves when
+    the history holds the predecessor). Prints where the page went."""
+    file = Path(source)
+    history = db if db is not None else (load_config(config_path).history.path if config_path is not None else None)
+    if file.is_file():
+        report = _read_report(file)
+        history = history or file.parent / HISTORY_FILE
+    else:
+        history = history or Path(HISTORY_FILE)
+        if not history.is_file():
+            raise ProfilerError(f"{source}: no such report file, and no run history at {history} to look the run "
+                                "id up in (give --db or --config)")
+        found = StoreRuns(history).get_run(source)
+        if found is None:
+            raise ProfilerError(f"{source}: no such report file, and no run with that id in {history}")
+        report = found
+    lookup = history_lookup(history) if history.is_file() else None
+    written = write_html(report, out, lookup)
+    print(f"html     {written}")
+    return EXIT_PASS
+
+
+def _read_report(file: Path) -> dict[str, Any]:
+    """A report file as written by `profiler run`; ProfilerError naming the file when it is none."""
+    try:
+        report = json.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfilerError(f"{file}: cannot read report: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ProfilerError(f"{file}: not a JSON report: {exc}") from None
+    if not isinstance(report, dict) or not isinstance(report.get("run"), dict) or "stages" not in report:
+        raise ProfilerError(f"{file}: not a profiler report (no run or stages section)")
+    return report
 
 
 def _ci_outputs(args: argparse.Namespace) -> CiOutputs:

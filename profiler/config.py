@@ -749,9 +749,18 @@ class ServerStatsConfig(_Strict):
 
 
 class ReportConfig(_Strict):
-    """Where the JSON report goes."""
+    """Where the JSON report goes, and its HTML page."""
 
     path: FilePath = Path("report.json")
+    html: FilePath | None = None
+    """The self-contained HTML page of the report (charts, no network). Unset: beside the JSON report, with
+    its name and the suffix .html (report.json -> report.html); `html: null` writes none."""
+
+    def html_file(self) -> Path | None:
+        """Where the HTML page goes: `html` when the profile sets it (None: no page), else beside `path`."""
+        if "html" in self.model_fields_set:
+            return self.html
+        return self.path.with_suffix(".html")
 
 
 class ServerConfig(_Strict):
@@ -1082,7 +1091,10 @@ def _anchor_paths(config: Config, base: Path) -> Config:
         if getattr(config.dataset, name) is not None:
             update_dataset[name] = anchor(getattr(config.dataset, name))
     dataset = config.dataset.model_copy(update=update_dataset)
-    report = config.report.model_copy(update={"path": anchor(config.report.path)})
+    report_update: dict[str, Any] = {"path": anchor(config.report.path)}
+    if config.report.html is not None:
+        report_update["html"] = anchor(config.report.html)
+    report = config.report.model_copy(update=report_update)
     history_path = anchor(config.history.path) if config.history.path else report.path.parent / HISTORY_FILE
     update: dict[str, Any] = {"dataset": dataset, "report": report, "target": _anchor_target(config.target, anchor),
                               "history": config.history.model_copy(update={"path": history_path})}

@@ -28,6 +28,8 @@ from profiler.schedule import Stage
 PHASES = ("loading dataset", "waiting for target", "checking metadata", "before", "accuracy", "load", "after")
 """The measuring phases of a run, in order. After them the run is "building report", then "saving history",
 then "done" (or "error" when it could not run)."""
+LIVE_SERIES_POINTS = 300
+"""The newest resource readings the progress document carries (the live page's memory and CPU charts)."""
 PHASE_RUNNING, PHASE_DONE, PHASE_SKIPPED, PHASE_STOPPED = "running", "done", "skipped", "stopped"
 """How far a phase got (RunState.phases); a phase the run never reached has no entry ("not reached")."""
 
@@ -188,6 +190,11 @@ class RunState:
             "stages_total": len(self.stages),
             "requests_done": self.requests_done,
             "stages": self._stage_summaries(),
+            # What the live page (GET /) draws while the run is under way, beside the stages.
+            "objective": self.config.objective.model_dump(),
+            "target": {"model": self.config.target.model, "protocol": self.config.target.protocol},
+            "series": [{"t_s": round(p.t_s, 3), "memory_bytes": p.memory_bytes, "cpu_s": p.cpu_s, "phase": p.phase,
+                        "requests": p.requests} for p in self.series.points[-LIVE_SERIES_POINTS:]],
         }
 
     def _stage_summaries(self) -> list[dict[str, Any]]:

@@ -77,11 +77,12 @@ def test_live_load_figures(tmp_path: Path) -> None:
     assert _one(samples, "profiler_requests_total", stage="stage-1", outcome="decode") == 0
     assert _one(samples, "profiler_requests_total", stage="stage-2", outcome="ok") == 0
     assert _one(samples, "profiler_requests_unsent_total", stage="stage-1") == 2
-    # Buckets around the 100 ms objective, cumulative, successful requests only.
+    # Buckets from 100 µs up, finer around the 100 ms objective, cumulative, successful requests only.
     buckets = {dict(k)["le"]: v for k, v in samples["profiler_request_latency_seconds_bucket"].items()
                if dict(k)["stage"] == "stage-1"}
-    assert buckets == {"0.005": 0, "0.01": 1, "0.025": 1, "0.05": 2, "0.075": 2, "0.1": 2, "0.15": 2, "0.2": 3,
-                       "0.5": 3, "1": 3, "+Inf": 4}
+    assert buckets == {"0.0001": 0, "0.00025": 0, "0.0005": 0, "0.001": 0, "0.0025": 0, "0.005": 0, "0.01": 1,
+                       "0.025": 1, "0.05": 2, "0.075": 2, "0.1": 2, "0.15": 2, "0.2": 3, "0.25": 3, "0.5": 3, "1": 3,
+                       "+Inf": 4}
     assert _one(samples, "profiler_request_latency_seconds_count", stage="stage-1") == 4
     assert _one(samples, "profiler_request_latency_seconds_sum", stage="stage-1") == pytest.approx(3.198, rel=1e-2)
     assert _one(samples, "profiler_request_latency_percentile_seconds", stage="stage-1",
@@ -136,6 +137,7 @@ def _report(**resources: Any) -> dict[str, Any]:
         "stages": [{"name": "warmup"}, {"name": "stage-1", "objective": {"sustained": True}},
                    {"name": "stage-2", "objective": {"sustained": False}}],
         "resources": {"memory": {"growth_bytes": 4096.0}, **resources},
+        "run": {"finished_at": "2026-01-02T03:04:05+00:00"},
         "verdict": {"status": "fail", "checks": [{"metric": "f1_macro", "status": "fail"},
                                                  {"metric": "f1_macro", "status": "pass", "kind": "change"},
                                                  {"metric": "error_rate", "status": "pass"},
@@ -156,6 +158,9 @@ def test_report_figures(tmp_path: Path) -> None:
     assert len(samples["profiler_stage_sustained"]) == 2
     assert _one(samples, "profiler_target_memory_growth_bytes") == 4096
     assert _one(samples, "profiler_verdict") == -1
+    assert {dict(k)["state"]: v for k, v in samples["profiler_verdict_state"].items()} == {
+        "pass": 0, "inconclusive": 0, "fail": 1}
+    assert _one(samples, "profiler_last_run_end_timestamp_seconds") == 1767323045
     assert _one(samples, "profiler_verdict_check", metric="f1_macro", kind="absolute") == -1
     assert _one(samples, "profiler_verdict_check", metric="f1_macro", kind="change") == 1
     assert _one(samples, "profiler_verdict_check", metric="error_rate") == 1
@@ -190,8 +195,9 @@ def test_leak_fields_read_defensively(tmp_path: Path, leak: dict[str, Any] | Non
 @pytest.mark.parametrize(
     ("objective_ms", "expected"),
     [
-        (100, [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.5, 1.0]),
-        (1, [5e-05, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.005, 0.01]),
+        (100, [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.5,
+               1.0]),
+        (1, [5e-05, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.0025, 0.005, 0.01]),
         (0, []),
         (-5, []),
         (math.nan, []),

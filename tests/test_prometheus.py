@@ -75,11 +75,22 @@ def dashboard_queries(generative: bool = False) -> list[tuple[str, str]]:
     return found
 
 
+UNMET_IN_A_FRESH_STACK = {"ModelProfileStale": " > "}
+"""Alerts whose condition a run that just ended cannot meet (a week old): their left side must have data."""
+
+
 def rule_queries() -> list[tuple[str, str]]:
-    """(where, expr) for every rule of the shipped rule file."""
+    """(where, expr) for every rule of the shipped rule file (for UNMET_IN_A_FRESH_STACK, the figure compared)."""
     rules = yaml.safe_load(RULES.read_text())
-    return [(f"{RULES.name}: {rule.get('alert') or rule.get('record')}", rule["expr"])
-            for group in rules["groups"] for rule in group["rules"]]
+    found = []
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            name = rule.get("alert") or rule.get("record")
+            expr = rule["expr"]
+            if name in UNMET_IN_A_FRESH_STACK:
+                expr = expr.split(UNMET_IN_A_FRESH_STACK[name])[0]
+            found.append((f"{RULES.name}: {name}", expr))
+    return found
 
 
 def substitute(expr: str) -> str:

@@ -210,8 +210,11 @@ def run_demo(directory: Path, variant: str = "good", serve_port: int | None = No
         config = load_config(profile)
         if serve_port is None:
             code = run_once(config)
-            print(f"\nSidecar mode: `profiler demo --serve`, then `curl http://127.0.0.1:{9090}/report`"
-                  f" (or /report?format=text, /metrics).")
+            print(f"\nSidecar mode: `profiler demo --serve`, then open http://127.0.0.1:{9090}/ (the live page) or "
+                  f"`curl http://127.0.0.1:{9090}/report` (or /report?format=text, /metrics).")
+            page = config.report.html_file()
+            if page is not None and page.exists():
+                print(f"demo: the report with its charts: {page}")
             return code
         return aio.run(serve(config))
     finally:

@@ -15,6 +15,7 @@ import asyncio
 import gc
 import logging
 import math
+import platform
 import signal
 import sys
 import time
@@ -25,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from profiler.app.progress import show_progress as progress_display
 from profiler.app.server_stats import ServerStatsReader, StatsDriver
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
@@ -50,6 +52,7 @@ from profiler.record.baseline import find_baseline
 from profiler.record.cioutput import CiOutputs, write_ci_outputs
 from profiler.record.context import host_facts, run_context
 from profiler.record.history import history_problems, record
+from profiler.record.page import history_lookup, write_html
 from profiler.record.render import render_text
 from profiler.record.report import aborted_report, build_report, write_json
 from profiler.state import (
@@ -427,7 +430,9 @@ def conclude(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
     if state.artifact is None and path is not None:
         state.artifact = measure_artifact(path)
     finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-    return build_report(state, status, finished_at, duration_s)
+    report = build_report(state, status, finished_at, duration_s)
+    report["run"]["host"] = platform.node()  # the generator's machine, for the report's context
+    return report
 
 
 def conclude_and_record(state: RunState, status: str, duration_s: float) -> dict[str, Any]:
@@ -571,21 +576,22 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False, ci: Ci
     The run is saved to the history before the report file is written, and the table is
     printed whether or not the file could be: when it cannot (a read-only or full folder, ...) what was
     measured is still shown, one `profiler: error:` line names the path, and the exit code is 3.
-    `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop).
+    `progress` prints each phase on stderr as the run enters it (log lines, written off the event loop); unless
+    `quiet`, the live progress (app.progress) shows while the run goes (on a terminal's stderr, else stdout).
     `ci` names the JUnit file and Markdown summaries to write once the report is (record.cioutput).
     """
     handler = logs.configure() if progress else None
     freeze_baseline()  # the modules and libraries: no collection between stages walks them (core.heap)
     try:
         state = new_state(config)
-        report, written, problems = aio.run(_execute_until_signal(state))
+        report, lines, written, problems = aio.run(_execute_until_signal(state, show_progress=not quiet))
     finally:
         logs.unconfigure(handler)
     if quiet:
         print(f"verdict {report['verdict']['status'].upper()}: {report['verdict']['reason']}")
     else:
         print(render_text(report), end="")
-    print(f"report   {written}", flush=True)
+    print("\n".join(lines), flush=True)
     if ci is not None:
         problems += write_ci_outputs(report, written, ci)
     for problem in problems:
@@ -593,25 +599,59 @@ def run_once(config: Config, quiet: bool = False, progress: bool = False, ci: Ci
     return exit_code_for(report, problems)
 
 
-async def _execute_until_signal(state: RunState) -> tuple[dict[str, Any], str, list[str]]:
-    """Run the profile and write its report (in a thread); SIGINT/SIGTERM stop the run in any phase, and the
-    report records it as aborted. The handlers stay until the report file is written, so a signal then is
-    not the default one that would kill the process half-way through the write. Returns the report, where
-    it was written (or why not) and what the profiler could not do (see run_once)."""
+async def _execute_until_signal(state: RunState, show_progress: bool = False
+                                ) -> tuple[dict[str, Any], list[str], str, list[str]]:
+    """Run the profile and write its report and its HTML page (in threads); SIGINT/SIGTERM stop the run in any
+    phase, and the report records it as aborted. The handlers stay until the files are written, so a signal
+    then is not the default one that would kill the process half-way through a write. Returns the report,
+    the lines saying where each file went (or why not), where report.json went (or why not) and what the
+    profiler could not do (see run_once)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, _stopper(state, stop, sig))
+    # The live progress (app.progress) reads the state; the engine knows nothing of it.
+    watching = asyncio.create_task(progress_display(state)) if show_progress else None
     try:
-        report = await execute(state, stop)
         try:
-            path = await aio.in_thread(write_json, report, state.config.report.path, name="profiler-report-file")
-        except ReportError as exc:
-            return report, "NOT WRITTEN (see the error below)", [str(exc), *history_problems(report, state.config)]
-        return report, str(path), history_problems(report, state.config)
+            report = await execute(state, stop)
+        finally:
+            if watching is not None:
+                watching.cancel()
+                await asyncio.wait({watching})
+        lines, written, problems = await write_report_files(report, state.config)
+        return report, lines, written, [*problems, *history_problems(report, state.config)]
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def write_report_files(report: dict[str, Any], config: Config) -> tuple[list[str], str, list[str]]:
+    """Write report.json and report.html (report.html is optional: `report.html: null`), each in a thread.
+    Returns the summary lines ("report   PATH", "html     PATH"), where report.json went (or "NOT WRITTEN
+    ...") and the problems (files not written)."""
+    lines: list[str] = []
+    problems: list[str] = []
+    try:
+        written = str(await aio.in_thread(write_json, report, config.report.path, name="profiler-report-file"))
+    except ReportError as exc:
+        written = "NOT WRITTEN (see the error below)"
+        problems.append(str(exc))
+    lines.append(f"report   {written}")
+    html_path = config.report.html_file()
+    if html_path is not None and problems and html_path.parent == config.report.path.parent:
+        # The folder the report could not be written to: one error says so, not one per file.
+        lines.append("html     NOT WRITTEN (the report's folder cannot be written)")
+    elif html_path is not None:
+        lookup = history_lookup(config.history.path if config.history.enabled else None,
+                                config.history.lock_timeout_s)
+        try:
+            page = await aio.in_thread(write_html, report, html_path, lookup, name="profiler-report-page")
+            lines.append(f"html     {page}  (open it in a browser: charts, no network needed)")
+        except ReportError as exc:
+            lines.append("html     NOT WRITTEN (see the error below)")
+            problems.append(str(exc))
+    return lines, written, problems
 
 
 def _stopper(state: RunState, stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:

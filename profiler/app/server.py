@@ -1,7 +1,9 @@
 """Sidecar mode: an aiohttp server that runs the profile and serves its report, metrics and run history.
 
 Endpoints (docs/sidecar.md has the full contract):
-  GET  /report[?format=text]  the latest report, or the progress of the run under way
+  GET  /                      the report page of the current run (charts), redrawn live while a run is under way
+  GET  /report[?format=text|view]  the latest report, or the progress of the run under way
+  GET  /runs/{id}/report.html  a stored run's self-contained report page
   GET  /runs, GET /runs/{id}   finished runs of the history (and the one under way)
   POST /runs                   start a run (bearer token; 409 while one runs)
   GET  /metrics                Prometheus text exposition of the live state
@@ -27,6 +29,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from profiler.app.auth import bearer_matches, load_token
 from profiler.app.limits import BODY_TIMEOUT_S, KEEPALIVE_S, Listener, listen, raise_fd_limit
+from profiler.app.progress import log_progress
 from profiler.app.run import conclude_and_record, execute
 from profiler.codecs.base import Codec
 from profiler.codecs.factory import codec_from_config
@@ -37,6 +40,8 @@ from profiler.core.heap import freeze_baseline
 from profiler.core.redact import redact_text, redact_url
 from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, exit_code_for
 from profiler.record.exporter import RunCollector
+from profiler.record.html import encode_json, page_title, page_view, render_page
+from profiler.record.page import RunLookup, predecessor_of, write_html
 from profiler.record.recent_runs import MemoryRuns, RunSource, StoreRuns
 from profiler.record.render import render_text
 from profiler.record.report import write_json
@@ -63,11 +68,23 @@ connections are closed; aiohttp's default is 60 s, past any pod's termination gr
 MAX_RUNS_LISTED = 1000
 
 
-def encode_report(report: dict[str, Any], fmt: str) -> bytes:
-    """A finished report as the bytes /report serves: JSON, or the text table (fmt "text"). Blocking (call it in
-    a thread): a capacity search's report takes tens of milliseconds."""
+LIVE_PAGE_INTERVAL_MS = 2000
+"""How often the live page (GET /) polls /report: each poll is one small progress document."""
+
+
+def encode_report(report: dict[str, Any], fmt: str, lookup: RunLookup | None = None) -> bytes:
+    """A finished report as the bytes /report serves: JSON, the text table (fmt "text"), the view the report
+    page draws (fmt "view"), or the page itself (fmt "html": the file, "page": the live page at GET /), the
+    predecessor found through `lookup`. Blocking (call it in a thread): a capacity search's report takes tens
+    of milliseconds."""
     if fmt == "text":
         return render_text(report).encode("utf-8")
+    if fmt in ("view", "html", "page"):
+        view = page_view(report, predecessor_of(report, lookup))
+        if fmt == "view":
+            return encode_json(view).encode("utf-8")
+        interval = LIVE_PAGE_INTERVAL_MS if fmt == "page" else None
+        return render_page(view, title=page_title(report), live_interval_ms=interval).encode("utf-8")
     return json.dumps(report, allow_nan=False, default=str).encode("utf-8")
 
 
@@ -176,6 +193,9 @@ class Sidecar:
         return self.state
 
     async def _run(self, state: RunState) -> None:
+        # The log says how the run goes (app.progress: a line per finished stage, the status every 10 s);
+        # it reads the state, the run knows nothing of it.
+        watching = asyncio.create_task(log_progress(state, log))
         try:
             report = await execute(state, self.stop, self.config.server.shutdown_grace_s)
             # Writing the report (JSON with indents: the pure-Python encoder, ~10 ms per 100 KB) blocks: in a
@@ -203,6 +223,7 @@ class Sidecar:
             state.phase = "error"
             log.exception("run %s failed", state.run_id)
         finally:
+            watching.cancel()
             self.finished.set()
 
     def _finish(self, report: dict[str, Any]) -> None:
@@ -218,6 +239,13 @@ class Sidecar:
             self.problems.append(str(exc))
             log.error("run %s: %s (the report is still served on /report)", report["run"]["id"], exc)
         self.history.add(report)
+        html_path = self.config.report.html_file()
+        if html_path is not None and not (self.problems and html_path.parent == self.config.report.path.parent):
+            try:
+                write_html(report, html_path, self.history.get_run)
+            except ReportError as exc:
+                self.problems.append(str(exc))
+                log.error("run %s: %s (the page is still served at /)", report["run"]["id"], exc)
         log.info("run %s %s: verdict %s (%s)", report["run"]["id"], report["run"]["status"],
                  report["verdict"]["status"], report["verdict"]["reason"])
 
@@ -275,7 +303,7 @@ class Sidecar:
         key = (str(report["run"]["id"]), fmt)
         encoded = self._encoded.get(key)
         if encoded is None:
-            encoded = await asyncio.to_thread(encode_report, report, fmt)
+            encoded = await asyncio.to_thread(encode_report, report, fmt, self.history.get_run)
             self._encoded = {k: v for k, v in self._encoded.items() if k[0] == key[0]}  # this run's only
             self._encoded[key] = encoded
         return encoded
@@ -285,8 +313,8 @@ class Sidecar:
     async def report(self, request: web.Request) -> web.Response:
         """The latest report (JSON, or ?format=text), or the progress while a run is under way."""
         fmt = request.query.get("format", "json")
-        if fmt not in ("json", "text"):
-            return web.json_response({"error": f"unknown format {fmt!r}; use json or text"}, status=400)
+        if fmt not in ("json", "text", "view"):
+            return web.json_response({"error": f"unknown format {fmt!r}; use json, text or view"}, status=400)
         state = self.state
         if state is None:
             body = {"status": "idle", "error": None, "progress": None, "latest_run_id": None,
@@ -306,7 +334,32 @@ class Sidecar:
         if fmt == "text":
             return web.Response(body=await self._report_bytes(report, "text"), content_type="text/plain",
                                 charset="utf-8")
-        return web.Response(body=await self._report_bytes(report), content_type="application/json")
+        return web.Response(body=await self._report_bytes(report, fmt), content_type="application/json")
+
+    async def page(self, _: web.Request) -> web.Response:
+        """GET /: the report page of the current run, which polls /report and redraws itself while a run is
+        under way (and shows the next run when one starts)."""
+        state = self.state
+        report = self._published(state) if state is not None else None
+        if report is not None:
+            body = await self._report_bytes(report, "page")
+        else:
+            doc = await self._progress(state) if state is not None else {
+                "status": "idle", "error": None, "progress": None, "latest_run_id": None}
+            title = f"Profile of {self.config.target.model} — {'run ' + state.run_id if state else 'no run yet'}"
+            body = await asyncio.to_thread(
+                lambda: render_page(doc, title=title, live_interval_ms=LIVE_PAGE_INTERVAL_MS).encode("utf-8"))
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    async def run_page(self, request: web.Request) -> web.Response:
+        """GET /runs/{id}/report.html: the self-contained page of a stored run; 404 for an unknown id."""
+        run_id = request.match_info["run_id"]
+        report = await asyncio.to_thread(self.history.get_run, run_id)
+        if report is None:
+            return web.json_response({"error": f"no finished run with id {run_id!r}", "path": request.path},
+                                     status=404)
+        body = await asyncio.to_thread(encode_report, report, "html", self.history.get_run)
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     async def list_runs(self, request: web.Request) -> web.Response:
         """The run under way (if any) and the finished runs, newest first."""
@@ -412,10 +465,12 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
 def make_app(sidecar: Sidecar) -> web.Application:
     """Routes of the sidecar."""
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
+    app.router.add_get("/", sidecar.page)
     app.router.add_get("/report", sidecar.report)
     app.router.add_get("/runs", sidecar.list_runs)
     app.router.add_post("/runs", sidecar.post_run)
     app.router.add_get("/runs/{run_id}", sidecar.get_run)
+    app.router.add_get("/runs/{run_id}/report.html", sidecar.run_page)
     app.router.add_get("/metrics", sidecar.metrics)
     app.router.add_get("/healthz", sidecar.healthz)
     app.router.add_get("/readyz", sidecar.readyz)

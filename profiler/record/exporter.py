@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -27,8 +28,12 @@ from profiler.measure.resources.sampler import ResourceSampler
 from profiler.measure.resources.series import BoundedSeries
 from profiler.state import RunView
 
-BUCKET_FACTORS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 5.0, 10.0)
-"""Histogram buckets as multiples of the latency objective, so resolution sits where it matters."""
+BUCKET_FACTORS = (0.5, 0.75, 1.0, 1.5, 2.0)
+"""Buckets at these multiples of the latency objective, so histogram_quantile is sharp where the verdict is."""
+BUCKET_STEPS = (1.0, 2.5, 5.0)
+"""And a 1-2.5-5 ladder per decade, from BUCKET_FLOOR_S (or 1/20 of a faster objective) to 10x the objective:
+a fast model's p50 (the demo's is ~1.3 ms) falls in a bucket of its own, not below the lowest one."""
+BUCKET_FLOOR_S = 1e-4
 
 VERDICT_CODES = {"pass": 1.0, "inconclusive": 0.0, "fail": -1.0}
 LEAK_CODES = {"leaked": 1.0, "no leak": 0.0, "inconclusive": -1.0}
@@ -37,10 +42,21 @@ ACCURACY_KEYS = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "pre
 
 
 def bucket_bounds_s(objective_ms: float) -> list[float]:
-    """Upper bounds in seconds around the latency objective (empty for a non-positive objective)."""
+    """Upper bounds in seconds: a 1-2.5-5 ladder from 100 µs (lower for an objective under 2 ms) to 10x the
+    objective, and the objective's neighbourhood (BUCKET_FACTORS); empty for a non-positive objective."""
     if not objective_ms > 0 or not math.isfinite(objective_ms):
         return []
-    return [round(objective_ms / 1000 * f, 9) for f in BUCKET_FACTORS]
+    objective_s = objective_ms / 1000
+    floor_s = min(BUCKET_FLOOR_S, objective_s / 20)
+    bounds = {round(objective_s * f, 9) for f in BUCKET_FACTORS}
+    decade = math.floor(math.log10(floor_s))
+    while 10.0 ** decade <= objective_s * 10:
+        for step in BUCKET_STEPS:
+            bound = step * 10.0 ** decade
+            if floor_s * 0.999 <= bound <= objective_s * 10 * 1.001:
+                bounds.add(round(bound, 9))
+        decade += 1
+    return sorted(bounds)
 
 
 def histogram_buckets(histogram: HdrHistogram, bounds_s: list[float]) -> list[tuple[str, float]]:
@@ -234,10 +250,27 @@ def report_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
             sustained.add_metric([model, str(stage.get("name"))], 1.0 if objective["sustained"] else 0.0)
     yield sustained
     yield from _resources_report_families(report.get("resources") or {}, model)
+    yield from _verdict_families(report, model)
+
+
+def _verdict_families(report: dict[str, Any], model: str) -> Iterator[Metric]:
+    """The verdict (as a code and one series per state), each check, and when the run ended."""
     verdict = report.get("verdict") or {}
     code = VERDICT_CODES.get(str(verdict.get("status")))
     if code is not None:
         yield _single("profiler_verdict", "The verdict: 1 pass, 0 inconclusive, -1 fail.", model, code)
+        # One series per state (1 for the verdict's, 0 for the others): a Grafana state timeline or an alert
+        # on `profiler_verdict_state{state="fail"} == 1` reads it without decoding -1/0/1.
+        states = GaugeMetricFamily("profiler_verdict_state", "The verdict, one series per state: 1 for the "
+                                   "run's verdict, 0 for the others.", labels=["model", "state"])
+        for state in VERDICT_CODES:
+            states.add_metric([model, state], 1.0 if state == verdict.get("status") else 0.0)
+        yield states
+    finished = _timestamp((report.get("run") or {}).get("finished_at"))
+    if finished is not None:
+        # Alert on `time() - profiler_last_run_end_timestamp_seconds > ...`: a PASS that is days old is stale.
+        yield _single("profiler_last_run_end_timestamp_seconds", "When the last finished run ended (Unix time).",
+                      model, finished)
     checks = GaugeMetricFamily("profiler_verdict_check", "Each gate: 1 pass, 0 inconclusive, -1 fail.",
                                labels=["model", "metric", "kind"])
     for check in verdict.get("checks") or []:
@@ -272,6 +305,16 @@ def _leak_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:
         value = _number(leak.get(key))
         if value is not None:
             yield _single(name, documentation, model, value * scale)
+
+
+def _timestamp(value: Any) -> float | None:
+    """An ISO 8601 time stamp from the report as Unix seconds; None when it is missing or not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
 
 
 def _resources_report_families(resources: dict[str, Any], model: str) -> Iterator[Metric]:

@@ -282,15 +282,21 @@ def write_json(report: dict[str, Any], path: Path) -> Path:
     path that is a directory, a parent that is a file or cannot be created. The temp file never stays
     behind, whatever failed.
     """
+    text = json.dumps(report, indent=2, allow_nan=False, default=str) + "\n"
+    return write_text(text, path)
+
+
+def write_text(text: str, path: Path, suffix: str = ".json") -> Path:
+    """Write a report file (the JSON document, or its HTML page) atomically: temp file + rename, errors as
+    ReportError naming `path` (see write_json)."""
     try:
         _make_parent(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".json", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=suffix, dir=path.parent)
     except OSError as exc:
         raise ReportError(f"cannot write the report to {path}: {_why(exc, path)}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2, allow_nan=False, default=str)
-            handle.write("\n")
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):
