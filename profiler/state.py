@@ -139,6 +139,12 @@ class RunView(Protocol):
     def progress(self) -> dict[str, Any]:
         """A small document for /report while the run is under way."""
 
+    def unsettled(self) -> list[StageRecorder]:
+        """Ended stages whose summaries `progress` has not kept yet; summarise them off the loop and `settle`."""
+
+    def settle(self, recorders: list[StageRecorder], summaries: list[dict[str, Any]]) -> None:
+        """Keep the summaries of `recorders` (as `unsettled` gave them) for every later `progress`."""
+
 
 @dataclass
 class RunState:
@@ -197,16 +203,27 @@ class RunState:
                         "requests": p.requests} for p in self.series.points[-LIVE_SERIES_POINTS:]],
         }
 
-    def _stage_summaries(self) -> list[dict[str, Any]]:
-        """Every stage's summary. Stages run one after another, so every stage but the last has ended and its
-        summary (three HDR histograms encoded, percentiles) no longer changes: each is built once, not at every
-        GET /report, which after a long capacity search would otherwise cost tens of milliseconds on the loop."""
+    def unsettled(self) -> list[StageRecorder]:
+        """Ended stages whose summaries are not kept yet. Stages run one after another, so every stage but the
+        last has ended and its summary (three HDR histograms encoded, percentiles) no longer changes: the
+        sidecar builds each once, in a thread, and keeps it (`settle`). Built on the loop at a GET /report,
+        they cost 25-40 ms when a few 20 ms stages had ended since the last GET while the hold-out set was
+        being parsed (every numpy call there hands the GIL over and waits to get it back)."""
         recorders = self.recorders
+        return [r for r in recorders[len(self._settled):max(0, len(recorders) - 1)] if r.ended_ns]
+
+    def settle(self, recorders: list[StageRecorder], summaries: list[dict[str, Any]]) -> None:
+        """Keep the summaries of `recorders` when they are still the next stages without one."""
+        start = len(self._settled)
+        following = self.recorders[start:start + len(recorders)]
+        if len(following) == len(recorders) and all(a is b for a, b in zip(following, recorders, strict=True)):
+            self._settled.extend(summaries)
+
+    def _stage_summaries(self) -> list[dict[str, Any]]:
+        """Every stage's summary: the kept ones (`settle`), then the others built now (on a bare `progress()`,
+        the stages not settled yet; normally only the live one)."""
         settled = self._settled
-        del settled[max(0, len(recorders) - 1):]
-        while len(settled) < len(recorders) - 1:
-            settled.append(recorders[len(settled)].summary())
-        return [*settled, *(r.summary() for r in recorders[len(settled):])]
+        return [*settled, *(r.summary() for r in self.recorders[len(settled):])]
 
 
 def new_state(config: Config) -> RunState:

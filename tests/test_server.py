@@ -20,6 +20,7 @@ from profiler.app import server
 from profiler.app.run import conclude
 from profiler.app.server import MAX_BODY_BYTES, READY_CACHE_S, Sidecar, TargetProbe, make_app
 from profiler.config import Config, load_config
+from profiler.core.results import StageAccount
 from profiler.examples.holdout import write_holdout
 from profiler.measure.latency import StageRecorder
 from profiler.record.history import record
@@ -375,15 +376,31 @@ async def test_a_run_reads_its_data_and_writes_its_report_off_the_event_loop(
     assert len(calls["encode_report"]) == 2  # JSON and text, each encoded once for the run
 
 
+def _ended(index: int) -> StageRecorder:
+    """A recorder of a stage that ran and ended (nothing answered)."""
+    recorder = StageRecorder(Stage(index, 10.0, 1.0))
+    recorder.close(StageAccount(started_ns=1, ended_ns=2, scheduled=0, unsent=0, late=0, cut_short=False,
+                                cpu_s=0.0, first_sent_ns=0))
+    return recorder
+
+
 def test_the_progress_document_builds_a_finished_stage_once(make_config: Callable[..., Config]) -> None:
     """After a long capacity search, /report must not rebuild every stage's summary (three HDR histograms
-    encoded, percentiles) at each GET: stages run one after another, so all but the last have ended."""
+    encoded, percentiles) at each GET: stages run one after another, so all but the last have ended; the
+    sidecar builds their summaries off the loop (unsettled), once, and the state keeps them (settle)."""
     state = new_state(make_config())
-    state.recorders.extend(StageRecorder(Stage(i, 10.0, 1.0)) for i in (1, 2, 3))
+    state.recorders.extend(_ended(i) for i in (1, 2, 3))
+    pending = state.unsettled()
+    assert [r.stage.name for r in pending] == ["stage-1", "stage-2"]  # the last may still be under way
+    state.settle(pending, [r.summary() for r in pending])
+    assert state.unsettled() == []
     first, again = state.progress()["stages"], state.progress()["stages"]
     assert [s["name"] for s in first] == ["stage-1", "stage-2", "stage-3"] == [s["name"] for s in again]
-    assert first[0] is again[0] and first[1] is again[1]  # ended: built once
+    assert first[0] is again[0] and first[1] is again[1]  # ended and settled: built once
     assert first[2] is not again[2]  # the stage under way: built at every GET
     state.recorders.append(StageRecorder(Stage(4, 10.0, 1.0)))
+    assert [r.stage.name for r in state.unsettled()] == ["stage-3"]
+    stale = [_ended(9)]
+    state.settle(stale, [stale[0].summary()])  # not the next stage without a summary: ignored
     later = state.progress()["stages"]
-    assert later[:2] == first[:2] and later[0] is first[0] and [s["name"] for s in later][-1] == "stage-4"
+    assert [s["name"] for s in later] == ["stage-1", "stage-2", "stage-3", "stage-4"] and later[0] is first[0]

@@ -39,6 +39,7 @@ from profiler.core.errors import ConfigError, ProfilerError, ReportError, StoreE
 from profiler.core.heap import freeze_baseline
 from profiler.core.redact import redact_text, redact_url
 from profiler.judge.verdict import EXIT_ERROR, EXIT_PASS, exit_code_for
+from profiler.measure.latency import StageRecorder
 from profiler.record.exporter import RunCollector
 from profiler.record.html import encode_json, page_title, page_view, render_page
 from profiler.record.page import RunLookup, predecessor_of, write_html
@@ -147,6 +148,11 @@ def default_runs(config: Config) -> RunSource:
     if config.history.enabled and config.history.path is not None:
         return StoreRuns(config.history.path, config.history.lock_timeout_s)
     return MemoryRuns(HISTORY_RUNS)
+
+
+def _summaries(recorders: list[StageRecorder]) -> list[dict[str, Any]]:
+    """The summaries of ended stages (blocking: numpy and zlib over each histogram)."""
+    return [recorder.summary() for recorder in recorders]
 
 
 class Sidecar:
@@ -267,6 +273,9 @@ class Sidecar:
     # --- documents -----------------------------------------------------------------------------
 
     async def _progress(self, state: RunView) -> dict[str, Any]:
+        pending = state.unsettled()
+        if pending:  # ended stages' summaries: built once, off the loop (RunState.unsettled says why)
+            state.settle(pending, await aio.in_thread(_summaries, pending, name="profiler-summaries"))
         return {
             "status": "error" if self.error else "running",
             "error": self.error,

@@ -282,6 +282,13 @@ class StageRecorder:
         self.cut_short = account.cut_short
         self.cpu_s = account.cpu_s
         self.first_sent_ns = account.first_sent_ns
+        # Binned now, so that reading an ended stage changes nothing: its summary may be built in a thread
+        # (the sidecar's /report) while the loop reads it too.
+        recordings = [self._latency, self._service, self._lag]
+        if self.tokens is not None:
+            recordings += [self.tokens.ttft, self.tokens.itl, self.tokens.tpot]
+        for recording in recordings:
+            recording.flush()
 
     def record_lag(self, lag_ns: int) -> None:
         """How late the generator woke up for one send (its own lateness, not the model's)."""
